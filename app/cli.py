@@ -1,0 +1,28 @@
+"""`greedysign`: one command with subcommands. Thin: it parses arguments and calls the
+functions that live where the work lives (data/, model/, service/)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.commands import data as data_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="greedysign",
+        description="Traffic-sign recognition with a ResNet trained layer by layer (Greedy-DIB).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data_commands.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
