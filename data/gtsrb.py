@@ -1,0 +1,82 @@
+"""Reader for the German Traffic Sign Recognition Benchmark (GTSRB).
+
+An annotation file is a `;`-separated CSV with the header
+`Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId` (columns found by name, so the
+release's extra or reordered columns are fine). Any such CSV at the top of the dataset
+folder or one folder down is read (the release keeps one `GT-000NN.csv` per class folder);
+its images sit beside it or in an `images/` folder next to it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.records import DataError, SignRecord
+from data.validate import annotation_lines, checked_record, collect, parse_int, split_fields
+
+COLUMNS = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId")
+
+
+def _column_names(header: str) -> list[str]:
+    names = [name.strip() for name in header.strip().split(";")]
+    return names[:-1] if names[-1] == "" else names
+
+
+def _header(csv_file: Path) -> list[str]:
+    with csv_file.open(encoding="utf-8-sig", errors="replace") as stream:
+        return _column_names(stream.readline())
+
+
+def find_annotation_files(root: Path) -> list[Path]:
+    """CSV files under `root` (top or one folder down) whose header starts with `Filename`;
+    other CSVs (provenance tables and the like) are not annotations and are left alone."""
+    candidates = sorted(root.glob("*.csv")) + sorted(root.glob("*/*.csv"))
+    return [path for path in candidates if _header(path)[:1] == ["Filename"]]
+
+
+def read_annotation_file(
+    csv_file: Path, *, num_classes: int, on_error: str
+) -> tuple[list[SignRecord], list[DataError]]:
+    lines = annotation_lines(csv_file)
+    header_line, header_text = next(lines)
+    header = _column_names(header_text)
+    missing = [name for name in COLUMNS if name not in header]
+    if missing:
+        fault = f"header lacks {', '.join(missing)} (needs {';'.join(COLUMNS)})"
+        raise DataError(csv_file, header_line, fault)
+    column = {name: header.index(name) for name in COLUMNS}
+    image_dir = csv_file.parent / "images"
+    if not image_dir.is_dir():
+        image_dir = csv_file.parent
+
+    def build(numbered_line: tuple[int, str]) -> SignRecord:
+        line, text = numbered_line
+        where = {"source_file": csv_file, "line": line}
+        fields = split_fields(text, header, **where)
+        width, height, x1, y1, x2, y2, class_id = (
+            parse_int(fields[column[name]], name, **where) for name in COLUMNS[1:]
+        )
+        return checked_record(
+            image_dir / fields[column["Filename"]],
+            class_id,
+            (x1, y1, x2, y2),
+            (width, height),
+            num_classes,
+            **where,
+        )
+
+    return collect(lines, build, on_error)
+
+
+def read_gtsrb(
+    csv_files: list[Path], *, num_classes: int, on_error: str
+) -> tuple[list[SignRecord], list[DataError]]:
+    records: list[SignRecord] = []
+    skipped: list[DataError] = []
+    for csv_file in csv_files:
+        file_records, file_skipped = read_annotation_file(
+            csv_file, num_classes=num_classes, on_error=on_error
+        )
+        records += file_records
+        skipped += file_skipped
+    return records, skipped

@@ -1,0 +1,44 @@
+"""Loss terms. Each is returned separately so that every term can be logged."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def dice_loss(mask_logits: Tensor, masks: Tensor, smooth: float = 1.0) -> Tensor:
+    """Soft Dice loss per image, averaged; `smooth` keeps empty masks finite."""
+    probabilities = mask_logits.sigmoid().flatten(1)
+    targets = masks.flatten(1)
+    intersection = (probabilities * targets).sum(dim=1)
+    total = probabilities.sum(dim=1) + targets.sum(dim=1)
+    return (1 - (2 * intersection + smooth) / (total + smooth)).mean()
+
+
+def mask_loss(mask_logits: Tensor, masks: Tensor) -> Tensor:
+    """BCE + Dice: BCE trains every pixel, Dice keeps small signs from being ignored."""
+    return F.binary_cross_entropy_with_logits(mask_logits, masks) + dice_loss(mask_logits, masks)
+
+
+def module_loss(
+    class_logits: Tensor,
+    mask_logits: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    reg: Tensor | None = None,
+    *,
+    lambda_mask: float = 1.0,
+    beta: float = 0.0,
+    label_smoothing: float = 0.0,
+) -> dict[str, Tensor]:
+    """L = CE + lambda_mask * (BCE + Dice) + beta * reg, as a dict of its terms.
+
+    `reg` is the information term of the representation (H(T_k) or I(T_{k-1}; T_k)); None or
+    beta == 0 leaves it out (plain greedy cross-entropy, or end-to-end SGD).
+    """
+    ce = F.cross_entropy(class_logits, labels, label_smoothing=label_smoothing)
+    seg = mask_loss(mask_logits, masks)
+    reg_term = reg if reg is not None else torch.zeros((), device=ce.device)
+    total = ce + lambda_mask * seg + beta * reg_term
+    return {"ce": ce, "mask": seg, "reg": reg_term, "total": total}
