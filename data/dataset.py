@@ -1,0 +1,120 @@
+"""The torch Dataset of sign records: (image, mask, class id, box) ready for the network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from data.images import ground_truth_mask, read_rgb
+from data.records import DataError, SignRecord
+from data.transforms import eval_transform, train_transform
+
+# A train sample is cached with its longer side at most this many times S: enough detail for
+# augmentation to shrink it back to S, small enough that augmenting it is cheap.
+_TRAIN_CACHE_SCALE = 2
+# Augmentation draws that may push the whole sign out of frame before giving up on them.
+_AUGMENT_TRIES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedSample:
+    image: np.ndarray  # HxWx3 uint8 RGB
+    mask: np.ndarray  # HxW uint8 {0, 1}
+    box: np.ndarray  # float32 [1, 4]: (x1, y1, x2, y2) in this image's pixels
+
+
+class SignDataset(Dataset):
+    """Every image is decoded once, in the constructor, and kept in memory (the real TSRD
+    sample is 1191 crops of about 131x122 px); a bad file fails here, naming its record.
+
+    An item is (image float32 [3, S, S] normalised, mask float32 [1, S, S] in {0, 1},
+    class id, box float32 [4] (x1, y1, x2, y2) in the S x S output's pixels). There is always
+    exactly one box: augmentation clips a box that leaves the frame, and a draw that loses
+    the sign entirely is drawn again.
+
+    `seed` fixes the augmentation stream in the main process. In DataLoader workers each
+    worker reseeds from its torch worker seed, since forked workers would otherwise all
+    replay one copied random state.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[SignRecord],
+        image_size: int,
+        *,
+        train: bool,
+        seed: int | None = None,
+    ):
+        self.records = list(records)
+        self.image_size = image_size
+        self.train = train
+        self.transform = train_transform(image_size) if train else eval_transform(image_size)
+        self.transform.set_random_seed(seed)
+        # Eval samples stay at full size so they equal preprocess() of the original exactly.
+        longest_side = _TRAIN_CACHE_SCALE * image_size if train else None
+        self._samples = [_decode(record, longest_side) for record in self.records]
+        self._worker_seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+        self._seed_for_worker()
+        sample = self._samples[i]
+        out = _transformed(self.transform, sample)
+        if self.train and not _has_box(out):
+            out = self._redraw(sample)
+        mask = out["mask"].to(torch.float32).unsqueeze(0)
+        box = torch.as_tensor(out["bboxes"][0], dtype=torch.float32)
+        return out["image"], mask, self.records[i].class_id, box
+
+    def _seed_for_worker(self) -> None:
+        worker = get_worker_info()
+        if worker is not None and worker.seed != self._worker_seed:
+            self._worker_seed = worker.seed
+            self.transform.set_random_seed(worker.seed % 2**32)
+
+    def _redraw(self, sample: _CachedSample) -> dict[str, Any]:
+        for _ in range(_AUGMENT_TRIES):
+            out = _transformed(self.transform, sample)
+            if _has_box(out):
+                return out
+        # Only a tiny box at the very edge can keep leaving the frame; show it unaugmented
+        # rather than return a sample whose sign is gone.
+        return _transformed(eval_transform(self.image_size), sample)
+
+
+def _transformed(transform: A.Compose, sample: _CachedSample) -> dict[str, Any]:
+    return transform(image=sample.image, mask=sample.mask, bboxes=sample.box)
+
+
+def _has_box(out: dict[str, Any]) -> bool:
+    return len(out["bboxes"]) == 1
+
+
+def _decode(record: SignRecord, longest_side: int | None) -> _CachedSample:
+    image = read_rgb(record.image_path)
+    mask = ground_truth_mask(record)
+    expected = (record.height, record.width)
+    if image.shape[:2] != expected or mask.shape != expected:
+        fault = (
+            f"decoded image is {image.shape[1]}x{image.shape[0]} and mask "
+            f"{mask.shape[1]}x{mask.shape[0]}, but the record ({record.source}) says "
+            f"{record.width}x{record.height}"
+        )
+        raise DataError(record.image_path, None, fault)
+    box = np.asarray([record.box], dtype=np.float32)
+    scale = 1.0 if longest_side is None else min(1.0, longest_side / max(expected))
+    if scale < 1.0:
+        size = (max(1, round(record.width * scale)), max(1, round(record.height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        box *= np.asarray([size[0] / record.width, size[1] / record.height] * 2, dtype=np.float32)
+    return _CachedSample(image=image, mask=mask, box=box)
