@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from app.commands import data as data_commands
+from app.commands import train as train_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_commands.register(commands)
+    train_commands.register(commands)
     return parser
 
 

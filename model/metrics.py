@@ -120,4 +120,6 @@ class EvalAccumulator:
             "box_iou": self.box_iou_sum / self.images,
             "unknown_class_images": int(self.confusion[self.num_classes].sum()),
             "per_class": per_class,
+            # Rows: true class (a last row for classes outside the model), columns: predicted.
+            "confusion": self.confusion.tolist(),
         }

@@ -1,0 +1,69 @@
+"""`greedysign train|eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from data.records import DataError
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from model.evaluate import SUBSETS
+    from model.train import get_args_parser
+
+    train = commands.add_parser(
+        "train",
+        parents=[get_args_parser(add_help=False)],
+        help="train a model (Greedy-DIB by default) and make it the newest run",
+    )
+    train.set_defaults(handler=run_train)
+
+    evaluate = commands.add_parser("eval", help="metrics of a model on a dataset, as JSON")
+    evaluate.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model file or run folder (default: newest run, else shipped)",
+    )
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument(
+        "--subset",
+        choices=SUBSETS,
+        default="test",
+        help="test: held-out side of the model's own split (default); "
+        "all: every distinct image (data the model never saw)",
+    )
+    evaluate.add_argument("--per-class", action="store_true", help="include per-class figures")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(handler=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from model.train import main
+
+    try:
+        main(args)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from model.evaluate import evaluate_model
+    from model.runs import resolve_model
+
+    try:
+        metrics = evaluate_model(
+            resolve_model(args.model), args.data, subset=args.subset, device=args.device
+        )
+    except (DataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not args.per_class:
+        metrics.pop("per_class")
+    print(json.dumps(metrics, indent=2))
+    return 0

@@ -1,0 +1,123 @@
+"""Checkpoints and exported models.
+
+Two kinds of file, both one dict written atomically (temporary file, then `os.replace`):
+
+- a training checkpoint (`checkpoint.pth` in a run folder): the whole model with its aux
+  heads, the optimizer, scheduler and scaler of the phase in progress, and where training
+  stands (phase, module k, epoch), so `--resume` continues exactly there;
+- an exported model (`model.pt`): inference weights only (no aux heads, no optimizer) in
+  float16, with what a user of the model needs to know about it (classes, image size, method,
+  split, metrics, data fingerprint). It loads into `SignNet(config, with_aux=False)` strictly.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.network import NetConfig, SignNet
+
+MODEL_FORMAT = "greedysign-model/1"
+CHECKPOINT_FORMAT = "greedysign-checkpoint/1"
+
+
+def save_atomic(obj: dict[str, Any], path: Path | str) -> Path:
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a
+    half-written checkpoint where the last good one was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_file(path: Path | str) -> dict[str, Any]:
+    """A checkpoint or model file, on the CPU. weights_only: these files hold plain data."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {
+        "torch": str(torch.__version__),
+        "greedysign": version("greedysign"),
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class ModelInfo:
+    """What an exported model says about itself."""
+
+    config: NetConfig
+    class_names: list[str]
+    dataset: str = "ctsrd"
+    method: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    command: str = ""
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        info = asdict(self)
+        info["config"] = asdict(self.config)
+        return info
+
+
+def export_model(model: SignNet, info: ModelInfo, path: Path | str) -> Path:
+    """Write inference weights (no aux heads) in float16 with the model's metadata."""
+    weights = {
+        name: value.half() if value.is_floating_point() else value
+        for name, value in model.inference_state_dict().items()
+    }
+    meta = info.to_dict()
+    meta.pop("path")
+    return save_atomic(
+        {"format": MODEL_FORMAT, "model": weights, "versions": versions(), **meta}, path
+    )
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[SignNet, ModelInfo]:
+    """An exported model (`model.pt`) or a finished training checkpoint as an inference
+    SignNet in eval mode, float32 on `device`, loaded with strict=True."""
+    state = load_file(path)
+    if state.get("format") == CHECKPOINT_FORMAT:
+        state = {**state["info"], "model": state["model"]}
+    elif state.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a GreedySign model or checkpoint")
+    config = NetConfig(**state["config"])
+    model = SignNet(config, with_aux=False)
+    weights = {
+        name: value
+        for name, value in state["model"].items()
+        if not name.startswith(("aux_cls.", "aux_mask."))
+    }
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, strict=True
+    )
+    info = ModelInfo(
+        config=config,
+        class_names=list(state["class_names"]),
+        dataset=state.get("dataset", "ctsrd"),
+        method=state.get("method", ""),
+        metrics=dict(state.get("metrics", {})),
+        split=dict(state.get("split", {})),
+        data_fingerprint=state.get("data_fingerprint", ""),
+        command=state.get("command", ""),
+        path=str(path),
+    )
+    return model.to(device).eval(), info

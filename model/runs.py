@@ -1,0 +1,58 @@
+"""Where models live: run folders, the newest run, and the shipped model.
+
+A run folder (`runs/NAME/`) holds `checkpoint.pth` (resumable training state), `model.pt`
+(the exported model), `metrics.json`, `history.csv` and plots. `runs/LATEST` names the newest
+finished run; eval, predict and the service use it when no model is given, else the model
+shipped with the package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.pth"
+LATEST_FILE = "LATEST"
+SHIPPED_MODEL = Path(__file__).resolve().parent / "shipped" / "greedysign-ctsrd-resnet18.pt"
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("GREEDYSIGN_RUNS", "runs"))
+
+
+def mark_latest(run_dir: Path) -> None:
+    """Record `run_dir` as the newest finished run (atomically: a reader never sees half)."""
+    latest = run_dir.parent / LATEST_FILE
+    temporary = latest.with_name(f".{LATEST_FILE}.tmp")
+    temporary.write_text(run_dir.name + "\n")
+    os.replace(temporary, latest)
+
+
+def latest_run(root: Path | None = None) -> Path | None:
+    latest = (root or runs_root()) / LATEST_FILE
+    if not latest.is_file():
+        return None
+    run_dir = latest.parent / latest.read_text().strip()
+    return run_dir if (run_dir / MODEL_FILE).is_file() else None
+
+
+def resolve_model(model: str | Path | None = None) -> Path:
+    """The model file to use: `model` (a model file or a run folder) when given, else the
+    newest run, else the shipped model."""
+    if model is not None:
+        path = Path(model)
+        if path.is_dir():
+            path = path / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no model at {model} (give a model file or a run folder)")
+        return path
+    run_dir = latest_run()
+    if run_dir is not None:
+        return run_dir / MODEL_FILE
+    if SHIPPED_MODEL.is_file():
+        return SHIPPED_MODEL
+    raise FileNotFoundError(
+        f"no trained run in {runs_root()}/ and no shipped model at {SHIPPED_MODEL}; "
+        "train one with `make train`"
+    )

@@ -1,0 +1,200 @@
+"""The trainers: what greedy training freezes, what reaches which module, and resumption."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import pytest
+import torch
+
+from data.synth import generate_synthetic
+from model.checkpoint import load_file, load_model
+from model.greedy import LossSettings, build_phases
+from model.network import NetConfig, SignNet
+from model.runs import latest_run
+from model.train import get_args_parser, main
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic(root, per_class=2, seed=3)
+    return root
+
+
+def _batch(n=8, classes=58):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(n, 3, SIZE, SIZE, generator=generator)
+    masks = torch.zeros(n, 1, SIZE, SIZE)
+    masks[:, :, 8:24, 8:24] = 1
+    labels = torch.randint(0, classes, (n,), generator=generator)
+    return images, masks, labels
+
+
+def _greedy_phases(reg="entropy"):
+    torch.manual_seed(0)
+    model = SignNet(NetConfig(image_size=SIZE))
+    return model, build_phases(model, "greedy-dib", LossSettings(reg=reg, beta=0.1))
+
+
+def _train_steps(model, phase, steps=5, lr=0.05):
+    model.freeze_stages(phase.frozen)
+    model.train()
+    optimizer = torch.optim.SGD(list(phase.parameters()), lr=lr, momentum=0.9)
+    images, masks, labels = _batch()
+    losses = []
+    for _ in range(steps):
+        terms, _, _ = phase.step(images, masks, labels)
+        optimizer.zero_grad()
+        terms["total"].backward()
+        optimizer.step()
+        losses.append(terms["total"].item())
+    return losses
+
+
+@pytest.mark.parametrize("reg", ["entropy", "mi", "none"])
+def test_training_module_k_leaves_the_frozen_prefix_untouched(reg):
+    model, phases = _greedy_phases(reg)
+    k = 2
+    prefix = {name: value.clone() for name, value in model.stages[:k].state_dict().items()}
+    _train_steps(model, phases[k], steps=2)
+    # Weights and BatchNorm running statistics alike: the prefix ran in eval mode, no_grad.
+    after = model.stages[:k].state_dict()
+    assert all(torch.equal(prefix[name], after[name]) for name in prefix)
+    assert all(p.grad is None for p in model.stages[:k].parameters())
+    assert all(not p.requires_grad for p in model.stages[:k].parameters())
+    assert all(not m.training for stage in model.stages[:k] for m in stage.modules())
+    # Module k itself did learn.
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.stages[k].parameters())
+
+
+def test_no_gradient_crosses_the_module_boundary():
+    model, phases = _greedy_phases()
+    k = 1
+    model.freeze_stages(k)
+    images, masks, labels = _batch()
+    terms, _, _ = phases[k].step(images, masks, labels)
+    terms["total"].backward()
+    # Neither earlier nor later modules, nor the final heads, see a gradient.
+    untouched = [model.stages[0], *model.stages[k + 1 :], model.cls_head, model.seg_decoder]
+    assert all(p.grad is None for m in untouched for p in m.parameters())
+
+
+def test_heads_phase_trains_only_the_heads():
+    model, phases = _greedy_phases()
+    heads = phases[-1]
+    assert heads.name == "heads" and heads.frozen == model.num_stages
+    encoder = {name: value.clone() for name, value in model.stages.state_dict().items()}
+    _train_steps(model, heads, steps=2)
+    assert all(torch.equal(encoder[n], v) for n, v in model.stages.state_dict().items())
+    assert all(p.grad is None for p in model.stages.parameters())
+
+
+@pytest.mark.parametrize("method", ["greedy-dib", "sgd"])
+def test_loss_falls_on_a_fixed_batch(method):
+    torch.manual_seed(0)
+    model = SignNet(NetConfig(image_size=SIZE), with_aux=method != "sgd")
+    phase = build_phases(model, method, LossSettings())[0]
+    losses = _train_steps(model, phase, steps=15, lr=0.05)
+    assert losses[-1] < 0.75 * losses[0]
+
+
+def _args(data, out, *extra):
+    parser = get_args_parser()
+    return parser.parse_args(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--image-size",
+            str(SIZE),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--workers",
+            "0",
+            *extra,
+        ]
+    )
+
+
+def test_interrupted_run_resumes_after_module_2_and_finishes(tiny_synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    out = tmp_path / "run"
+    assert main(_args(tiny_synthetic, out, "--stop-after", "module2")) == {}
+    checkpoint = load_file(out / "checkpoint.pth")
+    assert (checkpoint["phase"], checkpoint["epoch"]) == (2, 0)  # next: module3, epoch 0
+    assert not (out / "model.pt").exists()
+    stage0 = checkpoint["model"]["stages.0.stem.0.weight"]
+
+    metrics = main(_args(tiny_synthetic, out, "--resume"))
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["images"] > 0
+    with open(out / "history.csv") as file:
+        phases = [row["phase"] for row in csv.DictReader(file)]
+    assert phases == ["module1", "module2", "module3", "module4", "heads"]
+    # The resumed run kept module 1 as trained before the interruption.
+    model, info = load_model(out / "model.pt")
+    assert torch.allclose(model.stages[0].stem[0].weight, stage0.float(), rtol=1e-3, atol=1e-4)
+    assert latest_run(tmp_path) == out
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["method"] == "greedy-dib" and info.method == "greedy-dib"
+    for plot in ("curves.png", "gradients.png", "confusion.png"):
+        assert (out / plot).stat().st_size > 0
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    out = tmp_path / "sgd"
+    main(_args(tiny_synthetic, out, "--method", "sgd"))
+    checkpoint = load_file(out / "checkpoint.pth")
+    trained = SignNet(NetConfig(**checkpoint["info"]["config"]), with_aux=False)
+    trained.load_state_dict(checkpoint["model"])
+    trained.eval()
+    from_checkpoint, _ = load_model(out / "checkpoint.pth")
+    from_export, info = load_model(out / "model.pt")  # float16 weights
+    images = _batch(4)[0]
+    with torch.no_grad():
+        reference = trained(images)
+        exact = from_checkpoint(images)
+        half = from_export(images)
+    assert all(torch.equal(a, b) for a, b in zip(reference, exact, strict=True))
+    # float16 storage: the same decisions, logits within float16 rounding.
+    assert torch.equal(reference[0].argmax(1), half[0].argmax(1))
+    assert (reference[0] - half[0]).abs().max() <= 1e-2 * reference[0].abs().max()
+    assert info.class_names[0] == "Speed limit 5 km/h" and info.split["test_images"] > 0
+
+
+def test_unknown_phase_name_is_refused(tiny_synthetic, tmp_path):
+    with pytest.raises(SystemExit, match="module1, module2"):
+        main(_args(tiny_synthetic, tmp_path / "x", "--stop-after", "module9"))
+
+
+def test_regulariser_needs_greedy_dib(tiny_synthetic, tmp_path):
+    args = _args(tiny_synthetic, tmp_path / "x", "--method", "sgd", "--reg", "entropy")
+    with pytest.raises(SystemExit, match="greedy-dib"):
+        main(args)
+
+
+def test_cli_parser_has_every_knob():
+    args = get_args_parser().parse_args([])
+    assert isinstance(args, argparse.Namespace)
+    for knob in (
+        "method",
+        "reg",
+        "beta",
+        "alpha",
+        "image_size",
+        "epochs",
+        "batch_size",
+        "split",
+        "seed",
+        "out",
+        "resume",
+    ):
+        assert hasattr(args, knob)
