@@ -37,8 +37,9 @@ class NetConfig:
 
     `image_size` is the training input size (square); the network itself takes any H x W.
     `decoder_channels` are the 5 U-Net decoder blocks, deepest first: the last ones run at
-    1/2 and full resolution, so they are kept narrow, as their activations count against the
-    memory Greedy-DIB saves. `aux_width` is the conv and hidden width of each auxiliary
+    1/2 and full resolution, so they are kept narrow. Their activations are what the heads
+    phase of Greedy-DIB holds: at batch 64, 64x64, (128, 64, 32, 16, 16) saves 152 MB for
+    backward, (64, 32, 16, 8, 8) 90 MB (bench/train_memory.py); a sign mask needs no more. `aux_width` is the conv and hidden width of each auxiliary
     classifier; `dropout` is applied before the final linear classifier.
     """
 
@@ -46,7 +47,7 @@ class NetConfig:
     num_classes: int = 58
     image_size: int = 64
     split: str = DEFAULT_SPLIT
-    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16)
+    decoder_channels: tuple[int, ...] = (64, 32, 16, 8, 8)
     aux_width: int = 128
     dropout: float = 0.2
 
