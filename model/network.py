@@ -39,8 +39,9 @@ class NetConfig:
     `decoder_channels` are the 5 U-Net decoder blocks, deepest first: the last ones run at
     1/2 and full resolution, so they are kept narrow. Their activations are what the heads
     phase of Greedy-DIB holds: at batch 64, 64x64, (128, 64, 32, 16, 16) saves 152 MB for
-    backward, (64, 32, 16, 8, 8) 90 MB (bench/train_memory.py); a sign mask needs no more. `aux_width` is the conv and hidden width of each auxiliary
-    classifier; `dropout` is applied before the final linear classifier.
+    backward, (64, 32, 16, 8, 8) 90 MB (bench/train_memory.py); a sign mask needs no more.
+    `aux_width` is the conv and hidden width of each auxiliary classifier; `dropout` is
+    applied before the final linear classifier.
     """
 
     arch: str = "resnet18"
