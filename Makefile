@@ -4,6 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+# make train DATA=/path/to/TSRD [EPOCHS=30] [METHOD=greedy-dib|greedy-ce|sgd] [ARGS="..."]
+DATA   ?=
+EPOCHS ?= 30
+METHOD ?= greedy-dib
+DEMO_IMAGE ?= ../shared/data/ctsrd-real/images/000_0001.png
+
 .PHONY: install test lint train serve demo bench clean
 
 install: $(STAMP)
@@ -21,6 +29,24 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+# Without DATA it trains on a synthetic CTSRD set (generated once into .cache/).
+train: $(STAMP)
+	$(BIN)/greedysign train --method $(METHOD) --epochs $(EPOCHS) $(if $(DATA),--data $(DATA)) $(ARGS)
+
+serve: $(STAMP)
+	$(BIN)/greedysign serve --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))
+
+demo: $(STAMP)
+	@echo "GreedySign: open http://$(HOST):$(PORT)/  (API docs: http://$(HOST):$(PORT)/docs)"
+	@echo "try:  curl -F file=@$(DEMO_IMAGE) 'http://$(HOST):$(PORT)/v1/predict?mask_format=none'"
+	$(BIN)/greedysign serve --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))
+
+bench: $(STAMP)
+	$(BIN)/python bench/train_memory.py --splits balanced,blocks
+	$(BIN)/python bench/service_load.py --seconds 10
+	$(BIN)/python bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -107,10 +107,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="epochs of the greedy heads phase (default: --epochs)",
     )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument(
         "--test-fraction",

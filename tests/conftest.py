@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+from data.classes import class_names
+from model.checkpoint import ModelInfo, export_model
+from model.network import NetConfig, SignNet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Real data lives beside the checkout (../shared/data) and is never copied into the repo.
@@ -33,3 +38,19 @@ def gtsrb_real() -> Path:
 @pytest.fixture(scope="session")
 def traffic_video() -> Path:
     return _shared("video/traffic.mp4")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported model with random weights at 32 px: tests never need a trained one."""
+    torch.manual_seed(0)
+    config = NetConfig(image_size=32)
+    info = ModelInfo(
+        config=config,
+        class_names=class_names("ctsrd"),
+        method="greedy-dib",
+        metrics={"accuracy": 0.5},
+        split={"seed": 0},
+    )
+    model = SignNet(config, with_aux=False).eval()
+    return export_model(model, info, tmp_path_factory.mktemp("model") / "model.pt")

@@ -1,0 +1,100 @@
+"""`greedysign serve`: run the inference service with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+# Flags that override a GREEDYSIGN_* setting when given; the rest come from the environment.
+_SETTING_FLAGS = ("model", "device", "max_batch_size", "max_wait_ms")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP/WebSocket inference service",
+        description="Serve a model over HTTP. Every setting can also be given as an "
+        "environment variable GREEDYSIGN_<NAME> (e.g. GREEDYSIGN_API_KEY, "
+        "GREEDYSIGN_MAX_UPLOAD_BYTES, GREEDYSIGN_CORS_ORIGINS); flags win over them.",
+    )
+    serve.add_argument(
+        "--model", help="model file or run folder (default: newest run, else the shipped model)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes; each loads its own model copy (on one GPU, keep 1)",
+    )
+    serve.add_argument("--max-batch-size", type=int, help="images per inference batch")
+    serve.add_argument("--max-wait-ms", type=float, help="longest wait to fill a batch")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    serve.set_defaults(handler=run_serve)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the flags given on the command line on top."""
+    from service.settings import Settings
+
+    overrides = {name: getattr(args, name) for name in _SETTING_FLAGS}
+    return Settings(**{name: value for name, value in overrides.items() if value is not None})
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as error:
+        print(f"error: invalid settings\n{error}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from model.runs import resolve_model
+
+    try:
+        model = resolve_model(settings.model)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    settings = settings.model_copy(update={"model": model})
+    # The service's own log lines (which model, which device) beside uvicorn's.
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:  %(message)s")
+
+    url = f"http://{args.host}:{args.port}"
+    print(f"GreedySign service on {url}  (API docs: {url}/docs), model {model}")
+    print(f"try: curl -F file=@sign.png '{url}/v1/predict?mask_format=none'", flush=True)
+    # WebSocket frames may be as large as an upload; uvicorn's default cap is 16 MiB.
+    server_options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "ws_max_size": settings.max_upload_bytes + 4096,
+    }
+    if args.workers == 1:
+        from service.app import create_app
+
+        uvicorn.run(create_app(settings), **server_options)
+        return 0
+    # Worker processes build their own app from the environment: pass the flags on there.
+    for name in _SETTING_FLAGS:
+        value = getattr(settings, name)
+        if value is not None:
+            os.environ[f"GREEDYSIGN_{name.upper()}"] = str(value)
+    uvicorn.run(
+        "service.app:app_from_environment", factory=True, workers=args.workers, **server_options
+    )
+    return 0

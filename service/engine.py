@@ -1,0 +1,252 @@
+"""The inference engine: one bounded queue, one batching task, one inference thread.
+
+    submit() ─▶ asyncio.Queue(queue_size) ─▶ batching task ─▶ worker thread: predict_batch
+       ▲                                        │
+       └──────── future per request ◀───────────┘
+
+Requests arrive already decoded and preprocessed (a [3, S, S] tensor each; decoding happens
+in the threadpool before queueing, so one bad file cannot fail a batch). Each request holds
+an `admit()` place from its arrival to its answer (service/limits.py's Admission; the
+stream route per frame), which bounds all the work in flight, not only the queued part.
+
+The batching task takes the oldest request and fills a batch until it holds
+`max_batch_size` requests or the oldest one has waited `max_wait_ms`; requests already
+queued beyond that wait join without waiting. Inference runs in a single worker thread,
+never on the event loop. No free place or a full queue is refused at once (Overloaded,
+503); a request past its deadline gets InferenceTimeout (504) and is dropped before
+inference; a batch error reaches every request in the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from model.inference import Prediction, Predictor
+from service.errors import InferenceFailed, InferenceTimeout, NotReady, Overloaded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineResult:
+    prediction: Prediction
+    queue_ms: float  # enqueue to the start of its batch's inference
+    inference_ms: float  # the whole batch's inference
+    batch_size: int
+
+
+@dataclass(eq=False)
+class _Job:
+    image: torch.Tensor
+    size: tuple[int, int]
+    top_k: int
+    future: asyncio.Future[EngineResult]
+    enqueued: float  # time.monotonic()
+    deadline: float
+
+
+# Called after each batch with (batch size, inference seconds): the service's metrics hook.
+BatchObserver = Callable[[int, float], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        predictor: Predictor,
+        *,
+        max_batch_size: int = 16,
+        max_wait_ms: float = 5.0,
+        queue_size: int = 256,
+        request_timeout_s: float = 30.0,
+        on_batch: BatchObserver | None = None,
+    ):
+        if max_batch_size < 1 or queue_size < 1 or request_timeout_s <= 0 or max_wait_ms < 0:
+            raise ValueError("engine limits must be positive")
+        self.predictor = predictor
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self.queue_size = queue_size
+        self.request_timeout_s = request_timeout_s
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._admitted = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one of `queue_size` places for a request from before its decoding until its
+        answer is built. When all are taken the request is refused at once (Overloaded),
+        before any work is spent on it: the queue alone would bound only the work after
+        decoding, and under a flood the decoding itself would starve the model. So the
+        latency of admitted requests stays near queue_size / throughput."""
+        if not self.ready:
+            raise NotReady()
+        if self._admitted >= self.queue_size:
+            raise Overloaded(f"the service is at capacity ({self.queue_size} requests)")
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    async def start(self) -> None:
+        """Warm the model up in the worker thread, then start the batching task."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.predictor.warmup, self.max_batch_size)
+        self._queue = asyncio.Queue(maxsize=self.queue_size)
+        self._task = asyncio.create_task(self._batch_loop(), name="batching")
+
+    async def stop(self) -> None:
+        """Stop batching, refuse what is still queued, and let the worker thread finish."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while self._queue is not None and not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(NotReady("the service is shutting down"))
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+            self._executor = None
+
+    async def submit(
+        self,
+        image: torch.Tensor,
+        size: tuple[int, int],
+        top_k: int = 5,
+        *,
+        wait_for_room: bool = False,
+    ) -> EngineResult:
+        """Queue one preprocessed image ([3, S, S]; `size` its original (H, W)) and wait for
+        its prediction. A full queue raises Overloaded at once, unless `wait_for_room` (video
+        frames: the upload paces itself) makes it wait for room within the deadline."""
+        if not self.ready or self._queue is None:
+            raise NotReady()
+        now = time.monotonic()
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(image, size, top_k, future, now, now + self.request_timeout_s)
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                if wait_for_room:
+                    await self._queue.put(job)
+                else:
+                    self._queue.put_nowait(job)
+                return await future
+        except asyncio.QueueFull:
+            raise Overloaded(f"the inference queue is full ({self.queue_size} waiting)") from None
+        except TimeoutError:
+            raise InferenceTimeout(
+                f"no prediction within the request timeout ({self.request_timeout_s:g} s)"
+            ) from None
+        finally:
+            # Timed out or the client went away: the batching task skips a done future.
+            if not future.done():
+                future.cancel()
+
+    async def _batch_loop(self) -> None:
+        while True:
+            jobs = await self._collect_batch()
+            jobs = [job for job in jobs if self._still_wanted(job)]
+            if not jobs:
+                continue
+            try:
+                await self._run_batch(jobs)
+            except Exception:
+                # The loop is the only way to the model: it must outlive any one batch.
+                log.exception("batching failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(InferenceFailed("batching failed"))
+
+    async def _collect_batch(self) -> list[_Job]:
+        assert self._queue is not None
+        first = await self._queue.get()
+        jobs = [first]
+        while len(jobs) < self.max_batch_size:
+            remaining = first.enqueued + self.max_wait_s - time.monotonic()
+            try:
+                if remaining <= 0:
+                    job = self._queue.get_nowait()
+                else:
+                    async with asyncio.timeout(remaining):
+                        job = await self._queue.get()
+            except (asyncio.QueueEmpty, TimeoutError):
+                break
+            if self._still_wanted(job):
+                jobs.append(job)
+        return jobs
+
+    def _still_wanted(self, job: _Job) -> bool:
+        """False for a job whose client gave up, or whose deadline has passed (it is answered
+        with a timeout here, before any inference is spent on it)."""
+        if job.future.done():
+            return False
+        if time.monotonic() >= job.deadline:
+            job.future.set_exception(InferenceTimeout("the request waited past its deadline"))
+            return False
+        return True
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            predictions = await loop.run_in_executor(self._executor, self._infer, jobs)
+            if len(predictions) != len(jobs):
+                raise RuntimeError(f"{len(predictions)} predictions for {len(jobs)} images")
+        except asyncio.CancelledError:
+            for job in jobs:  # stop() during inference: nobody will deliver these results
+                if not job.future.done():
+                    job.future.set_exception(NotReady("the service is shutting down"))
+            raise
+        except Exception as error:
+            log.exception("inference failed on a batch of %d", len(jobs))
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(InferenceFailed(f"inference failed: {error}"))
+            return
+        finished = time.monotonic()
+        for job, prediction in zip(jobs, predictions, strict=True):
+            if not job.future.done():
+                job.future.set_result(
+                    EngineResult(
+                        prediction=dataclasses.replace(
+                            prediction, top_k=prediction.top_k[: job.top_k]
+                        ),
+                        queue_ms=(started - job.enqueued) * 1000,
+                        inference_ms=(finished - started) * 1000,
+                        batch_size=len(jobs),
+                    )
+                )
+        if self._on_batch is not None:
+            self._on_batch(len(jobs), finished - started)
+
+    def _infer(self, jobs: list[_Job]) -> list[Prediction]:
+        """In the worker thread: stack the batch (a copy worth keeping off the loop) and run
+        the model with the largest top_k asked for in it."""
+        batch = torch.stack([job.image for job in jobs])
+        top_k = max(job.top_k for job in jobs)
+        return self.predictor.predict_batch(batch, [job.size for job in jobs], top_k)

@@ -1,0 +1,194 @@
+"""WS /v1/stream: live frames in, one answer per processed frame out; latest frame wins.
+
+The client sends binary JPEG/PNG frames, each optionally preceded by a text message
+`{"frame_id": ...}` naming it (else frames are numbered 0, 1, 2, ... as they arrive). One
+task receives and keeps only the newest unprocessed frame; the other predicts whatever is
+newest when it is free. So a client sending faster than the model runs gets answers for
+the newest frames, each saying how many frames were dropped since the previous answer and
+in all. A bad frame or message is answered with an error and the socket stays open.
+
+Answers (JSON text messages):
+    {"frame_id", ...the fields of /v1/predict..., "dropped": {"since_last", "total"}}
+    {"frame_id", "error": {"code", "message"}, "dropped": {...}}     a frame that failed
+    {"frame_id", "error": {"code": "payload_too_large", ...}}         refused on arrival
+    {"error": {"code": "invalid_message", "message"}}                 a malformed text message
+Query parameters: top_k, mask_format (as /v1/predict), api_key (when the service has one and
+the client cannot send the X-API-Key header). Close codes: 1008 wrong key, 1013 not ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from service.decode import ImageLimits, prepare_image
+from service.deps import API_KEY_HEADER, MetricsDep, SettingsDep, api_key_matches
+from service.engine import Engine
+from service.errors import PayloadTooLarge, ServiceError, error_body
+from service.metrics import ServiceMetrics
+from service.routes.predict import MaskFormatQuery, TopK
+from service.schemas import MaskFormat, prediction_response
+
+router = APIRouter(prefix="/v1", tags=["stream"])
+
+# WebSocket close codes (RFC 6455 and the IANA registry).
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+
+
+class LatestFrame:
+    """A one-frame slot: a new frame replaces an unprocessed one, which counts as dropped."""
+
+    def __init__(self) -> None:
+        self._frame: tuple[Any, bytes] | None = None
+        self._arrived = asyncio.Event()
+        self._closed = False
+        self._dropped_since_take = 0
+        self.dropped_total = 0
+
+    def put(self, frame_id: Any, data: bytes) -> None:
+        if self._frame is not None:
+            self._dropped_since_take += 1
+            self.dropped_total += 1
+        self._frame = (frame_id, data)
+        self._arrived.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._arrived.set()
+
+    async def take(self) -> tuple[Any, bytes, int] | None:
+        """The newest frame and how many were dropped since the last take; None once the
+        slot is closed and empty."""
+        while self._frame is None:
+            if self._closed:
+                return None
+            self._arrived.clear()
+            await self._arrived.wait()
+        (frame_id, data), self._frame = self._frame, None
+        dropped, self._dropped_since_take = self._dropped_since_take, 0
+        return frame_id, data, dropped
+
+
+@router.websocket("/stream")
+async def stream(
+    websocket: WebSocket,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    top_k: TopK = 5,
+    mask_format: MaskFormatQuery = MaskFormat.png,
+    api_key: Annotated[
+        str | None, Query(description=f"for browsers, which cannot set {API_KEY_HEADER}")
+    ] = None,
+) -> None:
+    if not api_key_matches(websocket.headers.get(API_KEY_HEADER) or api_key, settings):
+        await websocket.close(POLICY_VIOLATION, f"missing or wrong {API_KEY_HEADER}")
+        return
+    engine: Engine | None = websocket.app.state.engine
+    if engine is None or not engine.ready:
+        await websocket.close(TRY_AGAIN_LATER, "the model is not loaded yet")
+        return
+    await websocket.accept()
+    session = _StreamSession(websocket, engine, settings.max_upload_bytes, metrics)
+    limits = ImageLimits(settings.max_pixels, settings.min_image_side)
+    await session.run(limits, top_k, mask_format)
+
+
+class _StreamSession:
+    def __init__(
+        self, websocket: WebSocket, engine: Engine, max_frame_bytes: int, metrics: ServiceMetrics
+    ):
+        self.websocket = websocket
+        self.engine = engine
+        self.max_frame_bytes = max_frame_bytes
+        self.metrics = metrics
+        self.latest = LatestFrame()
+        # Both tasks answer on the socket; one sender at a time keeps messages whole.
+        self._send_lock = asyncio.Lock()
+
+    async def run(self, limits: ImageLimits, top_k: int, mask_format: MaskFormat) -> None:
+        receiver = asyncio.create_task(self._receive())
+        try:
+            while (item := await self.latest.take()) is not None:
+                frame_id, data, dropped = item
+                self.metrics.stream_frames.labels("dropped").inc(dropped)
+                message = await self._answer(frame_id, data, limits, top_k, mask_format)
+                message["dropped"] = {"since_last": dropped, "total": self.latest.dropped_total}
+                await self._send(message)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+
+    async def _answer(
+        self, frame_id: Any, data: bytes, limits: ImageLimits, top_k: int, mask_format: MaskFormat
+    ) -> dict:
+        started = time.perf_counter()
+        try:
+            with self.engine.admit():
+                prepared = await run_in_threadpool(
+                    prepare_image, data, limits, self.engine.predictor.preprocess
+                )
+                result = await self.engine.submit(prepared.tensor, prepared.size, top_k)
+                prediction = await run_in_threadpool(
+                    prediction_response, result, prepared, mask_format, started
+                )
+        except ServiceError as error:
+            self.metrics.stream_frames.labels("error").inc()
+            return {"frame_id": frame_id, **error.body()}
+        self.metrics.stream_frames.labels("answered").inc()
+        return {"frame_id": frame_id, **prediction.model_dump(mode="json")}
+
+    async def _receive(self) -> None:
+        """Fill the slot until the client goes away; then close it, which ends `run`."""
+        sequence = 0
+        named_id: Any = None
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("bytes") is not None:
+                    frame_id = sequence if named_id is None else named_id
+                    sequence, named_id = sequence + 1, None
+                    data = message["bytes"]
+                    if len(data) > self.max_frame_bytes:
+                        too_large = PayloadTooLarge(
+                            f"frame of {len(data)} bytes; the limit is {self.max_frame_bytes}"
+                        )
+                        await self._send({"frame_id": frame_id, **too_large.body()})
+                    else:
+                        self.latest.put(frame_id, data)
+                elif message.get("text") is not None:
+                    named_id = await self._read_header(message["text"])
+        except WebSocketDisconnect:
+            return
+        finally:
+            self.latest.close()
+
+    async def _read_header(self, text: str) -> Any:
+        """The frame_id a text message names, or None after answering a malformed one."""
+        try:
+            header = json.loads(text)
+            frame_id = header["frame_id"]
+            if isinstance(frame_id, bool) or not isinstance(frame_id, int | str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            await self._send(
+                error_body(
+                    "invalid_message",
+                    'text messages must be JSON like {"frame_id": 7} (an integer or a string)',
+                )
+            )
+            return None
+        return frame_id
+
+    async def _send(self, message: dict) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(json.dumps(message, separators=(",", ":")))

@@ -1,0 +1,123 @@
+"""Response models of the API, and the one function that turns an engine result into one."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from model.inference import mask_to_png_base64, mask_to_rle
+from service.decode import PreparedImage
+from service.engine import EngineResult
+from service.errors import ErrorDetail
+
+MAX_TOP_K = 58
+
+
+class MaskFormat(StrEnum):
+    png = "png"
+    rle = "rle"
+    none = "none"
+
+
+class ClassScore(BaseModel):
+    class_id: int
+    class_name: str
+    confidence: float
+
+
+class Mask(BaseModel):
+    format: Literal["png", "rle"]
+    size: tuple[int, int] = Field(description="[height, width] of the original image")
+    data: str | list[int] = Field(
+        description="png: base64 of a 1-bit PNG at the original size; rle: COCO RLE counts "
+        "(column-major, uncompressed, starting with the background run)"
+    )
+
+
+class Timings(BaseModel):
+    decode: float = Field(description="decode, validate and preprocess, ms")
+    queue: float = Field(description="wait in the batching queue, ms")
+    inference: float = Field(description="the batch's model time, ms")
+    total: float = Field(description="from the upload received to the response built, ms")
+
+
+class Prediction(BaseModel):
+    class_id: int
+    class_name: str
+    confidence: float
+    top_k: list[ClassScore]
+    box: tuple[int, int, int, int] | None = Field(
+        description="[x1, y1, x2, y2] of the mask in original pixels (x2, y2 exclusive); "
+        "null when no sign pixel was found"
+    )
+    mask: Mask | None
+    image_size: tuple[int, int] = Field(description="[height, width], upright (EXIF applied)")
+    timings_ms: Timings
+
+
+class BatchPrediction(Prediction):
+    filename: str | None
+
+
+class BatchError(BaseModel):
+    filename: str | None
+    error: ErrorDetail
+
+
+class ModelClass(BaseModel):
+    class_id: int
+    class_name: str
+
+
+class ModelDescription(BaseModel):
+    file: str
+    dataset: str
+    method: str
+    arch: str
+    image_size: int
+    num_classes: int
+    classes: list[ModelClass]
+    split: dict[str, Any]
+    metrics: dict[str, Any]
+    data_fingerprint: str
+    device: str
+    fp16: bool
+
+
+def encode_mask(mask: np.ndarray, mask_format: MaskFormat) -> Mask | None:
+    if mask_format is MaskFormat.none:
+        return None
+    height, width = mask.shape
+    data = mask_to_png_base64(mask) if mask_format is MaskFormat.png else mask_to_rle(mask)
+    return Mask(format=mask_format.value, size=(height, width), data=data)
+
+
+def prediction_response(
+    result: EngineResult,
+    prepared: PreparedImage,
+    mask_format: MaskFormat,
+    started: float,
+) -> Prediction:
+    """The API's view of one prediction. Encodes the mask, so call it off the event loop;
+    `started` is the request's time.perf_counter() start, for timings_ms.total."""
+    prediction = result.prediction
+    mask = encode_mask(prediction.mask, mask_format)
+    return Prediction(
+        class_id=prediction.class_id,
+        class_name=prediction.class_name,
+        confidence=prediction.confidence,
+        top_k=[ClassScore(**vars(score)) for score in prediction.top_k],
+        box=prediction.box,
+        mask=mask,
+        image_size=prepared.size,
+        timings_ms=Timings(
+            decode=prepared.decode_ms,
+            queue=result.queue_ms,
+            inference=result.inference_ms,
+            total=(time.perf_counter() - started) * 1000,
+        ),
+    )

@@ -1,0 +1,73 @@
+"""Service settings: one validated object, read from GREEDYSIGN_* environment variables (or
+given by `greedysign serve`), handed to `create_app(settings)`. Nothing is read at import."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GREEDYSIGN_")
+
+    model: Path | None = Field(
+        None, description="model file or run folder; default: newest run, else shipped model"
+    )
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
+
+    # Dynamic batching: a batch goes when it holds max_batch_size images or when its oldest
+    # image has waited max_wait_ms. The queue bounds the backlog; past it requests get 503.
+    max_batch_size: int = Field(16, ge=1, le=512)
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    queue_size: int = Field(256, ge=1, le=100_000)
+    request_timeout_s: float = Field(30.0, gt=0, le=3600)
+
+    # Input limits: request bodies (images, video uploads), decoded pixels per image (checked
+    # from the header, before any pixel is decoded), and frames processed per video.
+    max_upload_bytes: int = Field(20 * MiB, ge=1024)
+    max_video_bytes: int = Field(512 * MiB, ge=1024)
+    max_pixels: int = Field(25_000_000, ge=64)
+    min_image_side: int = Field(8, ge=1, description="smaller images are refused (422)")
+    max_video_frames: int = Field(3000, ge=1)
+    max_batch_files: int = Field(64, ge=1, le=1000)
+
+    api_key: SecretStr | None = Field(None, description="when set, /v1 needs X-API-Key")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not _DEVICE.fullmatch(device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        return device
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, origins: object) -> object:
+        if isinstance(origins, str):
+            return [origin.strip() for origin in origins.split(",") if origin.strip()]
+        return origins
+
+    @field_validator("api_key")
+    @classmethod
+    def _non_empty_key(cls, key: SecretStr | None) -> SecretStr | None:
+        # An empty GREEDYSIGN_API_KEY= means "no key", not "the empty key".
+        return key if key is not None and key.get_secret_value() else None
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> Settings:
+        if self.queue_size < self.max_batch_size:
+            raise ValueError(
+                f"queue_size ({self.queue_size}) must be at least max_batch_size "
+                f"({self.max_batch_size})"
+            )
+        return self

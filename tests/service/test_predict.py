@@ -1,0 +1,105 @@
+"""POST /v1/predict and /v1/predict/batch, and GET /v1/model."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from model.inference import Predictor
+from service.app import create_app
+
+
+def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
+    flat = np.repeat(np.arange(len(counts)) % 2 == 1, counts)
+    return flat.reshape(width, height).T
+
+
+def test_predict_answers_in_the_documented_shape(client, media, tiny_model_path) -> None:
+    image = media.scene(64, 48, seed=3)
+    response = client.post(
+        "/v1/predict",
+        params={"top_k": 3},
+        files={"file": ("sign.png", media.encode(image), "image/png")},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {
+        "class_id", "class_name", "confidence", "top_k", "box", "mask", "image_size", "timings_ms"
+    }  # fmt: skip
+    assert body["image_size"] == [48, 64]
+    assert [item["class_id"] for item in body["top_k"]][0] == body["class_id"]
+    assert len(body["top_k"]) == 3
+    assert set(body["timings_ms"]) == {"decode", "queue", "inference", "total"}
+    assert body["timings_ms"]["total"] >= body["timings_ms"]["inference"]
+
+    # The same image through the Predictor directly: the service adds nothing and loses nothing.
+    (expected,) = Predictor.load(tiny_model_path, "cpu").predict_images([image], top_k=3)
+    assert body["class_id"] == expected.class_id
+    assert body["confidence"] == pytest.approx(expected.confidence, abs=1e-6)
+    assert body["box"] == list(expected.box)
+
+    mask = body["mask"]
+    assert mask["format"] == "png" and mask["size"] == [48, 64]
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask["data"]))))
+    assert np.array_equal(decoded, expected.mask)
+
+
+def test_rle_mask_and_box_agree(client, png_bytes) -> None:
+    body = client.post(
+        "/v1/predict", params={"mask_format": "rle"}, files={"file": ("a.png", png_bytes)}
+    ).json()
+    height, width = body["mask"]["size"]
+    mask = rle_decode(body["mask"]["data"], height, width)
+    ys, xs = np.nonzero(mask)
+    assert body["box"] == [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def test_mask_format_none(client, png_bytes) -> None:
+    body = client.post(
+        "/v1/predict", params={"mask_format": "none"}, files={"file": ("a.png", png_bytes)}
+    ).json()
+    assert body["mask"] is None and body["box"] is not None
+
+
+def test_batch_answers_each_file_and_reports_errors_per_item(client, media) -> None:
+    files = [
+        ("files", ("one.png", media.encode(media.scene(seed=1)), "image/png")),
+        ("files", ("notes.txt", b"not an image", "text/plain")),
+        ("files", ("two.jpg", media.encode(media.scene(40, 40, seed=2), "JPEG"), "image/jpeg")),
+        ("files", ("empty.png", b"", "image/png")),
+    ]
+    response = client.post("/v1/predict/batch", params={"mask_format": "none"}, files=files)
+    assert response.status_code == 200
+    items = response.json()
+    assert [item["filename"] for item in items] == ["one.png", "notes.txt", "two.jpg", "empty.png"]
+    assert items[0]["image_size"] == [48, 64] and items[2]["image_size"] == [40, 40]
+    assert items[1]["error"]["code"] == "unsupported_media_type"
+    assert items[3]["error"]["code"] == "empty_file"
+
+
+def test_batch_needs_files(client) -> None:
+    response = client.post("/v1/predict/batch")
+    assert response.status_code == 422
+
+
+def test_model_description(client) -> None:
+    body = client.get("/v1/model").json()
+    assert body["arch"] == "resnet18" and body["image_size"] == 32
+    assert body["num_classes"] == 58 and len(body["classes"]) == 58
+    assert body["classes"][0] == {"class_id": 0, "class_name": "Speed limit 5 km/h"}
+    assert body["method"] == "greedy-dib" and body["metrics"] == {"accuracy": 0.5}
+    assert body["device"] == "cpu" and body["fp16"] is False
+
+
+def test_batch_file_count_is_limited(make_settings, png_bytes) -> None:
+    with TestClient(create_app(make_settings(max_batch_files=2))) as client:
+        files = [("files", (f"{i}.png", png_bytes, "image/png")) for i in range(3)]
+        response = client.post("/v1/predict/batch", files=files)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    assert "files" in response.json()["error"]["message"].lower()

@@ -1,0 +1,104 @@
+"""WS /v1/stream: frame ids, latest frame wins, bad frames, API key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from service.app import create_app
+from service.routes.stream import LatestFrame
+
+
+def test_frames_are_answered_with_their_frame_id(client, media) -> None:
+    frame = media.encode(media.scene(), "JPEG")
+    with client.websocket_connect("/v1/stream?top_k=2") as ws:
+        ws.send_text(json.dumps({"frame_id": "cam-7"}))
+        ws.send_bytes(frame)
+        named = ws.receive_json()
+        ws.send_bytes(frame)  # no header: numbered by arrival, counting from 0
+        numbered = ws.receive_json()
+    assert named["frame_id"] == "cam-7" and numbered["frame_id"] == 1
+    assert named["image_size"] == [48, 64] and len(named["top_k"]) == 2
+    assert named["mask"]["format"] == "png"
+    assert named["dropped"] == {"since_last": 0, "total": 0}
+
+
+def test_bad_frames_and_messages_get_errors_and_the_socket_stays_open(client, media) -> None:
+    with client.websocket_connect("/v1/stream?mask_format=none") as ws:
+        ws.send_bytes(b"not an image")
+        bad_frame = ws.receive_json()
+        ws.send_text("{not json")
+        bad_text = ws.receive_json()
+        ws.send_text(json.dumps({"frame_id": [1, 2]}))
+        bad_id = ws.receive_json()
+        ws.send_text(json.dumps({"frame_id": 41}))
+        ws.send_bytes(media.encode(media.scene()))
+        good = ws.receive_json()
+    assert bad_frame["frame_id"] == 0
+    assert bad_frame["error"]["code"] == "unsupported_media_type"
+    assert bad_text["error"]["code"] == bad_id["error"]["code"] == "invalid_message"
+    assert good["frame_id"] == 41 and good["class_name"]
+
+
+def test_oversize_frames_are_refused(make_settings, media) -> None:
+    with (
+        TestClient(create_app(make_settings(max_upload_bytes=2048))) as client,
+        client.websocket_connect("/v1/stream") as ws,
+    ):
+        ws.send_bytes(b"\0" * 4096)
+        assert ws.receive_json()["error"]["code"] == "payload_too_large"
+
+
+def test_latest_frame_wins_when_frames_come_faster_than_answers(client, media) -> None:
+    frame = media.encode(media.scene(), "JPEG")
+    sent = 15
+    answers = []
+    with client.websocket_connect("/v1/stream?mask_format=none") as ws:
+        for frame_id in range(sent):
+            ws.send_text(json.dumps({"frame_id": frame_id}))
+            ws.send_bytes(frame)
+        while not answers or answers[-1]["frame_id"] != sent - 1:
+            answers.append(ws.receive_json())
+    dropped_total = answers[-1]["dropped"]["total"]
+    assert len(answers) + dropped_total == sent
+    assert dropped_total > 0  # the model is far slower than a loop of sends
+    assert sum(a["dropped"]["since_last"] for a in answers) == dropped_total
+    ids = [a["frame_id"] for a in answers]
+    assert ids == sorted(ids) and ids[-1] == sent - 1  # the newest frame is always answered
+
+
+def test_latest_frame_slot() -> None:
+    async def scenario():
+        slot = LatestFrame()
+        slot.put(1, b"a")
+        slot.put(2, b"b")
+        slot.put(3, b"c")
+        first = await slot.take()
+        waiter = asyncio.create_task(slot.take())
+        await asyncio.sleep(0)
+        slot.put(4, b"d")
+        second = await waiter
+        slot.close()
+        return first, second, await slot.take(), slot.dropped_total
+
+    first, second, after_close, dropped = asyncio.run(scenario())
+    assert first == (3, b"c", 2) and second == (4, b"d", 0)
+    assert after_close is None and dropped == 2
+
+
+def test_stream_needs_the_api_key_when_one_is_set(make_settings, media) -> None:
+    with TestClient(create_app(make_settings(api_key="s3cret"))) as client:
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/v1/stream"):
+            pass
+        assert refused.value.code == 1008
+        with client.websocket_connect("/v1/stream?api_key=s3cret&mask_format=none") as ws:
+            ws.send_bytes(media.encode(media.scene()))
+            assert "class_id" in ws.receive_json()
+        headers = {"X-API-Key": "s3cret"}
+        with client.websocket_connect("/v1/stream?mask_format=none", headers=headers) as ws:
+            ws.send_bytes(media.encode(media.scene()))
+            assert "class_id" in ws.receive_json()

@@ -1,0 +1,90 @@
+"""POST /v1/video: containers, frame sampling, the frame cap, the real dashcam clip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.video_frames import sniff_container
+
+
+def post_video(client, path: Path, **params) -> list[dict]:
+    with path.open("rb") as file:
+        response = client.post(
+            "/v1/video",
+            params={"mask_format": "none", "top_k": 1, **params},
+            files={"file": (path.name, file, "application/octet-stream")},
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-ndjson"
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "suffix"),
+    [
+        ("mp4", "libx264", "mp4"),
+        ("matroska", "libx264", "mkv"),
+        ("webm", "libvpx-vp9", "webm"),
+        ("avi", "mpeg4", "avi"),
+    ],
+)
+def test_every_container_streams_one_line_per_frame_then_a_summary(
+    client, media, tmp_path, container, codec, suffix
+) -> None:
+    clip = media.video(tmp_path / f"clip.{suffix}", container, codec, frames=12, rate=10)
+    lines = post_video(client, clip)
+    frames, summary = lines[:-1], lines[-1]["summary"]
+    assert [line["frame_index"] for line in frames] == list(range(12))
+    assert [line["pts_s"] for line in frames] == pytest.approx([i / 10 for i in range(12)])
+    assert all(line["image_size"] == [48, 64] and line["mask"] is None for line in frames)
+    assert summary["frames"] == summary["decoded"] == 12
+    assert summary["video"]["width"] == 64 and summary["video"]["fps"] == pytest.approx(10)
+
+
+def test_frames_are_sampled_at_the_asked_rate(client, media, tmp_path) -> None:
+    clip = media.video(tmp_path / "clip.mp4", frames=20, rate=10)
+    lines = post_video(client, clip, fps=2.5)
+    frames = [line for line in lines if "frame_index" in line]
+    assert [line["frame_index"] for line in frames] == [0, 4, 8, 12, 16]
+    assert lines[-1]["summary"]["decoded"] == 20 and lines[-1]["summary"]["sample_fps"] == 2.5
+
+
+def test_masks_come_with_video_frames_when_asked(client, media, tmp_path) -> None:
+    clip = media.video(tmp_path / "clip.mp4", frames=2)
+    lines = post_video(client, clip, mask_format="rle")
+    assert lines[0]["mask"]["format"] == "rle" and lines[0]["mask"]["size"] == [48, 64]
+
+
+def test_the_frame_cap_bounds_the_work(client, media, tmp_path) -> None:
+    clip = media.video(tmp_path / "clip.mp4", frames=60, rate=30)  # cap in tests: 40
+    summary = post_video(client, clip)[-1]["summary"]
+    assert summary["frames"] == 40 and summary["frame_cap_reached"] is True
+
+
+def test_bad_fps_is_a_validation_error(client, media, tmp_path) -> None:
+    clip = media.video(tmp_path / "clip.mp4", frames=2)
+    with clip.open("rb") as file:
+        response = client.post("/v1/video", params={"fps": 0}, files={"file": file})
+    assert response.status_code == 422
+
+
+def test_containers_are_sniffed_by_content() -> None:
+    assert sniff_container(b"\x00\x00\x00\x20ftypisom\x00\x00") == "mov"
+    assert sniff_container(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81") == "matroska"
+    assert sniff_container(b"RIFF\x10\x00\x00\x00AVI LIST") == "avi"
+    assert sniff_container(b"RIFF\x10\x00\x00\x00WEBPVP8 ") is None  # a WebP image
+    assert sniff_container(b"\x89PNG\r\n\x1a\n\x00\x00") is None
+    assert sniff_container(b"#EXTM3U\n") is None  # playlists would make FFmpeg fetch URLs
+
+
+def test_the_real_dashcam_clip(client, traffic_video) -> None:
+    lines = post_video(client, traffic_video, fps=1)
+    frames, summary = lines[:-1], lines[-1]["summary"]
+    assert summary["video"]["width"] == 480 and summary["video"]["height"] == 360
+    assert len(frames) == summary["frames"] >= 25  # about 30 s at 1 frame/s
+    assert all(line["image_size"] == [360, 480] for line in frames)
+    seconds = [line["pts_s"] for line in frames]
+    assert all(0.95 < b - a < 1.1 for a, b in zip(seconds, seconds[1:], strict=False))
