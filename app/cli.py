@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from app.commands import data as data_commands
+from app.commands import predict as predict_commands
 from app.commands import serve as serve_commands
 from app.commands import train as train_commands
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_commands.register(commands)
     train_commands.register(commands)
+    predict_commands.register(commands)
     serve_commands.register(commands)
     return parser
 

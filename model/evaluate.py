@@ -12,8 +12,8 @@ from data.dataset import SignDataset
 from data.load import load_dataset
 from data.split import train_test_split, unique_by_content
 from model.checkpoint import load_model
+from model.device import autocast_for, resolve_device
 from model.metrics import EvalAccumulator
-from model.train import autocast_for, pick_device
 
 SUBSETS = ("test", "train", "all")
 
@@ -35,7 +35,7 @@ def evaluate_model(
     """
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {SUBSETS}, not {subset!r}")
-    torch_device = pick_device(device)
+    torch_device = resolve_device(device)
     model, info = load_model(model_path, torch_device)
     index = load_dataset(data_path)
     if subset == "all":

@@ -22,6 +22,7 @@ from PIL import Image
 
 from data.transforms import eval_transform
 from model.checkpoint import ModelInfo, load_model
+from model.device import autocast_for, resolve_device
 from model.metrics import mask_boxes
 from model.network import SignNet
 
@@ -45,17 +46,6 @@ class Prediction:
     top_k: list[ClassScore]
     box: tuple[int, int, int, int] | None
     mask: np.ndarray
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" is CUDA when there is one, else the CPU; asking for CUDA without one is an error
-    rather than a silent fall-back to a device 50 times slower."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
-    return resolved
 
 
 class Predictor:
@@ -164,9 +154,7 @@ class Predictor:
             torch.cuda.synchronize(self.device)
 
     def _autocast(self) -> AbstractContextManager:
-        if self.fp16:
-            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
-        return nullcontext()
+        return autocast_for(self.device) if self.fp16 else nullcontext()
 
 
 def _mask_at(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -20,7 +20,6 @@ import resource
 import shlex
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from model.checkpoint import (
     save_atomic,
     versions,
 )
+from model.device import autocast_for, resolve_device
 from model.greedy import (
     METHODS,
     REGULARISERS,
@@ -229,19 +229,6 @@ def make_optimizer(phase: Phase, args: argparse.Namespace, steps_per_epoch: int,
     return optimizer, scheduler
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast_for(device: torch.device):
-    """fp16 autocast on CUDA; plain float32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
-
-
 # ------------------------------------------------------------------------ epoch and eval
 
 
@@ -332,7 +319,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     args.out = args.out or runs_root() / (
         f"{args.method}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
 
     data = load_data(args)

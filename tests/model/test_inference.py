@@ -14,12 +14,12 @@ from PIL import Image
 
 from data.transforms import preprocess
 from model.checkpoint import load_model
+from model.device import resolve_device
 from model.inference import (
     Predictor,
     mask_to_png,
     mask_to_png_base64,
     mask_to_rle,
-    resolve_device,
 )
 
 

@@ -1,0 +1,68 @@
+"""`greedysign predict IMAGE...`: one JSON line per image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from data.records import DataError
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser("predict", help="classify images; one JSON line per image")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    predict.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model file or run folder (default: newest run, else shipped)",
+    )
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument(
+        "--mask",
+        choices=("none", "rle", "png"),
+        default="none",
+        help="include the mask as COCO RLE or base64 PNG",
+    )
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(handler=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from data.images import read_rgb
+    from model.inference import Predictor, mask_to_png_base64, mask_to_rle
+    from model.runs import resolve_model
+
+    try:
+        predictor = Predictor.load(resolve_model(args.model), args.device)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failures = 0
+    for path in args.images:
+        try:
+            image = read_rgb(path)
+        except DataError as error:
+            print(json.dumps({"image": str(path), "error": str(error)}))
+            failures += 1
+            continue
+        (prediction,) = predictor.predict_images([image], top_k=args.top_k)
+        line = {
+            "image": str(path),
+            "class_id": prediction.class_id,
+            "class_name": prediction.class_name,
+            "confidence": round(prediction.confidence, 4),
+            "top_k": [[s.class_id, s.class_name, round(s.confidence, 4)] for s in prediction.top_k],
+            "box": prediction.box,
+        }
+        if args.mask == "rle":
+            line["mask"] = {
+                "size": list(prediction.mask.shape),
+                "counts": mask_to_rle(prediction.mask),
+            }
+        elif args.mask == "png":
+            line["mask"] = mask_to_png_base64(prediction.mask)
+        print(json.dumps(line), flush=True)
+    return 1 if failures else 0

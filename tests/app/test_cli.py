@@ -1,0 +1,75 @@
+"""The `greedysign` command as a user runs it (in-process, through app.cli.main)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.cli import main
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    assert main(["data", "synth", str(root), "--per-class", "1", "--seed", "5"]) == 0
+    return root
+
+
+def _json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_data_check_on_real_ctsrd(ctsrd_real, capsys):
+    assert main(["data", "check", str(ctsrd_real), "--json"]) == 0
+    report = _json(capsys)
+    assert (report["records"], report["classes"], report["errors"]) == (1191, 55, 0)
+    assert report["duplicate_groups"] == [] and report["cross_split"] == []
+
+
+def test_synthetic_set_checks_clean(synthetic, capsys):
+    capsys.readouterr()
+    assert main(["data", "check", str(synthetic), "--json"]) == 0
+    report = _json(capsys)
+    assert (report["records"], report["classes"], report["errors"]) == (58, 58, 0)
+
+
+def test_bad_annotation_exits_2_naming_file_and_line(synthetic, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "images").symlink_to(synthetic / "images")
+    lines = (synthetic / "annotations.txt").read_text().splitlines()
+    lines[2] = lines[2].replace(";", ";x", 1)  # width is no longer an integer
+    (broken / "annotations.txt").write_text("\n".join(lines) + "\n")
+    assert main(["data", "check", str(broken)]) == 2
+    assert "annotations.txt:3: width is not an integer" in capsys.readouterr().err
+    assert main(["data", "check", str(broken), "--on-error", "skip", "--json"]) == 0
+    assert _json(capsys)["records"] == 57
+
+
+def test_predict_prints_one_json_line_per_image(tiny_model_path, synthetic, capsys):
+    images = sorted((synthetic / "images").iterdir())[:2]
+    assert (
+        main(["predict", "--model", str(tiny_model_path), "--mask", "rle", *map(str, images)]) == 0
+    )
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["image"] for line in lines] == [str(p) for p in images]
+    for line in lines:
+        assert 0 <= line["class_id"] < 58 and len(line["top_k"]) == 5
+        assert sum(line["mask"]["counts"]) == line["mask"]["size"][0] * line["mask"]["size"][1]
+
+
+def test_eval_prints_the_metrics(tiny_model_path, synthetic, capsys):
+    assert (
+        main(["eval", "--model", str(tiny_model_path), "--data", str(synthetic), "--subset", "all"])
+        == 0
+    )
+    metrics = _json(capsys)
+    assert metrics["images"] == 58
+    for key in ("accuracy", "macro_accuracy", "mask_miou", "mask_iou", "box_iou"):
+        assert 0.0 <= metrics[key] <= 1.0
+
+
+def test_missing_model_is_a_clear_error(tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
+    assert "no model at" in capsys.readouterr().err
