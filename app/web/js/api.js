@@ -1,0 +1,108 @@
+// The service's public API, as the page uses it. Every call goes to the page's own origin,
+// so the page works wherever the service is mounted, with no configuration.
+
+// Masks come as COCO RLE rather than PNG: the counts decode synchronously into canvas
+// pixels (overlay.js), where a PNG would need an image decode per frame in the video tab.
+const MASK_FORMAT = "rle";
+const API_KEY_STORAGE = "greedysign.apiKey";
+
+/** A failed call, with the service's error code and message (or our own for network faults). */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+// The key lives in sessionStorage: it is a secret, so it should not outlive the tab.
+export function getApiKey() {
+  return sessionStorage.getItem(API_KEY_STORAGE) || "";
+}
+
+export function setApiKey(key) {
+  if (key) sessionStorage.setItem(API_KEY_STORAGE, key);
+  else sessionStorage.removeItem(API_KEY_STORAGE);
+}
+
+function authHeaders() {
+  const key = getApiKey();
+  return key ? { "X-API-Key": key } : {};
+}
+
+/** fetch + JSON, turning every failure into an ApiError with a readable message. */
+async function requestJson(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers: { ...authHeaders(), ...options.headers } });
+  } catch {
+    throw new ApiError(0, "network_error", `Could not reach the service at ${location.origin}.`);
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // A proxy's HTML error page, say: fall through to the status line below.
+  }
+  if (!response.ok) {
+    const error = body && body.error;
+    throw new ApiError(
+      response.status,
+      error ? error.code : `http_${response.status}`,
+      error ? error.message : `${response.status} ${response.statusText}`,
+    );
+  }
+  return body;
+}
+
+/** POST /v1/predict for one file: class, top-k, box, mask (RLE) and timings. */
+export function predictImage(file, { topK = 5 } = {}) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  const query = new URLSearchParams({ top_k: topK, mask_format: MASK_FORMAT });
+  return requestJson(`/v1/predict?${query}`, { method: "POST", body: form });
+}
+
+/** GET /v1/model: method, architecture, classes, image size, measured metrics. */
+export function getModel() {
+  return requestJson("/v1/model");
+}
+
+/** The URL of WS /v1/stream. Browsers cannot set headers on a WebSocket, so the key (if
+ * any) goes in the query, which the service accepts for exactly this reason. */
+export function streamUrl({ topK = 5 } = {}) {
+  const url = new URL("/v1/stream", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("top_k", topK);
+  url.searchParams.set("mask_format", MASK_FORMAT);
+  const key = getApiKey();
+  if (key) url.searchParams.set("api_key", key);
+  return url.href;
+}
+
+// Titles for the service's error codes, written for the person looking at the page; the
+// service's own message follows as the detail.
+const ERROR_TITLES = {
+  unsupported_media_type: "Not an image the service can read",
+  invalid_image: "The image file is damaged or cut short",
+  empty_file: "The file is empty",
+  image_too_large: "The image has too many pixels",
+  image_too_small: "The image is too small",
+  payload_too_large: "The file is too large",
+  unauthorized: "The service needs an API key (enter it under Settings)",
+  not_ready: "The model is still loading: try again in a moment",
+  overloaded: "The service is busy: try again in a moment",
+  timeout: "The service took too long to answer",
+  network_error: "The service cannot be reached",
+  validation_error: "The request was not accepted",
+};
+
+/** {title, detail} for any error thrown by the calls above (or anything else). */
+export function describeError(error) {
+  if (error instanceof ApiError) {
+    const title = ERROR_TITLES[error.code] || `The service answered ${error.status || "nothing"}`;
+    return { title, detail: error.message, code: error.code };
+  }
+  return { title: "Something went wrong in the page", detail: String(error), code: "page_error" };
+}

@@ -1,0 +1,177 @@
+// The Images tab: drop or pick images; each gets a card with the picture, the predicted mask
+// and box drawn over it, the class with its confidence, the top-5 and the request time.
+
+import { describeError, predictImage } from "./api.js";
+import { el, milliseconds, percent } from "./format.js";
+import { createOverlay } from "./overlay.js";
+
+// Requests in flight at once. The service batches concurrent requests anyway; a small cap
+// keeps each card's request time about its own image rather than the browser's queue.
+const PARALLEL_REQUESTS = 4;
+const TOP_K = 5;
+
+export function initImageTab(panel) {
+  const input = panel.querySelector("#image-input");
+  const dropZone = panel.querySelector("#drop-zone");
+  const results = panel.querySelector("#image-results");
+  const announce = panel.querySelector("#image-announce");
+  const clearButton = panel.querySelector("#image-clear");
+  const cards = [];
+
+  async function handleFiles(files) {
+    if (files.length === 0) return;
+    clearButton.disabled = false;
+    const batch = files.map(createCard);
+    results.prepend(...batch.map((card) => card.element));
+    cards.push(...batch);
+    await runWithLimit(batch, PARALLEL_REQUESTS, async (card) => {
+      announce.textContent = await predictCard(card);
+    });
+  }
+
+  panel.querySelector("#image-pick").addEventListener("click", () => input.click());
+  input.addEventListener("change", () => {
+    handleFiles([...input.files]);
+    input.value = ""; // so that choosing the same file again still fires "change"
+  });
+  clearButton.addEventListener("click", () => {
+    for (const card of cards.splice(0)) card.dispose();
+    results.replaceChildren();
+    announce.textContent = "Results cleared";
+    clearButton.disabled = true;
+  });
+
+  // The whole panel takes drops (main.js lets them happen), so a file dropped beside the
+  // zone is read too.
+  panel.addEventListener("dragover", () => dropZone.classList.add("dragging"));
+  panel.addEventListener("dragleave", (event) => {
+    if (!panel.contains(event.relatedTarget)) dropZone.classList.remove("dragging");
+  });
+  panel.addEventListener("drop", (event) => {
+    dropZone.classList.remove("dragging");
+    handleFiles([...event.dataTransfer.files]);
+  });
+}
+
+/** Runs `worker` over `items`, at most `limit` at a time, in order of start. */
+async function runWithLimit(items, limit, worker) {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await worker(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+}
+
+function createCard(file) {
+  const url = URL.createObjectURL(file);
+  const picture = el("img", { src: url, alt: `Uploaded image ${file.name}` });
+  const maskLayer = el("canvas", { className: "mask-layer", "aria-hidden": "true" });
+  const boxLayer = el("canvas", { className: "box-layer", "aria-hidden": "true" });
+  const frame = el("div", { className: "frame" }, picture, maskLayer, boxLayer);
+  // Formats the service reads but browsers do not show (TIFF, PPM) still get their mask,
+  // over a plain background.
+  picture.addEventListener("error", () => frame.classList.add("no-preview"));
+  picture.addEventListener("load", () => {
+    frame.style.setProperty("aspect-ratio", `${picture.naturalWidth} / ${picture.naturalHeight}`);
+  });
+  const body = el(
+    "div",
+    { className: "result-body" },
+    el("h3", { className: "file-name", title: file.name }, file.name),
+    el("p", { className: "pending-note" }, "Reading the sign…"),
+  );
+  const element = el("article", { className: "result", "aria-busy": "true" }, frame, body);
+  const overlay = createOverlay(maskLayer, boxLayer);
+  return {
+    file,
+    element,
+    frame,
+    body,
+    overlay,
+    dispose() {
+      overlay.disconnect();
+      URL.revokeObjectURL(url);
+    },
+  };
+}
+
+/** Sends one card's file and fills the card in; returns the sentence to announce. */
+async function predictCard(card) {
+  const started = performance.now();
+  try {
+    const prediction = await predictImage(card.file, { topK: TOP_K });
+    showPrediction(card, prediction, performance.now() - started);
+    return `${card.file.name}: ${prediction.class_name}, ${percent(prediction.confidence, 0)} confidence`;
+  } catch (error) {
+    const { title, detail, code } = describeError(error);
+    showError(card, title, detail, code);
+    return `${card.file.name}: ${title}`;
+  } finally {
+    card.element.removeAttribute("aria-busy");
+  }
+}
+
+function showPrediction(card, prediction, requestMs) {
+  const [height, width] = prediction.image_size;
+  card.frame.style.setProperty("aspect-ratio", `${width} / ${height}`);
+  card.overlay.show(prediction);
+
+  const topK = el(
+    "ol",
+    { className: "top-k", "aria-label": `Top ${prediction.top_k.length} classes` },
+    ...prediction.top_k.map((score, rank) => topKRow(score, rank === 0)),
+  );
+  const timings = prediction.timings_ms;
+  const timing = el(
+    "p",
+    { className: "timing" },
+    `Request ${milliseconds(requestMs)} · server ${milliseconds(timings.total)} `,
+    el(
+      "span",
+      { className: "hint" },
+      `(decode ${milliseconds(timings.decode)}, queue ${milliseconds(timings.queue)}, ` +
+        `model ${milliseconds(timings.inference)})`,
+    ),
+  );
+  const where = prediction.box
+    ? `sign at x ${prediction.box[0]}–${prediction.box[2]}, y ${prediction.box[1]}–${prediction.box[3]}`
+    : "no sign region found";
+  card.body.replaceChildren(
+    el("h3", { className: "file-name", title: card.file.name }, card.file.name),
+    el(
+      "p",
+      { className: "prediction" },
+      el("span", { className: "class-name" }, prediction.class_name),
+      el("span", { className: "confidence" }, percent(prediction.confidence)),
+    ),
+    el("p", { className: "hint" }, `class ${prediction.class_id} · ${width} × ${height} px · ${where}`),
+    topK,
+    timing,
+  );
+}
+
+function topKRow(score, isTop) {
+  const fill = el("span", { className: "bar-fill" });
+  fill.style.setProperty("--value", score.confidence.toFixed(4));
+  return el(
+    "li",
+    { className: isTop ? "top" : "" },
+    el("span", { className: "top-k-name", title: score.class_name }, score.class_name),
+    el("span", { className: "top-k-value" }, percent(score.confidence)),
+    el("span", { className: "bar", "aria-hidden": "true" }, fill),
+  );
+}
+
+function showError(card, title, detail, code) {
+  card.element.classList.add("failed");
+  card.body.replaceChildren(
+    el("h3", { className: "file-name", title: card.file.name }, card.file.name),
+    el(
+      "div",
+      { className: "error-box", role: "alert" },
+      el("p", { className: "error-title" }, title),
+      el("p", { className: "error-detail" }, detail),
+      el("p", { className: "hint" }, `code: ${code}`),
+    ),
+  );
+}

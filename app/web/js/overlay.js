@@ -1,0 +1,123 @@
+// Drawing a prediction over a picture or a playing video.
+//
+// Two stacked canvases sit over the media, both stretched to its box by CSS:
+//  - the mask layer has the prediction's own pixel size, so each mask pixel is one canvas
+//    pixel (exact, and the browser's scaling smooths the edge like the picture's);
+//  - the box layer has the size it is displayed at (times devicePixelRatio), so the box
+//    lines and the label stay sharp however small the original image is.
+
+// Green is far from the signs' red, blue, yellow and white: a light fill shows the sign
+// through it, and an opaque edge shows exactly where the mask ends.
+const MASK_FILL = [60, 255, 130, 90];
+const MASK_EDGE = [60, 255, 130, 240];
+const BOX_COLOR = "#ffd21f";
+const BOX_OUTLINE = "rgba(0, 0, 0, 0.75)";
+const LABEL_TEXT = "#111";
+
+/** COCO RLE counts (column-major, starting with a background run) -> row-major 0/1 bytes. */
+export function decodeRle(counts, height, width) {
+  const pixels = new Uint8Array(height * width);
+  let position = 0;
+  for (let run = 0; run < counts.length; run++) {
+    const end = position + counts[run];
+    if (run % 2 === 1) {
+      for (let p = position; p < end; p++) {
+        const column = Math.floor(p / height);
+        pixels[(p - column * height) * width + column] = 1;
+      }
+    }
+    position = end;
+  }
+  return pixels;
+}
+
+function paintMask(canvas, mask) {
+  const context = canvas.getContext("2d");
+  if (!mask) {
+    context.clearRect(0, 0, canvas.width, canvas.height);
+    return;
+  }
+  const [height, width] = mask.size;
+  canvas.width = width; // resizing also clears
+  canvas.height = height;
+  const sign = decodeRle(mask.data, height, width);
+  const image = context.createImageData(width, height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = y * width + x;
+      if (!sign[i]) continue;
+      // An edge pixel has a background (or out-of-picture) pixel beside it.
+      const edge =
+        x === 0 || y === 0 || x === width - 1 || y === height - 1 ||
+        !sign[i - 1] || !sign[i + 1] || !sign[i - width] || !sign[i + width];
+      image.data.set(edge ? MASK_EDGE : MASK_FILL, i * 4);
+    }
+  }
+  context.putImageData(image, 0, 0);
+}
+
+function paintBox(canvas, prediction) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+  const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+  canvas.width = width;
+  canvas.height = height;
+  if (!prediction || !prediction.box) return;
+  const context = canvas.getContext("2d");
+  const [imageHeight, imageWidth] = prediction.image_size;
+  const sx = width / imageWidth;
+  const sy = height / imageHeight;
+  const [x1, y1, x2, y2] = prediction.box;
+  const left = x1 * sx;
+  const top = y1 * sy;
+  const boxWidth = (x2 - x1) * sx;
+  const boxHeight = (y2 - y1) * sy;
+
+  // A dark outline under the colored line keeps the box visible on any background.
+  context.lineJoin = "round";
+  context.strokeStyle = BOX_OUTLINE;
+  context.lineWidth = 4 * ratio;
+  context.strokeRect(left, top, boxWidth, boxHeight);
+  context.strokeStyle = BOX_COLOR;
+  context.lineWidth = 2 * ratio;
+  context.strokeRect(left, top, boxWidth, boxHeight);
+
+  const text = `${prediction.class_name} ${Math.round(prediction.confidence * 100)}%`;
+  const fontSize = Math.round(12 * ratio);
+  context.font = `600 ${fontSize}px system-ui, sans-serif`;
+  const padding = 4 * ratio;
+  const labelWidth = Math.min(width, context.measureText(text).width + 2 * padding);
+  const labelHeight = fontSize + 2 * padding;
+  // Above the box when there is room, else just inside its top edge; never off the canvas.
+  const labelTop = top - labelHeight >= 0 ? top - labelHeight : Math.min(top, height - labelHeight);
+  const labelLeft = Math.min(Math.max(0, left - 1 * ratio), width - labelWidth);
+  context.fillStyle = BOX_COLOR;
+  context.fillRect(labelLeft, labelTop, labelWidth, labelHeight);
+  context.fillStyle = LABEL_TEXT;
+  context.textBaseline = "middle";
+  context.fillText(text, labelLeft + padding, labelTop + labelHeight / 2, labelWidth - 2 * padding);
+}
+
+/** The overlay of one picture or video: `show(prediction)` draws it, `clear()` removes it.
+ * It redraws the box layer when its element is resized (a narrower window, a rotated
+ * phone), which is the state this object exists to keep. */
+export function createOverlay(maskCanvas, boxCanvas) {
+  let current = null;
+  const observer = new ResizeObserver(() => paintBox(boxCanvas, current));
+  observer.observe(boxCanvas);
+  return {
+    show(prediction) {
+      current = prediction;
+      paintMask(maskCanvas, prediction.mask);
+      paintBox(boxCanvas, prediction);
+    },
+    clear() {
+      current = null;
+      paintMask(maskCanvas, null);
+      paintBox(boxCanvas, null);
+    },
+    disconnect() {
+      observer.disconnect();
+    },
+  };
+}

@@ -1,0 +1,287 @@
+// The Video tab: a local video file or the webcam plays in a <video>; at the chosen rate the
+// current frame is drawn to a canvas, sent as JPEG over WS /v1/stream, and each answer is
+// drawn over the video as it arrives, with frames/s, latency and dropped frames.
+
+import { ApiError, describeError, streamUrl } from "./api.js";
+import { milliseconds, percent } from "./format.js";
+import { createOverlay } from "./overlay.js";
+
+// Bigger frames are scaled down before sending: the model works at a few dozen pixels, so
+// this only bounds the JPEG encode and the upload, not the accuracy.
+const MAX_FRAME_WIDTH = 640;
+const JPEG_QUALITY = 0.8;
+// While the socket still holds this much unsent data, a new frame is not sent: it would only
+// wait behind older ones. The service already keeps just the newest frame it has received.
+const MAX_BUFFERED_BYTES = 256 * 1024;
+const FPS_WINDOW_MS = 2000;
+const LATENCY_SAMPLES = 20;
+const TOP_K = 5;
+
+// Why the service closed the socket, by WebSocket close code (see service/routes/stream.py).
+const CLOSE_REASONS = {
+  1008: "The service needs an API key for the stream (enter it under Settings).",
+  1013: "The model is still loading: try again in a moment.",
+};
+
+export function initVideoTab(panel) {
+  const video = panel.querySelector("#video");
+  const stage = panel.querySelector("#video-stage");
+  const fileInput = panel.querySelector("#video-input");
+  const webcamButton = panel.querySelector("#video-webcam");
+  const startButton = panel.querySelector("#video-start");
+  const stopButton = panel.querySelector("#video-stop");
+  const rateSelect = panel.querySelector("#video-rate");
+  const thresholdSelect = panel.querySelector("#video-threshold");
+  const status = panel.querySelector("#video-status");
+  const liveLabel = panel.querySelector("#video-label");
+  const stats = {
+    frames: panel.querySelector("#stat-frames"),
+    fps: panel.querySelector("#stat-fps"),
+    latency: panel.querySelector("#stat-latency"),
+    dropped: panel.querySelector("#stat-dropped"),
+  };
+  const overlay = createOverlay(
+    stage.querySelector(".mask-layer"),
+    stage.querySelector(".box-layer"),
+  );
+  let webcam = null; // the MediaStream while the webcam is the source
+  let fileUrl = null; // the object URL while a file is the source
+  let stream = null; // the running stream session
+
+  function setStatus(text) {
+    status.textContent = text;
+  }
+
+  function setRunning(running) {
+    startButton.disabled = running || !(fileUrl || webcam);
+    stopButton.disabled = !running;
+    rateSelect.disabled = running;
+  }
+
+  function releaseSource() {
+    stop();
+    if (webcam) webcam.getTracks().forEach((track) => track.stop());
+    if (fileUrl) URL.revokeObjectURL(fileUrl);
+    webcam = fileUrl = null;
+    video.removeAttribute("src");
+    video.srcObject = null;
+    stage.classList.remove("has-video");
+    overlay.clear();
+    liveLabel.textContent = "\u00a0";
+  }
+
+  function sourceReady(description) {
+    stage.style.setProperty("--aspect", String(video.videoWidth / video.videoHeight));
+    stage.classList.add("has-video");
+    setStatus(`${description} ready: press Start to send frames.`);
+    setRunning(false);
+  }
+
+  function useFile(file) {
+    if (!file) return;
+    releaseSource();
+    fileUrl = URL.createObjectURL(file);
+    video.src = fileUrl;
+    // A property, not a listener: a source replaced before it loaded must not report later.
+    video.onloadeddata = () => sourceReady(`“${file.name}”`);
+  }
+
+  panel.querySelector("#video-pick").addEventListener("click", () => fileInput.click());
+  fileInput.addEventListener("change", () => {
+    const file = fileInput.files[0];
+    fileInput.value = ""; // so that choosing the same file again still fires "change"
+    useFile(file);
+  });
+  panel.addEventListener("drop", (event) => useFile(event.dataTransfer.files[0]));
+  video.addEventListener("error", () => {
+    if (!fileUrl) return;
+    releaseSource();
+    setRunning(false);
+    setStatus("This browser cannot play that video file. Try an MP4 (H.264) or WebM file.");
+  });
+
+  webcamButton.addEventListener("click", async () => {
+    releaseSource();
+    setRunning(false);
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      setStatus("The webcam needs a secure page: open it at http://localhost or over HTTPS.");
+      return;
+    }
+    try {
+      webcam = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    } catch (error) {
+      setStatus(
+        error.name === "NotAllowedError"
+          ? "Permission to use the camera was refused."
+          : `No camera could be opened (${error.message || error.name}).`,
+      );
+      return;
+    }
+    video.srcObject = webcam;
+    video.onloadeddata = () => sourceReady("Webcam");
+    // A live preview before Start: the camera is on anyway.
+    video.play().catch((error) => setStatus(`The camera preview cannot play: ${error.message}`));
+  });
+
+  function start() {
+    if (stream) return;
+    if (video.ended) video.currentTime = 0;
+    overlay.clear();
+    resetStats(stats);
+    setRunning(true);
+    setStatus("Connecting…");
+    stream = openStream(video, Number(rateSelect.value), {
+      onOpen() {
+        video.play().catch((error) => setStatus(`The video cannot play: ${error.message}`));
+        setStatus(`Streaming at ${rateSelect.value} frames/s.`);
+      },
+      onAnswer(message, counters) {
+        // The model reads one sign that fills the picture; on a wide street scene it still
+        // names a class, with low confidence. The threshold (changeable while streaming)
+        // keeps such guesses off the video while still saying what they were.
+        const threshold = Number(thresholdSelect.value);
+        const guess = `${message.class_name} · ${percent(message.confidence, 0)}`;
+        if (message.confidence >= threshold) {
+          overlay.show(message);
+          liveLabel.textContent = guess;
+        } else {
+          overlay.clear();
+          liveLabel.textContent = `No sign above ${percent(threshold, 0)} (best guess: ${guess})`;
+        }
+        showStats(stats, counters);
+      },
+      onFrameError(message) {
+        const { title, detail } = describeError(
+          new ApiError(0, message.error.code, message.error.message),
+        );
+        setStatus(`Frame ${message.frame_id ?? ""} not read: ${title} (${detail})`);
+      },
+      onClose(reason) {
+        stream = null;
+        setRunning(false);
+        video.pause();
+        setStatus(reason);
+      },
+    });
+  }
+
+  function stop() {
+    if (stream) stream.close("Stopped.");
+  }
+
+  startButton.addEventListener("click", start);
+  stopButton.addEventListener("click", stop);
+  video.addEventListener("ended", () => {
+    if (stream) stream.close("The video ended.");
+  });
+}
+
+/** One streaming session over WS /v1/stream. Calls back with every answer and the running
+ * counters; `close(reason)` ends it, and so does the service closing the socket. */
+function openStream(video, rate, callbacks) {
+  const socket = new WebSocket(streamUrl({ topK: TOP_K }));
+  const capture = document.createElement("canvas");
+  const sentAt = new Map(); // frame_id -> performance.now() when its pixels were taken
+  const counters = { answered: 0, skipped: 0, droppedByService: 0, answerTimes: [], latencies: [] };
+  let nextFrameId = 0;
+  let encoding = false;
+  let timer = null;
+  let closed = false;
+
+  async function sendFrame() {
+    if (video.paused || video.readyState < HTMLMediaElement.HAVE_CURRENT_DATA) return;
+    if (encoding || socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+      counters.skipped += 1;
+      return;
+    }
+    encoding = true;
+    try {
+      const scale = Math.min(1, MAX_FRAME_WIDTH / video.videoWidth);
+      capture.width = Math.round(video.videoWidth * scale);
+      capture.height = Math.round(video.videoHeight * scale);
+      capture.getContext("2d").drawImage(video, 0, 0, capture.width, capture.height);
+      const takenAt = performance.now();
+      const jpeg = await new Promise((resolve) =>
+        capture.toBlob(resolve, "image/jpeg", JPEG_QUALITY),
+      );
+      if (!jpeg || socket.readyState !== WebSocket.OPEN) return;
+      const frameId = nextFrameId++;
+      sentAt.set(frameId, takenAt);
+      // The id message and its frame go out back to back: the service pairs them in order.
+      socket.send(JSON.stringify({ frame_id: frameId }));
+      socket.send(jpeg);
+    } finally {
+      encoding = false;
+    }
+  }
+
+  socket.addEventListener("open", () => {
+    callbacks.onOpen();
+    timer = setInterval(sendFrame, 1000 / rate);
+  });
+
+  socket.addEventListener("message", (event) => {
+    if (closed) return;
+    const message = JSON.parse(event.data);
+    const now = performance.now();
+    const takenAt = sentAt.get(message.frame_id);
+    // Frames the service dropped are never answered: forget them along with this one.
+    for (const id of sentAt.keys()) if (id <= message.frame_id) sentAt.delete(id);
+    if (message.dropped) counters.droppedByService = message.dropped.total;
+    if (message.error) {
+      callbacks.onFrameError(message);
+      return;
+    }
+    counters.answered += 1;
+    counters.answerTimes.push(now);
+    while (now - counters.answerTimes[0] > FPS_WINDOW_MS) counters.answerTimes.shift();
+    if (takenAt !== undefined) {
+      counters.latencies.push(now - takenAt);
+      if (counters.latencies.length > LATENCY_SAMPLES) counters.latencies.shift();
+    }
+    callbacks.onAnswer(message, counters);
+  });
+
+  // Ends the session once, whoever ends it first: the page (a new source must not hear
+  // about the old socket closing later) or the service.
+  function finish(reason) {
+    if (closed) return;
+    closed = true;
+    clearInterval(timer);
+    callbacks.onClose(reason);
+  }
+
+  socket.addEventListener("close", (event) => {
+    finish(
+      CLOSE_REASONS[event.code] ||
+        `The connection to the service was lost${event.reason ? `: ${event.reason}` : "."}`,
+    );
+  });
+
+  return {
+    close(reason) {
+      socket.close(1000);
+      finish(reason);
+    },
+  };
+}
+
+function resetStats(stats) {
+  stats.frames.textContent = "0";
+  stats.fps.textContent = "0.0";
+  stats.latency.textContent = "–";
+  stats.dropped.textContent = "0";
+}
+
+function showStats(stats, counters) {
+  const times = counters.answerTimes;
+  const span = times[times.length - 1] - times[0];
+  const fps = times.length > 1 && span > 0 ? ((times.length - 1) * 1000) / span : 0;
+  const latency = counters.latencies.reduce((sum, ms) => sum + ms, 0) / counters.latencies.length;
+  stats.frames.textContent = String(counters.answered);
+  stats.fps.textContent = fps.toFixed(1);
+  stats.latency.textContent = Number.isFinite(latency) ? milliseconds(latency) : "–";
+  // Both kinds of loss: frames the service replaced by newer ones before reading them, and
+  // frames this page did not send because the previous one was still on its way.
+  stats.dropped.textContent = String(counters.droppedByService + counters.skipped);
+}
