@@ -23,7 +23,7 @@ RUN pip install --no-cache-dir /tmp/greedysign \
     && rm -rf /tmp/greedysign \
     && useradd --create-home --uid 10001 greedysign
 
-USER greedysign
+USER 10001
 WORKDIR /home/greedysign
 EXPOSE 8000
 

@@ -157,11 +157,13 @@ def main() -> None:
         help="steps per measurement (optimizer state exists after the first)",
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    # make_optimizer reads these
-    parser.set_defaults(
-        optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, warmup_epochs=0.0
-    )
     args = parser.parse_args()
+    # The optimizer as training builds it by default (AdamW: two state tensors per parameter).
+    from model.train import get_args_parser
+
+    training_defaults = get_args_parser().parse_args([])
+    for knob in ("optimizer", "lr", "momentum", "weight_decay", "warmup_epochs"):
+        setattr(args, knob, getattr(training_defaults, knob))
 
     if args.child:
         method, split, phase_index = args.child.split(":")
@@ -172,7 +174,7 @@ def main() -> None:
 
     print(
         f"one training step, {args.arch}, batch {args.batch_size}, "
-        f"{args.image_size}x{args.image_size}, SGD optimizer with momentum\n"
+        f"{args.image_size}x{args.image_size}, {args.optimizer} (the training default)\n"
     )
     sgd = run_child("sgd", "balanced", 0, args)
     rows = [sgd]
