@@ -71,6 +71,26 @@ def information_term(losses: LossSettings, t_in: Tensor, t_out: Tensor) -> Tenso
     return None
 
 
+def supervised_loss(
+    losses: LossSettings,
+    class_logits: Tensor,
+    mask_logits: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    reg: Tensor | None = None,
+) -> dict[str, Tensor]:
+    return module_loss(
+        class_logits,
+        mask_logits,
+        labels,
+        masks,
+        reg,
+        lambda_mask=losses.lambda_mask,
+        beta=losses.beta if reg is not None else 0.0,
+        label_smoothing=losses.label_smoothing,
+    )
+
+
 def module_step(model: SignNet, k: int, losses: LossSettings) -> Step:
     """Greedy-DIB module k: the frozen prefix gives T_{k-1} without a graph; only module k
     and its aux heads see gradients."""
@@ -79,16 +99,8 @@ def module_step(model: SignNet, k: int, losses: LossSettings) -> Step:
         t_in = model.stage_input(k, images)
         t_k = model.stages[k](t_in)
         class_logits, mask_logits = model.aux_forward(k, t_k, images.shape[-2:])
-        terms = module_loss(
-            class_logits,
-            mask_logits,
-            labels,
-            masks,
-            information_term(losses, t_in, t_k),
-            lambda_mask=losses.lambda_mask,
-            beta=losses.beta,
-            label_smoothing=losses.label_smoothing,
-        )
+        reg = information_term(losses, t_in, t_k)
+        terms = supervised_loss(losses, class_logits, mask_logits, labels, masks, reg)
         return terms, class_logits, mask_logits
 
     return step
@@ -101,14 +113,7 @@ def heads_step(model: SignNet, losses: LossSettings) -> Step:
         with torch.no_grad():
             features = model.encode(images)
         class_logits, mask_logits = model.heads(features, images.shape[-2:])
-        terms = module_loss(
-            class_logits,
-            mask_logits,
-            labels,
-            masks,
-            lambda_mask=losses.lambda_mask,
-            label_smoothing=losses.label_smoothing,
-        )
+        terms = supervised_loss(losses, class_logits, mask_logits, labels, masks)
         return terms, class_logits, mask_logits
 
     return step
@@ -117,14 +122,7 @@ def heads_step(model: SignNet, losses: LossSettings) -> Step:
 def end_to_end_step(model: SignNet, losses: LossSettings) -> Step:
     def step(images: Tensor, masks: Tensor, labels: Tensor):
         class_logits, mask_logits = model(images)
-        terms = module_loss(
-            class_logits,
-            mask_logits,
-            labels,
-            masks,
-            lambda_mask=losses.lambda_mask,
-            label_smoothing=losses.label_smoothing,
-        )
+        terms = supervised_loss(losses, class_logits, mask_logits, labels, masks)
         return terms, class_logits, mask_logits
 
     return step
