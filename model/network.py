@@ -40,8 +40,11 @@ class NetConfig:
     1/2 and full resolution, so they are kept narrow. Their activations are what the heads
     phase of Greedy-DIB holds: at batch 64, 64x64, (128, 64, 32, 16, 16) saves 152 MB for
     backward, (64, 32, 16, 8, 8) 90 MB (bench/train_memory.py); a sign mask needs no more.
-    `aux_width` is the conv and hidden width of each auxiliary classifier; `dropout` is
-    applied before the final linear classifier.
+    `aux_width` is the conv and hidden width of each auxiliary classifier. `aux_reduce_to`:
+    an auxiliary classifier halves its input with stride-2 conv3x3-BN-ReLU blocks until the
+    map (at `image_size`) is at most this many pixels a side, as DGL's auxiliary nets do;
+    0 gives the single full-resolution conv3x3-BN-ReLU. `dropout` is applied before the final
+    linear classifier.
     """
 
     arch: str = "resnet18"
@@ -50,6 +53,7 @@ class NetConfig:
     split: str = DEFAULT_SPLIT
     decoder_channels: tuple[int, ...] = (64, 32, 16, 8, 8)
     aux_width: int = 128
+    aux_reduce_to: int = 4
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
@@ -104,7 +108,7 @@ class SignNet(nn.Module):
             for group in self.stage_units
         )
         self._tap_keys = {_key(name) for name in tap_units(config.arch)}
-        self.stage_channels, self.feature_channels = self._probe_channels()
+        self.stage_channels, self.feature_channels, stage_sizes = self._probe_shapes()
 
         self.cls_head = ClassificationHead(
             self.feature_channels[-1], config.num_classes, dropout=config.dropout
@@ -120,8 +124,8 @@ class SignNet(nn.Module):
         self.aux_mask: nn.ModuleList | None = None
         if with_aux:
             self.aux_cls = nn.ModuleList(
-                _aux_classifier(c, config.aux_width, config.num_classes)
-                for c in self.stage_channels
+                _aux_classifier(c, size, config.aux_width, config.num_classes, config.aux_reduce_to)
+                for c, size in zip(self.stage_channels, stage_sizes, strict=True)
             )
             self.aux_mask = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in self.stage_channels)
 
@@ -210,21 +214,24 @@ class SignNet(nn.Module):
             if not name.startswith(("aux_cls.", "aux_mask."))
         }
 
-    def _probe_channels(self) -> tuple[list[int], list[int]]:
-        """Channels of each T_k and of each multi-scale feature, from a dummy forward pass.
+    def _probe_shapes(self) -> tuple[list[int], list[int], list[int]]:
+        """Channels of each T_k and of each multi-scale feature, and the side of each T_k at
+        the training size, from a dummy forward pass.
 
         Runs in eval mode, so the dummy batch leaves no trace in the BatchNorm statistics.
         """
         self.stages.eval()
-        stage_channels, feature_channels = [], []
+        stage_channels, feature_channels, stage_sizes = [], [], []
         with torch.no_grad():
-            x = torch.zeros(1, 3, 64, 64)
+            size = self.config.image_size
+            x = torch.zeros(1, 3, size, size)
             for k in range(self.num_stages):
                 x, taps = self.forward_stage(k, x)
                 stage_channels.append(x.shape[1])
+                stage_sizes.append(max(x.shape[-2:]))
                 feature_channels += [tap.shape[1] for tap in taps]
         self.stages.train()
-        return stage_channels, feature_channels
+        return stage_channels, feature_channels, stage_sizes
 
 
 def activation_elements(arch: str, image_size: int = 64) -> dict[str, int]:
@@ -276,12 +283,31 @@ def _key(unit_name: str) -> str:
     return unit_name.replace(".", "_")
 
 
-def _aux_classifier(in_channels: int, width: int, num_classes: int) -> nn.Sequential:
-    """conv3x3-BN-ReLU -> global average pool -> MLP -> class logits."""
+def _aux_classifier(
+    in_channels: int, side: int, width: int, num_classes: int, reduce_to: int
+) -> nn.Sequential:
+    """conv3x3-BN-ReLU blocks (stride 2 while the map is larger than `reduce_to`) -> global
+    average pool -> MLP -> class logits.
+
+    A single conv at full resolution makes a shallow probe: the module then learns features
+    that a linear read-out separates, and discards what deeper layers would have used. The
+    strided blocks make the probe a small CNN (DGL's finding: deeper auxiliary nets make
+    greedy training close to end-to-end), and cost less than one full-resolution conv.
+    """
+    layers: list[nn.Module] = []
+    channels = in_channels
+    while True:
+        stride = 2 if reduce_to and side > reduce_to else 1
+        layers += [
+            nn.Conv2d(channels, width, kernel_size=3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        channels, side = width, (side + 1) // stride
+        if stride == 1:
+            break
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(width),
-        nn.ReLU(inplace=True),
+        *layers,
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(width, width),
