@@ -4,6 +4,7 @@ functions that live where the work lives (data/, model/, service/)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from app.commands import data as data_commands
@@ -27,7 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args) or 0
+    try:
+        return args.handler(args) or 0
+    except BrokenPipeError:
+        # The reader went away (`greedysign data check ... | head`): stop quietly, as Unix
+        # tools do, and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     # The optimizer as training builds it by default (AdamW: two state tensors per parameter).
-    from model.train import get_args_parser
+    from model.options import get_args_parser
 
     training_defaults = get_args_parser().parse_args([])
     for knob in ("optimizer", "lr", "momentum", "weight_decay", "warmup_epochs"):

@@ -14,8 +14,7 @@ from data.split import train_test_split, unique_by_content
 from model.checkpoint import load_model
 from model.device import autocast_for, resolve_device
 from model.metrics import EvalAccumulator
-
-SUBSETS = ("test", "train", "all")
+from model.options import EVAL_SUBSETS
 
 
 def evaluate_model(
@@ -33,8 +32,8 @@ def evaluate_model(
     data it was trained on; `"all"` evaluates every distinct image, e.g. for data it never
     saw. Images of classes the model has no output for count as errors.
     """
-    if subset not in SUBSETS:
-        raise ValueError(f"subset must be one of {SUBSETS}, not {subset!r}")
+    if subset not in EVAL_SUBSETS:
+        raise ValueError(f"subset must be one of {EVAL_SUBSETS}, not {subset!r}")
     torch_device = resolve_device(device)
     model, info = load_model(model_path, torch_device)
     index = load_dataset(data_path)

@@ -24,9 +24,7 @@ from torch import Tensor, nn
 from model.entropy import mutual_information, representation_entropy
 from model.losses import module_loss
 from model.network import SignNet
-
-METHODS = ("greedy-dib", "greedy-ce", "sgd")
-REGULARISERS = ("entropy", "mi", "none")
+from model.options import METHODS
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,11 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import Tensor, nn
 from torchvision.models import ResNet, resnet18, resnet34
 
+from model.options import ARCH_NAMES
 from model.splits import DEFAULT_SPLIT, LAYERS, resolve_split, tap_units
 
 ARCHS = {"resnet18": resnet18, "resnet34": resnet34}
+assert tuple(ARCHS) == ARCH_NAMES, "model/options.py lists the same architectures"
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Training: Greedy-DIB (layer-wise), greedy cross-entropy, or end-to-end SGD.
 
-In the shape of torchvision's classification reference: `get_args_parser()`, `load_data()`,
-`train_one_epoch()`, `evaluate()`, `main(args)`. The algorithm itself is in model/greedy.py.
+In the shape of torchvision's classification reference: `load_data()`, `train_one_epoch()`,
+`evaluate()`, `main(args)`; its `get_args_parser()` is in model/options.py. The algorithm
+itself is in model/greedy.py.
 
 A run folder holds `checkpoint.pth` (rewritten atomically after every epoch; `--resume`
 continues at the phase and epoch it records), `model.pt` (the exported model), `metrics.json`,
@@ -42,98 +43,16 @@ from model.checkpoint import (
 )
 from model.device import autocast_for, resolve_device
 from model.greedy import (
-    METHODS,
-    REGULARISERS,
     LossSettings,
     Phase,
     build_phases,
     first_layer_weights,
 )
 from model.metrics import EvalAccumulator
-from model.network import ARCHS, NetConfig, SignNet
+from model.network import NetConfig, SignNet
 from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
 
 SYNTHETIC_CACHE = Path(".cache")
-
-
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train GreedySign", add_help=add_help)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="dataset folder (TSRD plain/official or GTSRB); default: a "
-        "synthetic CTSRD set, generated once and cached in .cache/",
-    )
-    parser.add_argument(
-        "--synthetic-per-class",
-        type=int,
-        default=40,
-        help="images per class of the synthetic set used without --data",
-    )
-    parser.add_argument("--method", choices=METHODS, default="greedy-dib")
-    parser.add_argument(
-        "--reg",
-        choices=REGULARISERS,
-        default=None,
-        help="information term (default: entropy for greedy-dib; greedy-ce and sgd use none)",
-    )
-    parser.add_argument("--beta", type=float, default=0.01, help="weight of the info term")
-    parser.add_argument("--alpha", type=float, default=1.01, help="Renyi entropy order")
-    parser.add_argument(
-        "--pool-to",
-        type=int,
-        default=4,
-        help="average-pool feature maps to at most this size for the Gram "
-        "matrix (0: use the full map)",
-    )
-    parser.add_argument("--lambda-mask", type=float, default=1.0, help="weight of the mask loss")
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--arch", choices=sorted(ARCHS), default="resnet18")
-    parser.add_argument(
-        "--split",
-        default="balanced",
-        help="module split: a name from model/splits.py or a spec such as "
-        "stem,layer1,layer2,layer3+layer4",
-    )
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument(
-        "--epochs", type=int, default=30, help="epochs of SGD, and of each Greedy-DIB module"
-    )
-    parser.add_argument(
-        "--head-epochs",
-        type=int,
-        default=None,
-        help="epochs of the greedy heads phase (default: --epochs)",
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-epochs", type=float, default=1.0)
-    parser.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.2,
-        help="held-out share of the leakage-free stratified split",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the split, init and order")
-    parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="run folder (default: runs/METHOD-SEED-TIMESTAMP)"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
-    )
-    parser.add_argument(
-        "--stop-after",
-        default=None,
-        metavar="PHASE",
-        help="stop after this phase (module1..moduleK, heads); --resume continues later",
-    )
-    return parser
 
 
 # ---------------------------------------------------------------------------------- data

@@ -11,8 +11,7 @@ from data.records import DataError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from model.evaluate import SUBSETS
-    from model.train import get_args_parser
+    from model.options import EVAL_SUBSETS, get_args_parser
 
     train = commands.add_parser(
         "train",
@@ -31,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument(
         "--subset",
-        choices=SUBSETS,
+        choices=EVAL_SUBSETS,
         default="test",
         help="test: held-out side of the model's own split (default); "
         "all: every distinct image (data the model never saw)",

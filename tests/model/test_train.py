@@ -13,8 +13,9 @@ from data.synth import generate_synthetic
 from model.checkpoint import load_file, load_model
 from model.greedy import LossSettings, build_phases
 from model.network import NetConfig, SignNet
+from model.options import get_args_parser
 from model.runs import latest_run
-from model.train import get_args_parser, main
+from model.train import main
 
 SIZE = 32
 

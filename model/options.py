@@ -1,0 +1,96 @@
+"""The training command line: every knob a named argument.
+
+Kept apart from model/train.py, and free of torch imports, so that `greedysign` builds its
+parser without loading PyTorch (commands that do not train start in a fraction of a second)
+and other scripts can reuse the flags (`get_args_parser(add_help=False)` as a parent).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+METHODS = ("greedy-dib", "greedy-ce", "sgd")
+REGULARISERS = ("entropy", "mi", "none")
+ARCH_NAMES = ("resnet18", "resnet34")
+EVAL_SUBSETS = ("test", "train", "all")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Train GreedySign", add_help=add_help)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="dataset folder (TSRD plain/official or GTSRB); default: a "
+        "synthetic CTSRD set, generated once and cached in .cache/",
+    )
+    parser.add_argument(
+        "--synthetic-per-class",
+        type=int,
+        default=40,
+        help="images per class of the synthetic set used without --data",
+    )
+    parser.add_argument("--method", choices=METHODS, default="greedy-dib")
+    parser.add_argument(
+        "--reg",
+        choices=REGULARISERS,
+        default=None,
+        help="information term (default: entropy for greedy-dib; greedy-ce and sgd use none)",
+    )
+    parser.add_argument("--beta", type=float, default=0.01, help="weight of the info term")
+    parser.add_argument("--alpha", type=float, default=1.01, help="Renyi entropy order")
+    parser.add_argument(
+        "--pool-to",
+        type=int,
+        default=4,
+        help="average-pool feature maps to at most this size for the Gram "
+        "matrix (0: use the full map)",
+    )
+    parser.add_argument("--lambda-mask", type=float, default=1.0, help="weight of the mask loss")
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--arch", choices=ARCH_NAMES, default="resnet18")
+    parser.add_argument(
+        "--split",
+        default="balanced",
+        help="module split: a name from model/splits.py or a spec such as "
+        "stem,layer1,layer2,layer3+layer4",
+    )
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--epochs", type=int, default=30, help="epochs of SGD, and of each Greedy-DIB module"
+    )
+    parser.add_argument(
+        "--head-epochs",
+        type=int,
+        default=None,
+        help="epochs of the greedy heads phase (default: --epochs)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="held-out share of the leakage-free stratified split",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the split, init and order")
+    parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="run folder (default: runs/METHOD-SEED-TIMESTAMP)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+    parser.add_argument(
+        "--stop-after",
+        default=None,
+        metavar="PHASE",
+        help="stop after this phase (module1..moduleK, heads); --resume continues later",
+    )
+    return parser
