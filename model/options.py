@@ -54,7 +54,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--split",
         default="balanced",
         help="module split: a name from model/splits.py or a spec such as "
-        "stem,layer1,layer2,layer3+layer4",
+        "stem,layer1,layer2+layer3,layer4",
     )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument(

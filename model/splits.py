@@ -30,15 +30,16 @@ Adam, three more copies of them as gradient and moments) but few activations. Pe
     layer4.0       16,384      3,673,088
     layer4.1       12,288      4,720,640
 
-"balanced" (stem | layer1 | layer2 | layer3+layer4) thus gets activations of 197k | 213k |
-115k | 86k elements per sample against parameters of 0.01M | 0.15M | 0.53M | 10.5M: the two
-activation-heavy units each get a module of their own, and the deep, parameter-heavy layers
-share one whose activations are the smallest. At 64x64 and batch 128 in float32 that is
-101 MB of activations in the stem module against 168 MB of parameters, gradients and Adam
-moments in the last one, so at small inputs neither end dominates. End-to-end training holds
-all 610k activation elements and all 11.2M parameters at once. For resnet34 the same cut
-gives 197k | 311k | 213k | 197k of 918k activations and 0.01M | 0.22M | 1.1M | 19.9M of 21.3M
-parameters.
+"balanced" (stem | layer1 | layer2+layer3 | layer4) gives the two activation-heavy units a
+module each and puts layer4, which holds 75 % of the parameters, alone in the last module:
+with AdamW every trained parameter costs four copies (weight, gradient, two moments), so
+layer3+layer4 together would make the last module the heaviest of all. Measured by
+`bench/train_memory.py` (batch 64, 64x64, AdamW; saved-for-backward + weights + gradients +
+optimizer state): 69 | 54 | 83 | 158 MB for the four modules and 142 MB for the heads phase,
+against 381 MB end to end (ratio 0.42); with layer3+layer4 as the last module it was 192 MB
+(0.50). End-to-end training holds all 610k activation elements and all 11.2M parameters at
+once. For resnet34 the same cut gives 197k | 311k | 369k | 41k of 918k activations and
+0.01M | 0.22M | 7.9M | 13.1M of 21.3M parameters.
 
 "balanced" keeps module boundaries at layer boundaries; "k2" and "k3" may cut inside a layer:
 each minimises the largest module's activations over all K-module splits (resnet18: 311k |
@@ -57,7 +58,7 @@ DEFAULT_SPLIT = "balanced"
 
 # (arch, name) -> K groups; each group is "+"-joined unit or layer names.
 SPLITS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("resnet18", "balanced"): ("stem", "layer1", "layer2", "layer3+layer4"),
+    ("resnet18", "balanced"): ("stem", "layer1", "layer2+layer3", "layer4"),
     ("resnet18", "layers"): ("stem", "layer1", "layer2", "layer3", "layer4"),
     ("resnet18", "k3"): ("stem", "layer1", "layer2+layer3+layer4"),
     ("resnet18", "k2"): ("stem+layer1.0", "layer1.1+layer2+layer3+layer4"),
@@ -66,7 +67,7 @@ SPLITS: dict[tuple[str, str], tuple[str, ...]] = {
         *("layer1.0", "layer1.1", "layer2.0", "layer2.1"),
         *("layer3.0", "layer3.1", "layer4.0", "layer4.1"),
     ),
-    ("resnet34", "balanced"): ("stem", "layer1", "layer2", "layer3+layer4"),
+    ("resnet34", "balanced"): ("stem", "layer1", "layer2+layer3", "layer4"),
     ("resnet34", "layers"): ("stem", "layer1", "layer2", "layer3", "layer4"),
     ("resnet34", "k3"): (
         "stem+layer1.0",

@@ -50,7 +50,7 @@ def test_spec_string_joins_with_plus_and_expands_layer_names():
         ["layer3.0", "layer3.1", "layer4.0", "layer4.1"],
     ]
     assert resolve_split("resnet18") == resolve_split(
-        "resnet18", "stem,layer1,layer2,layer3+layer4"
+        "resnet18", "stem,layer1,layer2+layer3,layer4"
     )
 
 
@@ -124,8 +124,8 @@ def test_multi_scale_features_have_resnet_strides_and_channels(net, images):
         (512, 2, 2),
     ]
     assert net.feature_channels == [64, 64, 128, 256, 512]
-    assert net.stage_channels == [64, 64, 128, 512]
-    assert net.stage_units[3] == ["layer3.0", "layer3.1", "layer4.0", "layer4.1"]
+    assert net.stage_channels == [64, 64, 256, 512]
+    assert net.stage_units[2] == ["layer2.0", "layer2.1", "layer3.0", "layer3.1"]
 
 
 def test_stages_chain_to_the_encoder_and_forward_to_the_heads(net, images):
