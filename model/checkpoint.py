@@ -36,6 +36,9 @@ def save_atomic(obj: dict[str, Any], path: Path | str) -> Path:
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(obj, file)
+        # mkstemp makes the file owner-only; a model is meant to be read by others (the
+        # service's container user, for one).
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -73,6 +73,12 @@ def load_data(args: argparse.Namespace) -> TrainData:
     root = args.data if args.data is not None else synthetic_dataset(args.synthetic_per_class)
     index = load_dataset(root)
     train, test = train_test_split(index, test_fraction=args.test_fraction, seed=args.seed)
+    if not train or not test:
+        # Caught here rather than as an empty evaluation after the first module's epochs.
+        raise SystemExit(
+            f"{root}: the split leaves {len(train)} training and {len(test)} test images; "
+            "a class needs two distinct images before one can go to the test side"
+        )
     official = index.layout == "official" and bool(test) and test[0].split == "test"
     split = {
         "kind": "official, leakage removed" if official else "leakage-free stratified",
@@ -228,6 +234,17 @@ def evaluate(
 # ------------------------------------------------------------------------------- main
 
 
+def recorded_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's flags as plain values. The CLI also puts its handler function on the
+    namespace; a checkpoint holding it could not be read back with `weights_only=True`."""
+    plain = (str, int, float, bool, list, tuple, type(None))
+    return {
+        name: str(value) if isinstance(value, Path) else value
+        for name, value in vars(args).items()
+        if isinstance(value, (Path, *plain))
+    }
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train, evaluate on the held-out side, export; returns the final metrics."""
     started = time.perf_counter()
@@ -344,9 +361,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     "phase": phase_index + 1 if finished_phase else phase_index,
                     "epoch": 0 if finished_phase else epoch + 1,
                     "history": history,
-                    "args": {
-                        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                    },
+                    "args": recorded_args(args),
                     "info": {k: v for k, v in info.to_dict().items() if k != "path"},
                     "versions": versions(),
                 },
@@ -359,8 +374,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             return {}
 
     metrics = evaluate(model, test_loader, device, data.class_names)
+    # Each module's own auxiliary heads: headline figures only, the full confusion is
+    # the final model's.
     metrics["modules"] = {
-        phase.name: evaluate(model, test_loader, device, data.class_names, phase.stage)
+        phase.name: _summary(evaluate(model, test_loader, device, data.class_names, phase.stage))
         for phase in phases
         if phase.stage is not None
     }
@@ -386,7 +403,7 @@ SUMMARY_KEYS = (
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """The headline figures stored in the exported model (and shown by /v1/model)."""
-    return {key: metrics[key] for key in SUMMARY_KEYS}
+    return {key: metrics[key] for key in SUMMARY_KEYS if key in metrics}
 
 
 def write_run(

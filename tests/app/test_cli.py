@@ -73,3 +73,21 @@ def test_eval_prints_the_metrics(tiny_model_path, synthetic, capsys):
 def test_missing_model_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
     assert "no model at" in capsys.readouterr().err
+
+
+def test_train_refuses_a_set_too_small_to_split(synthetic, tmp_path):
+    with pytest.raises(SystemExit, match="0 test images"):
+        main(["train", "--data", str(synthetic), "--out", str(tmp_path / "run")])
+
+
+def test_train_stopped_after_a_module_resumes_to_a_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    data, out = tmp_path / "data", tmp_path / "run"
+    assert main(["data", "synth", str(data), "--per-class", "2", "--seed", "1"]) == 0
+    flags = ["--data", str(data), "--out", str(out), "--image-size", "32", "--epochs", "1",
+             "--batch-size", "16", "--workers", "0"]  # fmt: skip
+    assert main(["train", *flags, "--stop-after", "module1"]) == 0
+    assert (out / "checkpoint.pth").is_file() and not (out / "model.pt").exists()
+    # The checkpoint the CLI wrote must read back (weights_only) for --resume.
+    assert main(["train", *flags, "--resume"]) == 0
+    assert (out / "model.pt").is_file()

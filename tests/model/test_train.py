@@ -145,6 +145,9 @@ def test_interrupted_run_resumes_after_module_2_and_finishes(tiny_synthetic, tmp
     assert latest_run(tmp_path) == out
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["method"] == "greedy-dib" and info.method == "greedy-dib"
+    assert list(saved["modules"]) == ["module1", "module2", "module3", "module4"]
+    assert 0 <= saved["modules"]["module1"]["accuracy"] <= 1
+    assert (out / "model.pt").stat().st_mode & 0o777 == 0o644
     for plot in ("curves.png", "gradients.png", "confusion.png"):
         assert (out / plot).stat().st_size > 0
 
