@@ -367,7 +367,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 },
                 checkpoint_path,
             )
-        # The phase's optimizer state goes before the next module's is created.
+        # The phase's gradients and optimizer state go before the next module's are created;
+        # a frozen module keeping its last gradient would also be counted as receiving one.
+        optimizer.zero_grad(set_to_none=True)
         del optimizer, scheduler
         if phase.name == args.stop_after:
             print(f"stopped after {phase.name}; continue with --resume --out {args.out}")

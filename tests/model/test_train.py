@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -137,8 +138,14 @@ def test_interrupted_run_resumes_after_module_2_and_finishes(tiny_synthetic, tmp
     metrics = main(_args(tiny_synthetic, out, "--resume"))
     assert 0 <= metrics["accuracy"] <= 1 and metrics["images"] > 0
     with open(out / "history.csv") as file:
-        phases = [row["phase"] for row in csv.DictReader(file)]
-    assert phases == ["module1", "module2", "module3", "module4", "heads"]
+        rows = list(csv.DictReader(file))
+    assert [row["phase"] for row in rows] == ["module1", "module2", "module3", "module4", "heads"]
+    # Only the module in training gets a gradient; module 2 ran in the same process as module 1.
+    gradients = [
+        [not math.isnan(float(row[f"grad_norm_{k}"])) for k in (1, 2, 3, 4)] for row in rows
+    ]
+    assert gradients[:4] == [[k == m for k in range(4)] for m in range(4)]
+    assert gradients[4] == [False] * 4
     # The resumed run kept module 1 as trained before the interruption.
     model, info = load_model(out / "model.pt")
     assert torch.allclose(model.stages[0].stem[0].weight, stage0.float(), rtol=1e-3, atol=1e-4)
