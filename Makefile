@@ -11,6 +11,9 @@ DATA   ?=
 EPOCHS ?= 30
 METHOD ?= greedy-dib
 DEMO_IMAGE ?= ../shared/data/ctsrd-real/images/000_0001.png
+# `make serve` serves MODEL, else the newest run, else the shipped model; `make demo` always
+# the shipped one unless MODEL is given, so that it shows the same thing on every machine.
+SHIPPED_MODEL := model/shipped/greedysign-ctsrd-resnet18.pt
 
 .PHONY: install browser test lint train serve demo bench clean
 
@@ -50,7 +53,7 @@ serve: $(STAMP)
 demo: $(STAMP)
 	@echo "GreedySign: open http://$(HOST):$(PORT)/  (API docs: http://$(HOST):$(PORT)/docs)"
 	@echo "try:  curl -F file=@$(DEMO_IMAGE) 'http://$(HOST):$(PORT)/v1/predict?mask_format=none'"
-	$(BIN)/greedysign serve --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))
+	$(BIN)/greedysign serve --host $(HOST) --port $(PORT) --model $(or $(MODEL),$(SHIPPED_MODEL))
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_memory.py --splits balanced,blocks
