@@ -56,7 +56,7 @@ demo: $(STAMP)
 	$(BIN)/greedysign serve --host $(HOST) --port $(PORT) --model $(or $(MODEL),$(SHIPPED_MODEL))
 
 bench: $(STAMP)
-	$(BIN)/python bench/train_memory.py --splits balanced,blocks
+	$(BIN)/python bench/train_memory.py --splits balanced blocks
 	$(BIN)/python bench/service_load.py --seconds 10
 	$(BIN)/python bench/gpu_check.py
 

@@ -14,7 +14,7 @@ The training memory of a phase is saved + weights + grads + optimizer; the Greed
 its heaviest phase. Printed side by side, with the ratio greedy-peak / sgd-peak.
 
     .venv/bin/python bench/train_memory.py                      # default split (K = 4)
-    .venv/bin/python bench/train_memory.py --splits balanced,blocks,k2
+    .venv/bin/python bench/train_memory.py --splits balanced blocks k2
 """
 
 from __future__ import annotations
@@ -148,7 +148,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument(
-        "--splits", default="balanced", help="comma-separated split names (model/splits.py)"
+        "--splits",
+        nargs="+",
+        default=["balanced"],
+        help="split names or explicit splits (model/splits.py), e.g. balanced blocks "
+        "stem+layer1,layer2+layer3,layer4",
     )
     parser.add_argument(
         "--steps",
@@ -179,7 +183,7 @@ def main() -> None:
     sgd = run_child("sgd", "balanced", 0, args)
     rows = [sgd]
     summary = []
-    for split in args.splits.split(","):
+    for split in args.splits:
         phases = len(resolve_split(args.arch, split)) + 1  # K modules, then the heads
         greedy = [run_child("greedy-dib", split, i, args) for i in range(phases)]
         rows += greedy
