@@ -5,9 +5,11 @@
         T_k     = stages[k](T_{k-1})
         L_k     = CE(aux_cls[k](T_k), y) + λ_mask·(BCE+Dice)(aux_mask[k](T_k), m) + β·R(T_k)
         R       = H_α(T_k) (--reg entropy) | I_α(T_{k-1}; T_k) (--reg mi) | 0 (--reg none)
-    then the heads phase, on the frozen encoder:
-        L = CE(cls_head(f_5), y) + λ_mask·(BCE+Dice)(seg_decoder(f_1..f_5), m)
-    End-to-end SGD is one phase with that same loss through the whole network.
+    aux_cls[K-1] is the classification head, so the last module trains it; then the
+    segmentation phase, on the frozen encoder:
+        L = λ_mask·(BCE+Dice)(seg_decoder(f_1..f_5), m)
+    End-to-end SGD is one phase with L = CE(cls_head(f_5), y) + λ_mask·(BCE+Dice)(...)
+    through the whole network.
 
 Each phase names the parameters its optimizer owns; its optimizer and scheduler are created
 when it starts and dropped when it ends, so only one module's optimizer state ever exists.
@@ -105,12 +107,14 @@ def module_step(model: SignNet, k: int, losses: LossSettings) -> Step:
 
 
 def heads_step(model: SignNet, losses: LossSettings) -> Step:
-    """Classification head and segmentation decoder on the frozen encoder's features."""
+    """The segmentation decoder on the frozen encoder's features. The classification head
+    was trained with the last module; its loss is still reported, but adds no gradient."""
 
     def step(images: Tensor, masks: Tensor, labels: Tensor):
         with torch.no_grad():
             features = model.encode(images)
-        class_logits, mask_logits = model.heads(features, images.shape[-2:])
+            class_logits = model.cls_head(features[-1])
+        mask_logits = model.segment(features, images.shape[-2:])
         terms = supervised_loss(losses, class_logits, mask_logits, labels, masks)
         return terms, class_logits, mask_logits
 
@@ -144,7 +148,7 @@ def build_phases(model: SignNet, method: str, losses: LossSettings) -> list[Phas
         )
         for k in range(K)
     ]
-    heads = [model.cls_head, model.seg_decoder, model.seg_head]
+    heads = [model.seg_decoder, model.seg_head]
     phases.append(Phase("heads", None, K, heads, heads_step(model, losses)))
     return phases
 

@@ -86,14 +86,21 @@ def test_no_gradient_crosses_the_module_boundary():
     assert all(p.grad is None for m in untouched for p in m.parameters())
 
 
-def test_heads_phase_trains_only_the_heads():
+def test_heads_phase_trains_only_the_segmentation_decoder():
     model, phases = _greedy_phases()
     heads = phases[-1]
     assert heads.name == "heads" and heads.frozen == model.num_stages
-    encoder = {name: value.clone() for name, value in model.stages.state_dict().items()}
+    # The classification head is the last module's auxiliary classifier, trained with it.
+    assert model.cls_head is model.aux_cls[-1]
+    fixed = [model.stages, model.cls_head]
+    before = [{n: v.clone() for n, v in part.state_dict().items()} for part in fixed]
+    decoder = [p.clone() for p in model.seg_decoder.parameters()]
     _train_steps(model, heads, steps=2)
-    assert all(torch.equal(encoder[n], v) for n, v in model.stages.state_dict().items())
-    assert all(p.grad is None for p in model.stages.parameters())
+    # Weights and BatchNorm statistics of the encoder and the classifier stay put.
+    for part, saved in zip(fixed, before, strict=True):
+        assert all(torch.equal(saved[n], v) for n, v in part.state_dict().items())
+        assert all(p.grad is None for p in part.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(decoder, model.seg_decoder.parameters()))
 
 
 @pytest.mark.parametrize(("method", "lr"), [("greedy-dib", 0.05), ("sgd", 0.01)])
