@@ -32,13 +32,13 @@ def measure(method: str, split: str, phase_index: int, args: argparse.Namespace)
     """Runs in the child process: two training steps of one phase, with everything counted."""
     import torch
 
-    from model.greedy import LossSettings, build_phases
-    from model.network import NetConfig, SignNet
+    from model.greedy import LossSettings, build_phases, network_for
+    from model.network import NetConfig
     from model.train import make_optimizer
 
     torch.manual_seed(0)
     config = NetConfig(arch=args.arch, image_size=args.image_size, split=split)
-    model = SignNet(config, with_aux=method != "sgd")
+    model = network_for(method, config)
     phase = build_phases(model, method, LossSettings())[phase_index]
     size, n = args.image_size, args.batch_size
     images = torch.randn(n, 3, size, size)

@@ -18,14 +18,14 @@ when it starts and dropped when it ends, so only one module's optimizer state ev
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from model.entropy import mutual_information, representation_entropy
 from model.losses import module_loss
-from model.network import SignNet
+from model.network import NetConfig, SignNet
 from model.options import METHODS
 
 
@@ -128,6 +128,14 @@ def end_to_end_step(model: SignNet, losses: LossSettings) -> Step:
         return terms, class_logits, mask_logits
 
     return step
+
+
+def network_for(method: str, config: NetConfig) -> SignNet:
+    """The SignNet that `method` trains: greedy methods with aux heads, whose last classifier
+    is the classification head; end-to-end SGD with the linear head, which it trains best."""
+    if method == "sgd":
+        return SignNet(replace(config, cls_head="linear"), with_aux=False)
+    return SignNet(replace(config, cls_head="aux"), with_aux=True)
 
 
 def build_phases(model: SignNet, method: str, losses: LossSettings) -> list[Phase]:

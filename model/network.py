@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.base import SegmentationHead
+from segmentation_models_pytorch.base import ClassificationHead, SegmentationHead
 from segmentation_models_pytorch.base.initialization import initialize_decoder, initialize_head
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import Tensor, nn
@@ -30,6 +30,8 @@ from model.options import ARCH_NAMES
 from model.splits import DEFAULT_SPLIT, LAYERS, resolve_split, tap_units
 
 ARCHS = {"resnet18": resnet18, "resnet34": resnet34}
+CLS_HEADS = ("aux", "linear")
+LINEAR_HEAD_DROPOUT = 0.2
 assert tuple(ARCHS) == ARCH_NAMES, "model/options.py lists the same architectures"
 
 
@@ -45,8 +47,10 @@ class NetConfig:
     `aux_width` is the conv and hidden width of each auxiliary classifier. `aux_reduce_to`:
     an auxiliary classifier halves its input with stride-2 conv3x3-BN-ReLU blocks until the
     map (at `image_size`) is at most this many pixels a side, as DGL's auxiliary nets do;
-    0 gives the single full-resolution conv3x3-BN-ReLU. The classification head has the same
-    form as an auxiliary classifier.
+    0 gives the single full-resolution conv3x3-BN-ReLU. `cls_head` is the classification
+    head's form: "aux", an auxiliary classifier (Greedy-DIB trains it as the last module's),
+    or "linear", global pool -> dropout -> linear (what end-to-end training does best with:
+    with the "aux" form it measured 73.9 % against 93.4 % on real CTSRD, seed 0).
     """
 
     arch: str = "resnet18"
@@ -56,6 +60,7 @@ class NetConfig:
     decoder_channels: tuple[int, ...] = (64, 32, 16, 8, 8)
     aux_width: int = 128
     aux_reduce_to: int = 4
+    cls_head: str = "aux"
 
     def __post_init__(self) -> None:
         # A config read back from JSON holds a list here.
@@ -67,6 +72,8 @@ class NetConfig:
             raise ValueError(
                 f"decoder_channels needs 5 positive widths, got {self.decoder_channels}"
             )
+        if self.cls_head not in CLS_HEADS:
+            raise ValueError(f"cls_head must be one of {CLS_HEADS}, got {self.cls_head!r}")
         if self.num_classes < 1 or self.image_size < 1 or self.aux_width < 1:
             raise ValueError("num_classes, image_size and aux_width must be positive")
 
@@ -95,9 +102,10 @@ class SignNet(nn.Module):
     units. `aux_cls[k]` and `aux_mask[k]` are module k's auxiliary heads; `with_aux=False`
     builds the inference model without them, which loads `inference_state_dict()` strictly.
 
-    The last module's auxiliary classifier *is* the classification head (one module under two
-    names): it reads the deepest feature, and Greedy-DIB trains it together with that module
-    rather than afresh on the frozen encoder, where it measured 1-3 points less accurate.
+    With `cls_head="aux"` and aux heads, the last module's auxiliary classifier *is* the
+    classification head (one module under two names): it reads the deepest feature, and
+    Greedy-DIB trains it together with that module rather than afresh on the frozen encoder,
+    where it measured 1-3 points less accurate.
     """
 
     def __init__(self, config: NetConfig, with_aux: bool = True):
@@ -113,22 +121,31 @@ class SignNet(nn.Module):
         self._tap_keys = {_key(name) for name in tap_units(config.arch)}
         self.stage_channels, self.feature_channels, stage_sizes = self._probe_shapes()
 
-        self.cls_head = _aux_classifier(
-            self.feature_channels[-1],
-            stage_sizes[-1],
-            config.aux_width,
-            config.num_classes,
-            config.aux_reduce_to,
-        )
+        if config.cls_head == "aux":
+            self.cls_head = _aux_classifier(
+                self.feature_channels[-1],
+                stage_sizes[-1],
+                config.aux_width,
+                config.num_classes,
+                config.aux_reduce_to,
+            )
+        else:
+            self.cls_head = ClassificationHead(
+                self.feature_channels[-1], config.num_classes, dropout=LINEAR_HEAD_DROPOUT
+            )
         # Index 0 of smp's encoder channel list is the input image; the decoder drops it.
         self.seg_decoder = UnetDecoder([3, *self.feature_channels], config.decoder_channels)
         self.seg_head = SegmentationHead(config.decoder_channels[-1], 1, kernel_size=3)
         initialize_decoder(self.seg_decoder)
         initialize_head(self.seg_head)
+        if config.cls_head == "linear":
+            initialize_head(self.cls_head)
 
         self.aux_cls: nn.ModuleList | None = None
         self.aux_mask: nn.ModuleList | None = None
         if with_aux:
+            if config.cls_head != "aux":
+                raise ValueError("with aux heads, the classification head is the last aux one")
             self.aux_cls = nn.ModuleList(
                 _aux_classifier(c, size, config.aux_width, config.num_classes, config.aux_reduce_to)
                 for c, size in zip(self.stage_channels[:-1], stage_sizes[:-1], strict=True)

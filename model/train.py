@@ -47,6 +47,7 @@ from model.greedy import (
     Phase,
     build_phases,
     first_layer_weights,
+    network_for,
 )
 from model.metrics import EvalAccumulator
 from model.network import NetConfig, SignNet
@@ -272,7 +273,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         image_size=args.image_size,
         split=args.split,
     )
-    model = SignNet(config, with_aux=args.method != "sgd").to(device)
+    model = network_for(args.method, config).to(device)
     losses = LossSettings(
         lambda_mask=args.lambda_mask,
         beta=args.beta,
@@ -289,7 +290,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     info = ModelInfo(
-        config=config,
+        config=model.config,
         class_names=data.class_names,
         dataset=data.dataset,
         method=args.method,

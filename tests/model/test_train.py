@@ -12,7 +12,7 @@ import torch
 
 from data.synth import generate_synthetic
 from model.checkpoint import load_file, load_model
-from model.greedy import LossSettings, build_phases
+from model.greedy import LossSettings, build_phases, network_for
 from model.network import NetConfig, SignNet
 from model.options import get_args_parser
 from model.runs import latest_run
@@ -100,13 +100,14 @@ def test_heads_phase_trains_only_the_segmentation_decoder():
     for part, saved in zip(fixed, before, strict=True):
         assert all(torch.equal(saved[n], v) for n, v in part.state_dict().items())
         assert all(p.grad is None for p in part.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(decoder, model.seg_decoder.parameters()))
+    trained = zip(decoder, model.seg_decoder.parameters(), strict=True)
+    assert any(not torch.equal(before, after) for before, after in trained)
 
 
 @pytest.mark.parametrize(("method", "lr"), [("greedy-dib", 0.05), ("sgd", 0.01)])
 def test_loss_falls_on_a_fixed_batch(method, lr):
     torch.manual_seed(0)
-    model = SignNet(NetConfig(image_size=SIZE), with_aux=method != "sgd")
+    model = network_for(method, NetConfig(image_size=SIZE))
     phase = build_phases(model, method, LossSettings())[0]
     losses = _train_steps(model, phase, steps=15, lr=lr)
     assert min(losses[-3:]) < 0.75 * losses[0]
@@ -216,3 +217,13 @@ def test_cli_parser_has_every_knob():
         "resume",
     ):
         assert hasattr(args, knob)
+
+
+def test_each_method_gets_its_classification_head():
+    config = NetConfig(image_size=SIZE)
+    greedy, sgd = network_for("greedy-dib", config), network_for("sgd", config)
+    assert greedy.config.cls_head == "aux" and greedy.cls_head is greedy.aux_cls[-1]
+    assert sgd.config.cls_head == "linear" and sgd.aux_cls is None
+    # The exported inference model of either rebuilds from its config and loads strictly.
+    for model in (greedy, sgd):
+        SignNet(model.config, with_aux=False).load_state_dict(model.inference_state_dict())
