@@ -30,9 +30,9 @@ from model.options import ARCH_NAMES
 from model.splits import DEFAULT_SPLIT, LAYERS, resolve_split, tap_units
 
 ARCHS = {"resnet18": resnet18, "resnet34": resnet34}
+assert tuple(ARCHS) == ARCH_NAMES, "model/options.py lists the same architectures"
 CLS_HEADS = ("aux", "linear")
 LINEAR_HEAD_DROPOUT = 0.2
-assert tuple(ARCHS) == ARCH_NAMES, "model/options.py lists the same architectures"
 
 
 @dataclass
@@ -138,6 +138,9 @@ class SignNet(nn.Module):
         self.seg_head = SegmentationHead(config.decoder_channels[-1], 1, kernel_size=3)
         initialize_decoder(self.seg_decoder)
         initialize_head(self.seg_head)
+        # After the decoder, as it always was: the random draws keep their order, so end-to-end
+        # runs from before the "aux" head existed reproduce bit for bit. The "aux" head keeps
+        # PyTorch's default init, like every auxiliary classifier.
         if config.cls_head == "linear":
             initialize_head(self.cls_head)
 

@@ -64,7 +64,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--head-epochs",
         type=int,
         default=None,
-        help="epochs of the greedy heads phase (default: --epochs)",
+        help="epochs of the greedy segmentation-decoder (heads) phase (default: --epochs)",
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")

@@ -80,7 +80,7 @@ def load_data(args: argparse.Namespace) -> TrainData:
             f"{root}: the split leaves {len(train)} training and {len(test)} test images; "
             "a class needs two distinct images before one can go to the test side"
         )
-    official = index.layout == "official" and bool(test) and test[0].split == "test"
+    official = index.layout == "official" and test[0].split == "test"
     split = {
         "kind": "official, leakage removed" if official else "leakage-free stratified",
         "test_fraction": None if official else args.test_fraction,

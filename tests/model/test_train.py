@@ -94,14 +94,14 @@ def test_heads_phase_trains_only_the_segmentation_decoder():
     assert model.cls_head is model.aux_cls[-1]
     fixed = [model.stages, model.cls_head]
     before = [{n: v.clone() for n, v in part.state_dict().items()} for part in fixed]
-    decoder = [p.clone() for p in model.seg_decoder.parameters()]
+    decoder_before = [p.clone() for p in model.seg_decoder.parameters()]
     _train_steps(model, heads, steps=2)
     # Weights and BatchNorm statistics of the encoder and the classifier stay put.
     for part, saved in zip(fixed, before, strict=True):
         assert all(torch.equal(saved[n], v) for n, v in part.state_dict().items())
         assert all(p.grad is None for p in part.parameters())
-    trained = zip(decoder, model.seg_decoder.parameters(), strict=True)
-    assert any(not torch.equal(before, after) for before, after in trained)
+    decoder_after = model.seg_decoder.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, decoder_after, strict=True))
 
 
 @pytest.mark.parametrize(("method", "lr"), [("greedy-dib", 0.05), ("sgd", 0.01)])
