@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.classes import NO_SIGN, OPEN_SET_NAMES, UNKNOWN_SIGN
 from data.load import DatasetIndex, load_dataset
 from data.records import SignRecord
 
@@ -39,11 +40,12 @@ class CheckReport:
     records: int
     distinct_images: int
     class_names: list[str]
-    class_histogram: dict[int, int]  # class id -> records, classes present only
+    class_histogram: dict[int, int]  # class id -> records, known classes present only
+    open_set_counts: dict[str, int]  # "unknown sign" / "no sign" -> records
     split_counts: dict[str, int]  # records per split; empty where the layout has no split
     width: Spread | None
     height: Spread | None
-    box_coverage: Spread | None  # box area / image area
+    box_coverage: Spread | None  # box area / image area, over records with a box
     duplicate_groups: list[list[str]]  # file names (relative to root) sharing one content
     cross_split: list[dict[str, list[str]]]  # {"train": [...], "test": [...]} per content
     skipped: list[str] = field(default_factory=list)  # "file:line: fault" per skipped record
@@ -70,6 +72,7 @@ class CheckReport:
             "classes_total": len(self.class_names),
             "missing_classes": self.missing_classes,
             "class_histogram": {str(c): n for c, n in self.class_histogram.items()},
+            "open_set_counts": self.open_set_counts,
             "split_counts": self.split_counts,
             "width": spread(self.width),
             "height": spread(self.height),
@@ -96,6 +99,8 @@ class CheckReport:
         )
         lines += [
             f"classes     {self.classes} of {len(self.class_names)} present (missing: {missing})",
+            f"open set    {self.open_set_counts[UNKNOWN_SIGN]} signs of no class ({UNKNOWN_SIGN}), "
+            f"{self.open_set_counts[NO_SIGN]} images with no sign ({NO_SIGN})",
             f"errors      {len(self.skipped)}"
             + (" (records skipped, listed below)" if self.skipped else ""),
         ]
@@ -172,6 +177,9 @@ def report_index(index: DatasetIndex) -> CheckReport:
     cross_split.sort(key=lambda item: (item["train"], item["test"]))
 
     split_counts = Counter(record.split for record in records if record.split)
+    num_known = len(index.class_names)
+    labels = Counter(record.class_id for record in records)
+    boxed = [r for r in records if r.box is not None]
     return CheckReport(
         dataset=index.name,
         layout=index.layout,
@@ -179,12 +187,15 @@ def report_index(index: DatasetIndex) -> CheckReport:
         records=len(records),
         distinct_images=len(by_content),
         class_names=index.class_names,
-        class_histogram=dict(sorted(Counter(r.class_id for r in records).items())),
+        class_histogram={c: n for c, n in sorted(labels.items()) if c < num_known},
+        open_set_counts={
+            name: labels[num_known + offset] for offset, name in enumerate(OPEN_SET_NAMES)
+        },
         split_counts=dict(sorted(split_counts.items(), key=lambda item: item[0] != "train")),
         width=Spread.of([r.width for r in records]),
         height=Spread.of([r.height for r in records]),
         box_coverage=Spread.of(
-            [(r.box[2] - r.box[0]) * (r.box[3] - r.box[1]) / (r.width * r.height) for r in records]
+            [(r.box[2] - r.box[0]) * (r.box[3] - r.box[1]) / (r.width * r.height) for r in boxed]
         ),
         duplicate_groups=duplicate_groups,
         cross_split=cross_split,

@@ -1,4 +1,10 @@
-"""Class names of the supported datasets, read from the CSV files shipped with the package."""
+"""Class names of the supported datasets, read from the CSV files shipped with the package,
+and the two open-set answers every model has beside them.
+
+A model of a dataset with n classes has n + 2 outputs: the n classes, then "unknown sign"
+(a sign of none of the n classes) at id n and "no sign" at id n + 1. Records use the same
+ids, so a TT100K crop of a sign CTSRD has no class for is labelled n.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,9 @@ from functools import cache
 from importlib import resources
 
 DATASETS = ("ctsrd", "gtsrb")
+UNKNOWN_SIGN = "unknown sign"
+NO_SIGN = "no sign"
+OPEN_SET_NAMES = (UNKNOWN_SIGN, NO_SIGN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,4 +41,18 @@ def sign_classes(dataset: str) -> tuple[SignClass, ...]:
 
 
 def class_names(dataset: str) -> list[str]:
+    """The dataset's own classes, without the open-set answers."""
     return [c.name for c in sign_classes(dataset)]
+
+
+def label_names(dataset: str) -> list[str]:
+    """Every label a record or a model output can take: the classes, then the open set."""
+    return [*class_names(dataset), *OPEN_SET_NAMES]
+
+
+def unknown_sign_id(dataset: str) -> int:
+    return len(sign_classes(dataset))
+
+
+def no_sign_id(dataset: str) -> int:
+    return len(sign_classes(dataset)) + 1

@@ -27,7 +27,7 @@ _AUGMENT_TRIES = 10
 class _CachedSample:
     image: np.ndarray  # HxWx3 uint8 RGB
     mask: np.ndarray  # HxW uint8 {0, 1}
-    box: np.ndarray  # float32 [1, 4]: (x1, y1, x2, y2) in this image's pixels
+    box: np.ndarray  # float32 [1, 4]: (x1, y1, x2, y2) in this image's pixels; [0, 4]: none
 
 
 class SignDataset(Dataset):
@@ -35,13 +35,16 @@ class SignDataset(Dataset):
     sample is 1191 crops of about 131x122 px); a bad file fails here, naming its record.
 
     An item is (image float32 [3, S, S] normalised, mask float32 [1, S, S] in {0, 1},
-    class id, box float32 [4] (x1, y1, x2, y2) in the S x S output's pixels). There is always
-    exactly one box: augmentation clips a box that leaves the frame, and a draw that loses
-    the sign entirely is drawn again.
+    label, box float32 [4] (x1, y1, x2, y2) in the S x S output's pixels, mask_known bool).
+    A record with a box keeps exactly one: augmentation clips a box that leaves the frame,
+    and a draw that loses the sign entirely is drawn again. A record without one (a TT100K
+    crop, a patch with no sign) gives the box (0, 0, 0, 0); its mask is empty, and counts
+    (`mask_known`) only where the image shows no sign.
 
-    `seed` fixes the augmentation stream in the main process. In DataLoader workers each
-    worker reseeds from its torch worker seed, since forked workers would otherwise all
-    replay one copied random state.
+    With a `seed`, item i of epoch e (`set_epoch`) is augmented from the seed (seed, e, i)
+    alone: the same pixels in any process and worker, in any order, before or after a
+    resumed run. Without one, each DataLoader worker reseeds from its torch worker seed,
+    since forked workers would otherwise all replay one copied random state.
     """
 
     def __init__(
@@ -57,6 +60,8 @@ class SignDataset(Dataset):
         self.train = train
         self.transform = train_transform(image_size) if train else eval_transform(image_size)
         self.transform.set_random_seed(seed)
+        self.seed = seed
+        self.epoch = 0
         # Eval samples stay at full size so they equal preprocess() of the original exactly.
         longest_side = _TRAIN_CACHE_SCALE * image_size if train else None
         self._samples = [_decode(record, longest_side) for record in self.records]
@@ -65,15 +70,23 @@ class SignDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
-        self._seed_for_worker()
-        sample = self._samples[i]
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, bool]:
+        if self.seed is not None and self.train:
+            self.transform.set_random_seed(_item_seed(self.seed, self.epoch, i))
+        else:
+            self._seed_for_worker()
+        sample, record = self._samples[i], self.records[i]
         out = _transformed(self.transform, sample)
-        if self.train and not _has_box(out):
+        if self.train and len(out["bboxes"]) < len(sample.box):
             out = self._redraw(sample)
         mask = out["mask"].to(torch.float32).unsqueeze(0)
-        box = torch.as_tensor(out["bboxes"][0], dtype=torch.float32)
-        return out["image"], mask, self.records[i].class_id, box
+        box = torch.zeros(4)
+        if len(out["bboxes"]):
+            box = torch.as_tensor(out["bboxes"][0], dtype=torch.float32)
+        return out["image"], mask, record.class_id, box, record.mask_known
 
     def _seed_for_worker(self) -> None:
         worker = get_worker_info()
@@ -84,19 +97,19 @@ class SignDataset(Dataset):
     def _redraw(self, sample: _CachedSample) -> dict[str, Any]:
         for _ in range(_AUGMENT_TRIES):
             out = _transformed(self.transform, sample)
-            if _has_box(out):
+            if len(out["bboxes"]) == len(sample.box):
                 return out
         # Only a tiny box at the very edge can keep leaving the frame; show it unaugmented
         # rather than return a sample whose sign is gone.
         return _transformed(eval_transform(self.image_size), sample)
 
 
+def _item_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
 def _transformed(transform: A.Compose, sample: _CachedSample) -> dict[str, Any]:
     return transform(image=sample.image, mask=sample.mask, bboxes=sample.box)
-
-
-def _has_box(out: dict[str, Any]) -> bool:
-    return len(out["bboxes"]) == 1
 
 
 def _decode(record: SignRecord, longest_side: int | None) -> _CachedSample:
@@ -110,7 +123,7 @@ def _decode(record: SignRecord, longest_side: int | None) -> _CachedSample:
             f"{record.width}x{record.height}"
         )
         raise DataError(record.image_path, None, fault)
-    box = np.asarray([record.box], dtype=np.float32)
+    box = np.asarray([record.box] if record.box else [], dtype=np.float32).reshape(-1, 4)
     scale = 1.0 if longest_side is None else min(1.0, longest_side / max(expected))
     if scale < 1.0:
         size = (max(1, round(record.width * scale)), max(1, round(record.height * scale)))

@@ -23,15 +23,20 @@ def _column_names(header: str) -> list[str]:
 
 
 def _header(csv_file: Path) -> list[str]:
-    with csv_file.open(encoding="utf-8-sig", errors="replace") as stream:
-        return _column_names(stream.readline())
+    """The column names on the first line (read no further than a header can reach)."""
+    try:
+        with csv_file.open(encoding="utf-8-sig", errors="replace") as stream:
+            return _column_names(stream.readline(4096))
+    except OSError as error:
+        raise DataError(csv_file, 1, f"cannot read the header ({error})") from None
 
 
 def find_annotation_files(root: Path) -> list[Path]:
-    """CSV files under `root` (top or one folder down) whose header starts with `Filename`;
-    other CSVs (provenance tables and the like) are not annotations and are left alone."""
+    """Regular CSV files under `root` (top or one folder down) whose header starts with
+    `Filename`; other CSVs (provenance tables and the like), and anything named *.csv that is
+    not a regular file (a folder, a FIFO, a broken or looping link), are left alone."""
     candidates = sorted(root.glob("*.csv")) + sorted(root.glob("*/*.csv"))
-    return [path for path in candidates if _header(path)[:1] == ["Filename"]]
+    return [path for path in candidates if path.is_file() and _header(path)[:1] == ["Filename"]]
 
 
 def read_annotation_file(
@@ -45,6 +50,9 @@ def read_annotation_file(
         fault = f"header lacks {', '.join(missing)} (needs {';'.join(COLUMNS)})"
         raise DataError(csv_file, header_line, fault)
     column = {name: header.index(name) for name in COLUMNS}
+    rows = list(lines)
+    if not rows:
+        raise DataError(csv_file, header_line, "no annotation rows after the header")
     image_dir = csv_file.parent / "images"
     if not image_dir.is_dir():
         image_dir = csv_file.parent
@@ -65,7 +73,7 @@ def read_annotation_file(
             **where,
         )
 
-    return collect(lines, build, on_error)
+    return collect(rows, build, on_error)
 
 
 def read_gtsrb(

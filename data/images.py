@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -9,30 +12,137 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data.records import DataError, SignRecord
 
+# Image, mask and annotation files are read only when they are regular files of at most this
+# size: a FIFO would block the reader for ever, and a link to /dev/zero would feed it without end.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
 # Transparent pixels are shown over white, as an image viewer or a web page would show them;
 # the colour channels under alpha 0 are often left-over garbage.
 _TRANSPARENT_BACKGROUND = (255, 255, 255, 255)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
+def read_regular_file(path: Path | str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file at `path` (links followed). A directory, FIFO, device or
+    socket, and a file over `max_bytes`, raise OSError saying so, without blocking and
+    without reading on; a name holding a NUL byte raises ValueError."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            kind = next((name for is_kind, name in _FILE_KINDS if is_kind(status.st_mode)), None)
+            raise OSError(f"not a regular file: it is {kind or 'a special file'}")
+        if status.st_size > max_bytes:
+            raise OSError(f"{status.st_size} bytes, over the limit of {max_bytes}")
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            content = file.read(max_bytes + 1)
+        if len(content) > max_bytes:  # it grew while being read
+            raise OSError(f"over the limit of {max_bytes} bytes")
+        return content
+    finally:
+        os.close(descriptor)
+
+
+def shown(path: Path | str) -> str:
+    """A file name fit for a one-line message: as it is, or quoted and escaped when it holds
+    control characters (a NUL byte, a newline)."""
+    name = str(path)
+    return name if name.isprintable() else repr(name)
+
+
+def _file_bytes(path: Path, what: str) -> bytes:
+    try:
+        return read_regular_file(path)
+    except FileNotFoundError:
+        raise DataError(shown(path), None, f"{what} file missing") from None
+    except (OSError, ValueError) as error:
+        raise DataError(shown(path), None, f"{what} file unreadable ({error})") from None
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """The image at `path` as HxWx3 uint8 RGB, turned upright by its EXIF orientation.
 
     Grayscale, palette, alpha and 16-bit files are converted (see `to_rgb_array`). Raises
-    DataError naming the file when it is missing, not an image, or cut short.
+    DataError naming the file when it is missing, not a regular file, not an image, or cut
+    short.
     """
+    content = _file_bytes(path, "image")
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(content)) as image:
             image.load()
             return to_rgb_array(image)
-    except FileNotFoundError:
-        raise DataError(path, None, "image file missing") from None
     except UnidentifiedImageError:
         raise DataError(path, None, "not an image") from None
     except Image.DecompressionBombError as error:
         raise DataError(path, None, f"image too large to decode ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(path, None, f"truncated or corrupt image ({error})") from None
+
+
+# EXIF orientation -> the transposition that shows the picture upright (as ImageOps does).
+_ORIENTATION_TAG = 0x0112
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def load_rgb(image: Image.Image, min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode an opened (not yet loaded) image as HxWx3 uint8 RGB, upright, and return it
+    with the (H, W) of the upright picture at full size.
+
+    With `min_side`, a large image is shrunk as it decodes, keeping both sides at least
+    `min_side`: a JPEG decodes at 1/2, 1/4 or 1/8 scale (DCT scaling, draft mode), and any
+    image is then box-reduced by an integer factor before the RGB conversion. A network with
+    a small input loses nothing by it, and a 25-megapixel upload costs a few megabytes
+    instead of hundreds.
+    """
+    width, height = image.size
+    factor = min(width, height) // min_side if min_side else 1
+    if factor < 2:
+        image.load()
+        rgb = to_rgb_array(image)
+        return rgb, (rgb.shape[0], rgb.shape[1])
+    image.draft(None, (width // factor, height // factor))
+    image.load()
+    orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    factor = min(image.size) // min_side
+    if factor > 1:
+        image = _reducible(image).reduce(factor)
+    if orientation in _UPRIGHT:
+        image = image.transpose(_UPRIGHT[orientation])
+    upright = (width, height) if orientation not in (5, 6, 7, 8) else (height, width)
+    return _rgb_array(image), (upright[1], upright[0])
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """The image in a mode `Image.reduce` takes: transparency composited over white first
+    (averaging the garbage colours under alpha 0 would tint the edges), palette and bilevel
+    images as RGB, 16-bit grayscale as 32-bit."""
+    if image.has_transparency_data:
+        return _over_white(image).convert("RGB")
+    if image.mode in ("1", "P"):
+        return image.convert("RGB")
+    if image.mode in _SIXTEEN_BIT_MODES:
+        return image.convert("I")
+    return image
+
+
+def _over_white(image: Image.Image) -> Image.Image:
+    background = Image.new("RGBA", image.size, _TRANSPARENT_BACKGROUND)
+    return Image.alpha_composite(background, image.convert("RGBA"))
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -42,39 +152,42 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     anything with transparency is composited over white. 16-bit colour PNGs already arrive
     as 8-bit RGB from PIL.
     """
-    image = ImageOps.exif_transpose(image)
+    return _rgb_array(ImageOps.exif_transpose(image))
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
     if image.mode in _SIXTEEN_BIT_MODES:
         wide = np.asarray(image).astype(np.float32)
         gray = np.rint(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if image.has_transparency_data:
-        background = Image.new("RGBA", image.size, _TRANSPARENT_BACKGROUND)
-        image = Image.alpha_composite(background, image.convert("RGBA"))
+        image = _over_white(image)
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
 def ground_truth_mask(record: SignRecord) -> np.ndarray:
-    """The record's sign mask as HxW uint8 in {0, 1}: its mask file where it has one,
-    else its box filled (box ends are exclusive, as in `check_box`: x1 <= x < x2)."""
+    """The record's sign mask as HxW uint8 in {0, 1}: its mask file where it has one, else
+    its box filled (box ends are exclusive, as in `check_box`: x1 <= x < x2), else empty
+    (no sign; or a sign crop without a box, whose mask is unknown: `record.mask_known`)."""
     if record.mask_path is None:
         mask = np.zeros((record.height, record.width), dtype=np.uint8)
-        x1, y1, x2, y2 = record.box
-        mask[y1:y2, x1:x2] = 1
+        if record.box is not None:
+            x1, y1, x2, y2 = record.box
+            mask[y1:y2, x1:x2] = 1
         return mask
     return _read_mask(record.mask_path)
 
 
 def _read_mask(path: Path) -> np.ndarray:
+    content = _file_bytes(path, "mask")
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(content)) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             if image.mode == "P":
                 # A palette mask stores labels as indices: every non-background index is sign.
                 return (np.asarray(image) > 0).astype(np.uint8)
             gray = np.asarray(image.convert("L"))
-    except FileNotFoundError:
-        raise DataError(path, None, "mask file missing") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(path, None, f"mask is not a readable image ({error})") from None
     # Gray masks come as 0/1 label images or as 0/255 pictures; threshold each at its middle.

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from data.classes import label_names
 from data.dataset import SignDataset
 from data.load import load_dataset
 from data.records import DataError
@@ -55,9 +56,9 @@ def write_preview(
     scale = _font_scale(tile_size)
     tiles = []
     for i in range(len(dataset)):
-        image, mask, class_id, box = dataset[i]
+        image, mask, class_id, box, _mask_known = dataset[i]
         picture = _annotated(_displayable(image), mask[0].numpy().astype(np.uint8), box)
-        caption = f"{class_id} {index.class_names[class_id]}"
+        caption = f"{class_id} {label_names(index.name)[class_id]}"
         tiles.append(_with_caption(picture, caption, scale))
 
     kind = "augmented" if augment else "eval"
@@ -94,6 +95,8 @@ def _annotated(image: np.ndarray, mask: np.ndarray, box: torch.Tensor) -> np.nda
     # The box covers pixels x1 .. x2-1; drawing it one pixel outside keeps a filled-box mask's
     # outline (which lies on the box's own edge pixels) visible beside it.
     x1, y1, x2, y2 = box.tolist()
+    if x2 <= x1:
+        return picture  # no box: a sign crop that the sign fills, or a patch with no sign
     top_left = (math.floor(x1) - 1, math.floor(y1) - 1)
     bottom_right = (math.ceil(x2), math.ceil(y2))
     cv2.rectangle(picture, top_left, bottom_right, _BOX_COLOUR, 1)

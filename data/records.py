@@ -10,24 +10,43 @@ Box = tuple[int, int, int, int]  # (x1, y1, x2, y2) in image pixels, x2 > x1, y2
 
 @dataclass(frozen=True, slots=True)
 class SignRecord:
-    """One annotated sign image.
+    """One annotated image: a sign of a known class, a sign of no known class, or no sign.
 
-    `mask_path` is set only where the dataset has an exact mask (the synthetic set);
-    elsewhere the ground-truth mask is the filled box. `split` is the dataset's own split
-    ("train"/"test") where it has one. `source` ("file:line") points back at the annotation
-    line, so later errors can name it. `sha1` is the hash of the image file's bytes, which is
-    what duplicate and leakage checks compare.
+    `class_id` is a class of the dataset's label space, or one of the two open-set labels
+    that follow it (data.classes.open_set_ids: "unknown sign", "no sign").
+    `box` is None where the dataset has none: a sign crop that the sign fills (TT100K), or a
+    patch with no sign. `mask_path` is set only where the dataset has an exact mask (the
+    synthetic set); elsewhere the ground-truth mask is the filled box, and a record with
+    neither has a known mask only when it holds no sign (`has_sign` False: it is empty).
+    `split` is the dataset's own split ("train"/"test") where it has one. `source`
+    ("file:line", or the file) points back at the annotation, so later errors can name it.
+    `sha1` is the hash of the image file's bytes, which is what duplicate and leakage checks
+    compare. `origin` names the collection the record comes from ("tsrd", "tt100k",
+    "synthetic", "gtsrb"), for per-collection metrics and near-duplicate rules. `group` is a
+    key the reader knows to bind records that show one scene (TT100K: the panorama id);
+    `sequence` (series, number) orders the shots of one collection (TSRD file numbers,
+    TT100K panorama ids), where neighbours are often the same physical sign.
     """
 
     image_path: Path
     class_id: int
-    box: Box
+    box: Box | None
     width: int
     height: int
     mask_path: Path | None = None
     split: str | None = None
     source: str = ""
     sha1: str = ""
+    origin: str = ""
+    group: str = ""
+    sequence: tuple[str, int] | None = None
+    has_sign: bool = True
+
+    @property
+    def mask_known(self) -> bool:
+        """Whether the sign mask is known: from a mask file, from the box, or empty because
+        the image shows no sign. A sign crop without a box has no known mask."""
+        return self.box is not None or self.mask_path is not None or not self.has_sign
 
 
 class DataError(ValueError):

@@ -20,7 +20,7 @@ seeded from (seed, class, index), so the output does not depend on the order of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import cache
 from pathlib import Path
 
@@ -36,8 +36,15 @@ _MIN_VISIBLE = 0.65  # an occluder may hide at most 35 % of the sign
 _MAX_SIDE_FRACTION = 0.96  # the sign box never quite touches both image edges
 
 
-def generate_synthetic(out_dir: Path | str, *, per_class: int = 20, seed: int = 0) -> int:
-    """Write the TSRD plain-folder format plus exact masks; return the number of images."""
+def generate_synthetic(
+    out_dir: Path | str,
+    *,
+    per_class: int = 20,
+    seed: int = 0,
+    classes: Collection[int] | None = None,
+) -> int:
+    """Write the TSRD plain-folder format plus exact masks, for every class or only for
+    `classes`; return the number of images."""
     if per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}")
     out = Path(out_dir)
@@ -45,6 +52,8 @@ def generate_synthetic(out_dir: Path | str, *, per_class: int = 20, seed: int = 
     (out / "masks").mkdir(parents=True, exist_ok=True)
     lines = []
     for sign in sign_classes("ctsrd"):
+        if classes is not None and sign.class_id not in classes:
+            continue
         for index in range(per_class):
             image, mask = render_sample(sign.class_id, sample_rng(seed, sign.class_id, index))
             name = f"{sign.class_id:03d}_{index:04d}.png"

@@ -13,7 +13,8 @@ Two layouts are read:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -24,6 +25,9 @@ FIELDS = ("filename", "width", "height", "x1", "y1", "x2", "y2", "class")
 PLAIN_IMAGES = "images"
 PLAIN_ANNOTATIONS = "annotations.txt"
 PLAIN_MASKS = "masks"
+# TSRD names a shot CCC_NNNN.png, CCC_NNNN_j.png, CCC_1_NNNN.png or CCC_1_NNNN_1_j.png: NNNN
+# numbers the shots of one series, and neighbouring numbers are often the same physical sign.
+_SHOT_NAME = re.compile(r"(?P<cls>\d+)_(?:\d+_)?(?P<number>\d+)(?P<rest>[^.]*)\.\w+")
 # (split, image folder, annotation file pattern); names are matched case-insensitively.
 OFFICIAL_PARTS = (
     ("train", "tsrd-train", "TsignRecgTrain*Annotation.txt"),
@@ -36,6 +40,17 @@ class SplitFiles:
     split: str
     images: Path
     annotations: Path
+
+
+def shot_sequence(filename: str) -> tuple[str, int] | None:
+    """(series, number) of a TSRD-style file name, None for any other name."""
+    match = _SHOT_NAME.fullmatch(filename)
+    if match is None:
+        return None
+    # The "_1_" copies are renamed duplicates within the same numbering; "_j" shots (the
+    # release's test folder) are numbered on their own.
+    series = match["cls"] + ("_j" if match["rest"].endswith("j") else "")
+    return series, int(match["number"])
 
 
 def parse_line(
@@ -53,7 +68,7 @@ def parse_line(
     width, height, x1, y1, x2, y2, class_id = (
         parse_int(value, name, **where) for value, name in zip(numbers, FIELDS[1:], strict=True)
     )
-    return checked_record(
+    record = checked_record(
         image_dir / filename,
         class_id,
         (x1, y1, x2, y2),
@@ -63,6 +78,10 @@ def parse_line(
         split=split,
         **where,
     )
+    # Exact masks come only from the synthetic generator: the TSRD release has none.
+    origin = "synthetic" if mask_dir else "tsrd"
+    sequence = shot_sequence(filename) if origin == "tsrd" else None
+    return replace(record, origin=origin, sequence=sequence)
 
 
 def read_annotations(

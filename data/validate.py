@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
+from data.images import read_regular_file, shown
 from data.records import Box, DataError, SignRecord
 
 ON_ERROR_CHOICES = ("raise", "skip")
@@ -27,18 +28,26 @@ def check_on_error(on_error: str) -> None:
 
 
 def annotation_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each non-blank line, CRLF or LF, numbered from 1."""
-    raw = path.read_bytes()
+    """(line number, text) of each non-blank line, CRLF or LF, numbered from 1. A file that
+    is not a regular file, or holds no line at all, is a DataError."""
+    try:
+        raw = read_regular_file(path)
+    except (OSError, ValueError) as error:
+        raise DataError(shown(path), None, f"cannot read the annotations ({error})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         raise DataError(path, line, f"not UTF-8 text (byte {error.start})") from None
     # split("\n") rather than splitlines(): the latter also breaks at form feeds and the like.
+    empty = True
     for number, text_line in enumerate(text.split("\n"), start=1):
         stripped = text_line.strip()
         if stripped:
+            empty = False
             yield number, stripped
+    if empty:
+        raise DataError(path, None, "no annotation lines: the file is empty")
 
 
 def split_fields(
@@ -84,13 +93,15 @@ def check_box(box: Box, width: int, height: int, *, source_file: Path, line: int
 def inspect_image(path: Path, *, source_file: Path, line: int) -> tuple[int, int, str]:
     """Read the file's bytes once: return (width, height, sha1 hex) after fully decoding it
     with PIL (so truncation is caught). Raise DataError(file, line, fault) naming the
-    annotation file and line for: missing image file, not an image, truncated image."""
+    annotation file and line for: missing image file, not a regular file (a FIFO, a device,
+    a directory: never read), over MAX_FILE_BYTES, not an image, truncated image."""
     try:
-        content = path.read_bytes()
+        content = read_regular_file(path)
     except FileNotFoundError:
-        raise DataError(source_file, line, f"image file missing: {path}") from None
-    except OSError as error:
-        raise DataError(source_file, line, f"image file unreadable: {path} ({error})") from None
+        raise DataError(source_file, line, f"image file missing: {shown(path)}") from None
+    except (OSError, ValueError) as error:
+        fault = f"image file unreadable: {shown(path)} ({error})"
+        raise DataError(source_file, line, fault) from None
     try:
         # verify() checks the container (chunk CRCs, the end marker); load() decodes every
         # pixel, which is what catches a file cut short inside its image data.
@@ -114,11 +125,16 @@ def inspect_image(path: Path, *, source_file: Path, line: int) -> tuple[int, int
 def mask_size(path: Path, *, source_file: Path, line: int) -> tuple[int, int]:
     """Size of a mask image from its header; the mask is decoded later, when it is used."""
     try:
-        with Image.open(path) as mask:
-            return mask.size
+        content = read_regular_file(path)
     except FileNotFoundError:
-        raise DataError(source_file, line, f"mask file missing: {path}") from None
-    except (OSError, SyntaxError) as error:
+        raise DataError(source_file, line, f"mask file missing: {shown(path)}") from None
+    except (OSError, ValueError) as error:
+        fault = f"mask file unreadable: {shown(path)} ({error})"
+        raise DataError(source_file, line, fault) from None
+    try:
+        with Image.open(io.BytesIO(content)) as mask:
+            return mask.size
+    except (OSError, SyntaxError, ValueError) as error:
         raise DataError(source_file, line, f"mask is not an image: {path} ({error})") from None
 
 

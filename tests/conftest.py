@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.classes import class_names
+from data.classes import label_names
 from model.checkpoint import ModelInfo, export_model
 from model.network import NetConfig, SignNet
 
@@ -36,21 +36,42 @@ def gtsrb_real() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tt100k_crops() -> Path:
+    """Real TT100K sign crops: train/<code>/*.png, train/negative/*.jpg, classes.csv."""
+    return _shared("tt100k-crops")
+
+
+@pytest.fixture(scope="session")
 def traffic_video() -> Path:
     return _shared("video/traffic.mp4")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An exported model with random weights at 32 px: tests never need a trained one."""
+    """An exported model with random weights at 32 px: tests never need a trained one. Its
+    outputs are the 58 CTSRD classes, "unknown sign" and "no sign"."""
     torch.manual_seed(0)
-    config = NetConfig(image_size=32)
+    config = NetConfig(image_size=32, num_classes=len(label_names("ctsrd")))
     info = ModelInfo(
         config=config,
-        class_names=class_names("ctsrd"),
+        class_names=label_names("ctsrd"),
         method="greedy-dib",
         metrics={"accuracy": 0.5},
         split={"seed": 0},
     )
     model = SignNet(config, with_aux=False).eval()
     return export_model(model, info, tmp_path_factory.mktemp("model") / "model.pt")
+
+
+@pytest.fixture(scope="session")
+def dfg_frames() -> Path:
+    """The real DFG road frames: annotations.json (COCO, polygons, `ignore`) + images/."""
+    return _shared("dfg-frames")
+
+
+@pytest.fixture(scope="session")
+def scene_data_root() -> Path:
+    """The shared data folder holding every real source of `greedysign data scenes`."""
+    for part in ("video/traffic.mp4", "tt100k-crops", "ctsrd-real", "dfg-frames"):
+        _shared(part)
+    return SHARED_DATA

@@ -188,7 +188,8 @@ def test_preprocess_normalises_with_imagenet_statistics():
 def test_item_shapes_dtypes_and_ranges(tmp_path, train):
     dataset = SignDataset([make_record(tmp_path)], SIZE, train=train, seed=0)
     assert len(dataset) == 1
-    image, mask, class_id, box = dataset[0]
+    image, mask, class_id, box, mask_known = dataset[0]
+    assert mask_known is True
     assert image.shape == (3, SIZE, SIZE) and image.dtype == torch.float32
     assert mask.shape == (1, SIZE, SIZE) and mask.dtype == torch.float32
     assert set(mask.unique().tolist()) == {0.0, 1.0}
@@ -208,7 +209,7 @@ def test_eval_item_is_preprocess_of_the_decoded_image(tmp_path):
 
 def test_eval_box_is_the_scaled_box_and_the_mask_bbox(tmp_path):
     record = make_record(tmp_path, size=(64, 48), box=(8, 6, 40, 42))
-    _, mask, _, box = SignDataset([record], SIZE, train=False)[0]
+    _, mask, _, box, _ = SignDataset([record], SIZE, train=False)[0]
     assert torch.allclose(box, torch.tensor([4.0, 4.0, 20.0, 28.0]))
     assert np.allclose(mask_bbox(mask), box.tolist(), atol=1)
 
@@ -216,7 +217,7 @@ def test_eval_box_is_the_scaled_box_and_the_mask_bbox(tmp_path):
 def test_a_record_with_a_mask_file_uses_it(tmp_path):
     shape = disc(48, 40, (24, 20), 12)
     record = make_record(tmp_path, box=(12, 8, 37, 33), mask=shape * 255)
-    _, mask, _, _ = SignDataset([record], 40, train=False)[0]
+    _, mask, *_ = SignDataset([record], 40, train=False)[0]
     box_area = (37 - 12) * (33 - 8) * (40 / 48) * (40 / 40)
     # A disc fills pi/4 of its square; the filled box would fill all of it.
     assert mask.sum() == pytest.approx(np.pi / 4 * box_area, rel=0.1)
@@ -227,8 +228,9 @@ def test_a_record_with_a_mask_file_uses_it(tmp_path):
 def test_augmentation_moves_mask_and_box_together(tmp_path):
     dataset = SignDataset([make_record(tmp_path, size=(96, 80))], 64, train=True, seed=1)
     boxes = set()
-    for _ in range(40):
-        _, mask, _, box = dataset[0]
+    for epoch in range(40):
+        dataset.set_epoch(epoch)
+        _, mask, _, box, _ = dataset[0]
         # The box follows the warped corners and the mask is the warped filled box, so the
         # box is the mask's bounding box up to resampling.
         assert np.allclose(mask_bbox(mask), box.tolist(), atol=2)
@@ -243,27 +245,65 @@ def test_augmentation_never_drops_the_box(tmp_path):
         make_record(tmp_path, "whole.png", size=(40, 40), box=(0, 0, 40, 40)),
     ]
     dataset = SignDataset(records, SIZE, train=True, seed=2)
-    for _ in range(60):
+    for epoch in range(60):
+        dataset.set_epoch(epoch)
         for i in range(len(dataset)):
             x1, y1, x2, y2 = dataset[i][3].tolist()
             assert 0 <= x1 < x2 <= SIZE and 0 <= y1 < y2 <= SIZE
 
 
-def test_augmentation_is_seeded(tmp_path):
+def test_augmentation_is_seeded_by_seed_epoch_and_item(tmp_path):
     record = make_record(tmp_path)
-    first, same, other = (SignDataset([record], SIZE, train=True, seed=s) for s in (5, 5, 6))
-    draws = [[d[0][0] for _ in range(3)] for d in (first, same, other)]
-    assert all(torch.equal(a, b) for a, b in zip(draws[0], draws[1], strict=True))
-    assert not all(torch.equal(a, b) for a, b in zip(draws[0], draws[2], strict=True))
+    first, same, other = (SignDataset([record] * 2, SIZE, train=True, seed=s) for s in (5, 5, 6))
+
+    def draws(dataset: SignDataset) -> list[torch.Tensor]:
+        images = []
+        for epoch in range(3):
+            dataset.set_epoch(epoch)
+            images += [dataset[1][0], dataset[0][0]]  # order does not matter
+        return images
+
+    assert all(torch.equal(a, b) for a, b in zip(draws(first), draws(same), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(draws(first), draws(other), strict=True))
+    one_epoch = draws(first)
+    assert not torch.equal(one_epoch[0], one_epoch[1]), "items of one epoch differ"
+    assert not torch.equal(one_epoch[0], one_epoch[2]), "epochs differ"
 
 
-def test_dataloader_workers_augment_differently(tmp_path):
-    # Forked workers start from copies of one random state; each must reseed.
+def test_augmentation_in_workers_equals_the_main_process(tmp_path):
     record = make_record(tmp_path)
     dataset = SignDataset([record, record], SIZE, train=True, seed=0)
+    dataset.set_epoch(3)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2)
+    from_workers = [batch[0][0] for batch in loader]
+    assert not torch.equal(from_workers[0], from_workers[1])
+    assert all(torch.equal(a, dataset[i][0]) for i, a in enumerate(from_workers))
+
+
+def test_unseeded_dataloader_workers_augment_differently(tmp_path):
+    # Forked workers start from copies of one random state; each must reseed.
+    record = make_record(tmp_path)
+    dataset = SignDataset([record, record], SIZE, train=True)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2)
     first, second = (batch[0][0] for batch in loader)
     assert not torch.equal(first, second)
+
+
+def test_a_record_without_a_box(tmp_path):
+    """A sign crop without a box has an unknown mask; a patch with no sign an empty, known one;
+    both give the empty box."""
+    record = make_record(tmp_path, size=(40, 36))
+    crop = SignRecord(record.image_path, 3, None, 40, 36, sha1="a")
+    no_sign = SignRecord(record.image_path, 59, None, 40, 36, sha1="a", has_sign=False)
+    for train in (False, True):
+        dataset = SignDataset([crop, no_sign], SIZE, train=train, seed=0)
+        (_, crop_mask, _, crop_box, crop_known), (_, empty, label, box, known) = (
+            dataset[0],
+            dataset[1],
+        )
+        assert not crop_known and known and label == 59
+        assert crop_box.tolist() == box.tolist() == [0, 0, 0, 0]
+        assert crop_mask.sum() == empty.sum() == 0
 
 
 def test_image_that_disagrees_with_its_record_is_an_error(tmp_path):
@@ -278,7 +318,7 @@ def test_real_ctsrd_items(ctsrd_real):
     for train in (False, True):
         dataset = SignDataset(records, 64, train=train, seed=0)
         for i in range(len(dataset)):
-            image, mask, class_id, box = dataset[i]
+            image, mask, class_id, box, _ = dataset[i]
             assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
             assert class_id == records[i].class_id
             x1, y1, x2, y2 = box.tolist()

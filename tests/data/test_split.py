@@ -10,8 +10,14 @@ import pytest
 
 from data.classes import class_names
 from data.load import DatasetIndex, load_dataset
-from data.records import SignRecord
-from data.split import leakage_free_split, train_test_split, unique_by_content
+from data.near_twins import twin_groups
+from data.records import DataError, SignRecord
+from data.split import (
+    cross_split_copies,
+    leakage_free_split,
+    train_test_split,
+    unique_by_content,
+)
 
 
 def _record(name: str, class_id: int, sha1: str, split: str | None = None) -> SignRecord:
@@ -90,7 +96,7 @@ def test_unique_by_content_keeps_the_first_of_each():
     assert [r.image_path.name for r in unique_by_content(records)] == ["a", "b"]
 
 
-def test_official_split_with_leakage_removed():
+def test_official_layout_split_paper_protocol_or_leakage_free():
     records = [
         _record("tsrd-train/a.png", 0, "A", "train"),
         _record("tsrd-train/a_copy.png", 0, "A", "train"),
@@ -101,10 +107,21 @@ def test_official_split_with_leakage_removed():
     ]
     index = DatasetIndex("ctsrd", "official", Path("."), records, class_names("ctsrd"), [])
 
-    train, test = train_test_split(index)
+    # The paper's protocol: the release's own files, duplicates and leaked copies included.
+    train, test = train_test_split(index, official=True)
+    assert [r.image_path.name for r in train] == ["a.png", "a_copy.png", "b.png"]
+    assert [r.image_path.name for r in test] == ["b_copy.png", "c.png", "c_copy.png"]
+    assert cross_split_copies(train, test) == 1  # b_copy.png is b.png
 
-    assert [r.image_path.name for r in train] == ["a.png", "b.png"]
-    assert [r.image_path.name for r in test] == ["c.png"]
+    # The default ignores the release's split: one record per content, none on both sides.
+    train, test = train_test_split(index, test_fraction=0.5, seed=0)
+    assert len(train) + len(test) == 3 and not _hashes(train) & _hashes(test)
+
+
+def test_official_split_needs_the_official_layout():
+    index = DatasetIndex("ctsrd", "plain", Path("."), _dataset(), class_names("ctsrd"), [])
+    with pytest.raises(DataError, match="official layout|release's layout"):
+        train_test_split(index, official=True)
 
 
 def test_plain_layout_split_is_deduplicated_and_leakage_free():
@@ -123,8 +140,10 @@ def test_real_ctsrd_split(ctsrd_real: Path):
 
     assert not _hashes(train) & _hashes(test)
     assert len(train) + len(test) == 1191
-    per_class = Counter(r.class_id for r in index.records)
+    groups = dict(zip(index.records, twin_groups(index.records), strict=True))
+    assert not {groups[r] for r in train} & {groups[r] for r in test}, "a twin group is split"
+    groups_per_class = Counter(c for c, _ in {(r.class_id, groups[r]) for r in index.records})
     trained, tested = {r.class_id for r in train}, {r.class_id for r in test}
-    assert trained == set(per_class)
-    assert tested == {c for c, n in per_class.items() if n >= 2}
-    assert 0.18 < len(test) / 1191 < 0.24
+    assert trained == set(groups_per_class)
+    assert tested == {c for c, n in groups_per_class.items() if n >= 2}
+    assert 0.15 < len(test) / 1191 < 0.25
