@@ -39,7 +39,7 @@ def measure(method: str, split: str, phase_index: int, args: argparse.Namespace)
     torch.manual_seed(0)
     config = NetConfig(arch=args.arch, image_size=args.image_size, split=split)
     model = network_for(method, config)
-    phase = build_phases(model, method, LossSettings())[phase_index]
+    phase = build_phases(model, method, LossSettings(), schedule=args.schedule)[phase_index]
     size, n = args.image_size, args.batch_size
     images = torch.randn(n, 3, size, size)
     masks = (torch.rand(n, 1, size, size) > 0.5).float()
@@ -58,22 +58,31 @@ def measure(method: str, split: str, phase_index: int, args: argparse.Namespace)
             saved[storage.data_ptr()] = storage.nbytes()
         return tensor
 
+    mask_known = torch.ones(n, dtype=torch.bool)
+    peak_saved = 0
     for _ in range(args.steps):
-        saved.clear()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            terms, _, _ = phase.step(images, masks, labels)
         optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
+        local_losses = phase.step(images, masks, labels, mask_known)
+        while True:
+            # What one local loss saves for backward; it is freed by that backward, before
+            # the next local loss's forward pass runs (model/greedy.py).
+            saved.clear()
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+                local = next(local_losses, None)
+            if local is None:
+                break
+            peak_saved = max(peak_saved, sum(saved.values()))
+            local.terms["total"].backward()
         optimizer.step()
 
     trained = [p for p in phase.parameters() if p.requires_grad]
     trained_ids = {id(p) for p in trained}
-    needed = _forward_parameters(model, phase, method)
+    needed = phase.parameters_read()
     return {
         "method": method,
         "split": split,
         "phase": phase.name,
-        "saved": sum(saved.values()),
+        "saved": peak_saved,
         "weights": sum(p.numel() * p.element_size() for p in needed),
         "grads": sum(p.grad.numel() * p.grad.element_size() for p in trained if p.grad is not None),
         "optimizer": sum(
@@ -87,15 +96,6 @@ def measure(method: str, split: str, phase_index: int, args: argparse.Namespace)
         "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "rss_growth": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before,
     }
-
-
-def _forward_parameters(model, phase, method: str) -> list:
-    """Parameters a phase's forward pass reads: the frozen prefix plus what it trains."""
-    if method == "sgd":
-        return list(model.parameters())
-    if phase.stage is None:  # heads: the whole encoder, frozen, plus the heads
-        return [*model.stages.parameters(), *phase.parameters()]
-    return [*model.stages[: phase.stage].parameters(), *phase.parameters()]
 
 
 def _current_rss() -> int:
@@ -118,6 +118,8 @@ def run_child(method: str, split: str, phase_index: int, args: argparse.Namespac
         str(args.image_size),
         "--steps",
         str(args.steps),
+        "--schedule",
+        args.schedule,
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -160,6 +162,14 @@ def main() -> None:
         default=2,
         help="steps per measurement (optimizer state exists after the first)",
     )
+    parser.add_argument(
+        "--schedules",
+        nargs="+",
+        default=["sequential"],
+        choices=("sequential", "simultaneous"),
+        help="greedy schedules to measure (model/greedy.py)",
+    )
+    parser.add_argument("--schedule", default="sequential", help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     # The optimizer as training builds it by default (AdamW: two state tensors per parameter).
@@ -183,13 +193,16 @@ def main() -> None:
     sgd = run_child("sgd", "balanced", 0, args)
     rows = [sgd]
     summary = []
-    for split in args.splits:
-        phases = len(resolve_split(args.arch, split)) + 1  # K modules, then the heads
-        greedy = [run_child("greedy-dib", split, i, args) for i in range(phases)]
-        rows += greedy
-        peak = max(greedy, key=training_bytes)
-        rss_peak = max(greedy, key=lambda row: row["rss_growth"])
-        summary.append((split, phases - 1, peak, rss_peak))
+    for schedule in args.schedules:
+        args.schedule = schedule
+        for split in args.splits:
+            K = len(resolve_split(args.arch, split))
+            phases = K + 1 if schedule == "sequential" else 1  # modules then heads, or one
+            greedy = [run_child("greedy-dib", split, i, args) for i in range(phases)]
+            rows += greedy
+            peak = max(greedy, key=training_bytes)
+            rss_peak = max(greedy, key=lambda row: row["rss_growth"])
+            summary.append((f"{split} {schedule}", K, peak, rss_peak))
     print_table(rows)
     print()
     for split, K, peak, rss_peak in summary:

@@ -73,6 +73,9 @@ class ModelInfo:
     split: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
     command: str = ""
+    # {"threshold": t}: a known class below probability t is answered "unknown sign"
+    # (model/open_set.py).
+    open_set: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,14 +97,39 @@ def export_model(model: SignNet, info: ModelInfo, path: Path | str) -> Path:
     )
 
 
+class ModelFileError(ValueError):
+    """A file given as a model is not a readable GreedySign model; the message names the
+    file and what is wrong with it, on one line."""
+
+
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[SignNet, ModelInfo]:
     """An exported model (`model.pt`) or a finished training checkpoint as an inference
-    SignNet in eval mode, float32 on `device`, loaded with strict=True."""
+    SignNet in eval mode, float32 on `device`, loaded with strict=True. A missing file
+    raises FileNotFoundError; any other file that is not such a model, ModelFileError."""
+    try:
+        model, info = _read_model(path)
+    except (FileNotFoundError, ModelFileError):
+        raise
+    except Exception as error:
+        # torch.load and a foreign dict fail in many ways (UnpicklingError, RuntimeError from
+        # the zip reader, EOFError, KeyError, TypeError, a state_dict mismatch): to the user
+        # they all mean the same thing.
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        fault = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+        raise ModelFileError(f"{path}: not a GreedySign model file ({fault})") from error
+    return model.to(device).eval(), info
+
+
+def _read_model(path: Path | str) -> tuple[SignNet, ModelInfo]:
     state = load_file(path)
+    if not isinstance(state, dict):
+        raise ModelFileError(
+            f"{path}: not a GreedySign model file (it holds a {type(state).__name__})"
+        )
     if state.get("format") == CHECKPOINT_FORMAT:
         state = {**state["info"], "model": state["model"]}
     elif state.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a GreedySign model or checkpoint")
+        raise ModelFileError(f"{path}: not a GreedySign model or checkpoint (no format mark)")
     config = NetConfig(**state["config"])
     model = SignNet(config, with_aux=False)
     weights = {
@@ -121,6 +149,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[Si
         split=dict(state.get("split", {})),
         data_fingerprint=state.get("data_fingerprint", ""),
         command=state.get("command", ""),
+        open_set=dict(state.get("open_set", {})),
         path=str(path),
     )
-    return model.to(device).eval(), info
+    return model, info

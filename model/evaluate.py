@@ -1,7 +1,9 @@
-"""`greedysign eval`: a saved model's metrics on a dataset."""
+"""Evaluation: the one loop that scores a network on a loader (used by training after every
+epoch and by `greedysign eval`), and `evaluate_model`, a saved model's metrics on datasets."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,50 +11,133 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.dataset import SignDataset
-from data.load import load_dataset
-from data.split import train_test_split, unique_by_content
+from data.load import DatasetIndex, load_datasets
+from data.near_twins import novel
+from data.records import DataError, SignRecord
+from data.split import unique_by_content
 from model.checkpoint import load_model
+from model.choices import EVAL_SUBSETS
 from model.device import autocast_for, resolve_device
 from model.metrics import EvalAccumulator
-from model.options import EVAL_SUBSETS
+from model.network import SignNet
+
+
+@torch.inference_mode()
+def evaluate_loader(
+    model: SignNet,
+    loader: DataLoader,
+    device: torch.device,
+    num_known: int,
+    label_names: list[str],
+    stage: int | None = None,
+) -> EvalAccumulator:
+    """Every batch of `loader` through the full network, or through module `stage`'s
+    auxiliary heads; the accumulator holds what any metric or threshold needs."""
+    was_training = model.training
+    model.eval()
+    accumulator = EvalAccumulator(num_known, label_names)
+    for images, masks, labels, boxes, _mask_known in loader:
+        images = images.to(device)
+        with autocast_for(device):
+            if stage is None:
+                class_logits, mask_logits = model(images)
+            else:
+                t_k = model.stage_input(stage + 1, images)
+                class_logits, mask_logits = model.aux_forward(stage, t_k, images.shape[-2:])
+        accumulator.update(class_logits.float(), mask_logits.float(), labels, masks, boxes)
+    model.train(was_training)
+    return accumulator
+
+
+def evaluation_loader(
+    records: Sequence[SignRecord], image_size: int, batch_size: int
+) -> DataLoader:
+    return DataLoader(SignDataset(records, image_size, train=False), batch_size=batch_size)
+
+
+def by_origin(records: Sequence[SignRecord]) -> dict[str, list[SignRecord]]:
+    """The records of each collection (tsrd, tt100k, synthetic, ...), in a fixed order."""
+    groups: dict[str, list[SignRecord]] = {}
+    for record in records:
+        groups.setdefault(record.origin or "data", []).append(record)
+    return dict(sorted(groups.items()))
 
 
 def evaluate_model(
     model_path: Path,
-    data_path: Path,
+    data_paths: Sequence[Path],
     *,
     subset: str = "test",
     batch_size: int = 128,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Metrics of the model at `model_path` on `data_path`.
+    """Metrics of the model at `model_path` on the datasets at `data_paths`.
 
-    `subset="test"` re-cuts the split recorded in the model (same fraction and seed; the split
-    depends only on the records and the seed), which is its held-out side when this is the
-    data it was trained on; `"all"` evaluates every distinct image, e.g. for data it never
-    saw. Images of classes the model has no output for count as errors.
+    `subset="test"` keeps the images the model held out when it was trained (it records
+    their content hashes), `"train"` the others (those it trained on, when this is its
+    training data), `"all"` every distinct image (for data it never saw). With several
+    collections (TSRD, TT100K, ...) each also gets its own figures under `datasets`; on the
+    held-out side, `novel` scores the images whose sign has no twin among the training
+    images given (data/near_twins.py). A dataset whose classes are not the model's is
+    refused: its class ids mean other signs.
     """
     if subset not in EVAL_SUBSETS:
         raise ValueError(f"subset must be one of {EVAL_SUBSETS}, not {subset!r}")
     torch_device = resolve_device(device)
     model, info = load_model(model_path, torch_device)
-    index = load_dataset(data_path)
+    index = load_datasets(data_paths)
+    _check_label_space(index, info.dataset, model_path)
+    distinct = unique_by_content(index.records)
+    held_out = set(info.split.get("test_sha1", ()))
+    if subset != "all" and not held_out:
+        raise ValueError(f"{model_path} does not record its held-out images; use --subset all")
+    train_side = [r for r in distinct if r.sha1 not in held_out]
     if subset == "all":
-        records = unique_by_content(index.records)
+        records = distinct
+    elif subset == "test":
+        records = [r for r in distinct if r.sha1 in held_out]
     else:
-        fraction = info.split.get("test_fraction") or 0.2
-        seed = info.split.get("seed") or 0
-        train, test = train_test_split(index, test_fraction=fraction, seed=seed)
-        records = test if subset == "test" else train
-    loader = DataLoader(
-        SignDataset(records, info.config.image_size, train=False), batch_size=batch_size
-    )
-    accumulator = EvalAccumulator(info.config.num_classes, info.class_names)
-    with torch.inference_mode():
-        for images, masks, labels, boxes in loader:
-            with autocast_for(torch_device):
-                class_logits, mask_logits = model(images.to(torch_device))
-            accumulator.update(class_logits.float(), mask_logits.float(), labels, masks, boxes)
-    metrics = accumulator.compute()
-    metrics.pop("confusion")
-    return {"model": str(model_path), "data": str(data_path), "subset": subset, **metrics}
+        records = train_side
+    if not records:
+        raise ValueError(f"no {subset} images of {model_path} in {', '.join(map(str, data_paths))}")
+
+    num_known = len(index.class_names)
+    threshold = float(info.open_set.get("threshold", 0.0))
+
+    def score(part: Sequence[SignRecord]) -> dict[str, Any]:
+        loader = evaluation_loader(part, info.config.image_size, batch_size)
+        accumulator = evaluate_loader(model, loader, torch_device, num_known, info.class_names)
+        metrics = accumulator.compute(threshold)
+        metrics.pop("confusion")
+        return metrics
+
+    metrics = score(records)
+    origins = by_origin(records)
+    if len(origins) > 1:
+        metrics["datasets"] = {origin: score(part) for origin, part in origins.items()}
+    if subset == "test" and train_side:
+        flags = novel(train_side, records)
+        novel_records = [r for r, is_novel in zip(records, flags, strict=True) if is_novel]
+        if novel_records:
+            metrics["novel"] = _headline(score(novel_records))
+    return {
+        "model": str(model_path),
+        "data": [str(p) for p in data_paths],
+        "subset": subset,
+        **metrics,
+    }
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: metrics[key] for key in ("images", "accuracy", "macro_accuracy", "rejection_rate")}
+
+
+def _check_label_space(index: DatasetIndex, model_dataset: str, model_path: Path) -> None:
+    if index.name != model_dataset:
+        raise DataError(
+            index.root,
+            None,
+            f"its classes are {index.name.upper()}'s but {model_path} reads "
+            f"{model_dataset.upper()}'s: class ids of one mean other signs in the other, so an "
+            "accuracy would be meaningless",
+        )

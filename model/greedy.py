@@ -11,22 +11,32 @@
     End-to-end SGD is one phase with L = CE(cls_head(f_5), y) + λ_mask·(BCE+Dice)(...)
     through the whole network.
 
-Each phase names the parameters its optimizer owns; its optimizer and scheduler are created
-when it starts and dropped when it ends, so only one module's optimizer state ever exists.
+Two schedules for the greedy methods. "sequential" (the paper's) trains module 1 for its
+epochs, then module 2 on the frozen module 1, and so on, then the decoder: K + 1 phases.
+"simultaneous" (DGL's decoupled greedy training) is one phase in which every batch trains
+every module on the same L_k, each from the detached output of the module below, and the
+decoder from the detached features: no gradient crosses a module boundary either way, but
+each batch is forwarded once instead of once per module.
+
+A step yields its local losses one by one, and the trainer backpropagates each before asking
+for the next: a module's graph is freed before the next module runs, so a step holds one
+module's activations at a time, whatever the schedule. Each phase names the parameters its
+optimizer owns; its optimizer and scheduler are created when it starts and dropped when it
+ends, so in the sequential schedule only one module's optimizer state ever exists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
 
+from model.choices import METHODS, SCHEDULES
 from model.entropy import mutual_information, representation_entropy
-from model.losses import module_loss
+from model.losses import mask_loss, module_loss
 from model.network import NetConfig, SignNet
-from model.options import METHODS
 
 
 @dataclass(frozen=True)
@@ -39,16 +49,30 @@ class LossSettings:
     label_smoothing: float = 0.1
 
 
-# A phase step maps a batch to (loss terms, class logits, mask logits).
-Step = Callable[[Tensor, Tensor, Tensor], tuple[dict[str, Tensor], Tensor, Tensor]]
+@dataclass
+class LocalLoss:
+    """One loss of a step, with the class and mask logits it scored: backpropagated on its
+    own. `terms` holds ce, mask, reg and total."""
+
+    terms: dict[str, Tensor]
+    class_logits: Tensor
+    mask_logits: Tensor
+
+
+# A step maps a batch (images, masks, labels, mask_known) to its local losses, in order; the
+# last one's class logits are the classification head's.
+Step = Callable[[Tensor, Tensor, Tensor, Tensor], Iterator[LocalLoss]]
 
 
 @dataclass
 class Phase:
-    """One stretch of training with its own optimizer: a Greedy-DIB module, the heads, or SGD.
+    """One stretch of training with its own optimizer: a Greedy-DIB module, the heads, all
+    modules at once, or SGD.
 
-    `stage` is k for module phases, None otherwise. `trainable` are the modules whose
-    parameters the optimizer owns; `frozen` is how many encoder stages are frozen meanwhile.
+    `stage` is k for a single module's phase (whose auxiliary heads then score it), None
+    otherwise. `trainable` are the modules whose parameters the optimizer owns; `reads` every
+    module whose weights the forward pass uses (the frozen prefix too); `frozen` is how many
+    encoder stages are frozen meanwhile; `epochs` how long the phase trains.
     """
 
     name: str
@@ -56,10 +80,17 @@ class Phase:
     frozen: int
     trainable: list[nn.Module]
     step: Step
+    epochs: int = 1
+    reads: list[nn.Module] = field(default_factory=list)
 
     def parameters(self) -> Iterator[nn.Parameter]:
         for module in self.trainable:
             yield from module.parameters()
+
+    def parameters_read(self) -> list[nn.Parameter]:
+        """Every distinct parameter the forward pass reads (shared modules counted once)."""
+        unique = {id(p): p for module in self.reads or self.trainable for p in module.parameters()}
+        return list(unique.values())
 
 
 def information_term(losses: LossSettings, t_in: Tensor, t_out: Tensor) -> Tensor | None:
@@ -77,6 +108,7 @@ def supervised_loss(
     mask_logits: Tensor,
     labels: Tensor,
     masks: Tensor,
+    mask_known: Tensor,
     reg: Tensor | None = None,
 ) -> dict[str, Tensor]:
     return module_loss(
@@ -85,47 +117,84 @@ def supervised_loss(
         labels,
         masks,
         reg,
+        mask_known,
         lambda_mask=losses.lambda_mask,
         beta=losses.beta if reg is not None else 0.0,
         label_smoothing=losses.label_smoothing,
     )
 
 
+def _module_loss(
+    model: SignNet, k: int, losses: LossSettings, t_in: Tensor, t_k: Tensor, batch
+) -> LocalLoss:
+    """L_k of module k from its input T_{k-1} and output T_k."""
+    images, masks, labels, mask_known = batch
+    class_logits, mask_logits = model.aux_forward(k, t_k, images.shape[-2:])
+    reg = information_term(losses, t_in, t_k)
+    terms = supervised_loss(losses, class_logits, mask_logits, labels, masks, mask_known, reg)
+    return LocalLoss(terms, class_logits, mask_logits)
+
+
+def _decoder_loss(
+    model: SignNet, losses: LossSettings, features: list[Tensor], class_logits: Tensor, batch
+) -> LocalLoss:
+    """The segmentation decoder's loss on encoder features it cannot send gradient into;
+    `class_logits` (the classification head's, already trained) are only reported."""
+    images, masks, _labels, mask_known = batch
+    mask_logits = model.segment(features, images.shape[-2:])
+    seg = mask_loss(mask_logits, masks, mask_known)
+    zero = torch.zeros((), device=seg.device)
+    terms = {"ce": zero, "mask": seg, "reg": zero, "total": losses.lambda_mask * seg}
+    return LocalLoss(terms, class_logits, mask_logits)
+
+
 def module_step(model: SignNet, k: int, losses: LossSettings) -> Step:
     """Greedy-DIB module k: the frozen prefix gives T_{k-1} without a graph; only module k
     and its aux heads see gradients."""
 
-    def step(images: Tensor, masks: Tensor, labels: Tensor):
-        t_in = model.stage_input(k, images)
-        t_k = model.stages[k](t_in)
-        class_logits, mask_logits = model.aux_forward(k, t_k, images.shape[-2:])
-        reg = information_term(losses, t_in, t_k)
-        terms = supervised_loss(losses, class_logits, mask_logits, labels, masks, reg)
-        return terms, class_logits, mask_logits
+    def step(*batch: Tensor) -> Iterator[LocalLoss]:
+        t_in = model.stage_input(k, batch[0])
+        yield _module_loss(model, k, losses, t_in, model.stages[k](t_in), batch)
 
     return step
 
 
 def heads_step(model: SignNet, losses: LossSettings) -> Step:
-    """The segmentation decoder on the frozen encoder's features. The classification head
-    was trained with the last module; its loss is still reported, but adds no gradient."""
+    """The segmentation decoder on the frozen encoder's features."""
 
-    def step(images: Tensor, masks: Tensor, labels: Tensor):
+    def step(*batch: Tensor) -> Iterator[LocalLoss]:
         with torch.no_grad():
-            features = model.encode(images)
+            features = model.encode(batch[0])
             class_logits = model.cls_head(features[-1])
-        mask_logits = model.segment(features, images.shape[-2:])
-        terms = supervised_loss(losses, class_logits, mask_logits, labels, masks)
-        return terms, class_logits, mask_logits
+        yield _decoder_loss(model, losses, features, class_logits, batch)
+
+    return step
+
+
+def simultaneous_step(model: SignNet, losses: LossSettings) -> Step:
+    """Every module on every batch, each from the detached output of the one below, then the
+    decoder from the detached multi-scale features."""
+
+    def step(*batch: Tensor) -> Iterator[LocalLoss]:
+        t = batch[0]
+        features: list[Tensor] = []
+        for k in range(model.num_stages):
+            t_in = t.detach()
+            t, taps = model.forward_stage(k, t_in)
+            features += [tap.detach() for tap in taps]
+            local = _module_loss(model, k, losses, t_in, t, batch)
+            yield local  # backpropagated (and module k's graph freed) before module k + 1 runs
+        yield _decoder_loss(model, losses, features, local.class_logits.detach(), batch)
 
     return step
 
 
 def end_to_end_step(model: SignNet, losses: LossSettings) -> Step:
-    def step(images: Tensor, masks: Tensor, labels: Tensor):
+    def step(*batch: Tensor) -> Iterator[LocalLoss]:
+        images, masks, labels, mask_known = batch
         class_logits, mask_logits = model(images)
-        terms = supervised_loss(losses, class_logits, mask_logits, labels, masks)
-        return terms, class_logits, mask_logits
+        terms = supervised_loss(losses, class_logits, mask_logits, labels, masks, mask_known)
+        yield LocalLoss(terms, class_logits, mask_logits)
 
     return step
 
@@ -138,14 +207,30 @@ def network_for(method: str, config: NetConfig) -> SignNet:
     return SignNet(replace(config, cls_head="aux"), with_aux=True)
 
 
-def build_phases(model: SignNet, method: str, losses: LossSettings) -> list[Phase]:
-    """The phases of `method`, in training order."""
+def build_phases(
+    model: SignNet,
+    method: str,
+    losses: LossSettings,
+    epochs: int = 1,
+    head_epochs: int | None = None,
+    schedule: str = "sequential",
+) -> list[Phase]:
+    """The phases of `method`, in training order: `epochs` for SGD, for each greedy module
+    and for the simultaneous phase; `head_epochs` (default `epochs`) for the sequential
+    schedule's segmentation-decoder phase."""
     if method == "sgd":
-        return [Phase("sgd", None, 0, [model], end_to_end_step(model, losses))]
+        return [Phase("sgd", None, 0, [model], end_to_end_step(model, losses), epochs)]
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     assert model.aux_cls is not None and model.aux_mask is not None, "greedy needs aux heads"
     K = model.num_stages
+    decoder = [model.seg_decoder, model.seg_head]
+    if schedule == "simultaneous":
+        everything = [model.stages, model.aux_cls, model.aux_mask, *decoder]
+        step = simultaneous_step(model, losses)
+        return [Phase("modules", None, 0, everything, step, epochs, reads=everything)]
     phases = [
         Phase(
             f"module{k + 1}",
@@ -153,11 +238,15 @@ def build_phases(model: SignNet, method: str, losses: LossSettings) -> list[Phas
             k,
             [model.stages[k], model.aux_cls[k], model.aux_mask[k]],
             module_step(model, k, losses),
+            epochs,
+            reads=[*model.stages[: k + 1], model.aux_cls[k], model.aux_mask[k]],
         )
         for k in range(K)
     ]
-    heads = [model.seg_decoder, model.seg_head]
-    phases.append(Phase("heads", None, K, heads, heads_step(model, losses)))
+    reads = [model.stages, model.cls_head, *decoder]
+    phases.append(
+        Phase("heads", None, K, decoder, heads_step(model, losses), head_epochs or epochs, reads)
+    )
     return phases
 
 

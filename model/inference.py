@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from data.classes import class_names, label_names
 from data.transforms import eval_transform
 from model.checkpoint import ModelInfo, load_model
 from model.device import autocast_for, resolve_device
 from model.metrics import mask_boxes
 from model.network import SignNet
+from model.open_set import answer
 
 
 @dataclass(frozen=True)
@@ -34,18 +36,29 @@ class ClassScore:
     confidence: float
 
 
+# What an answer is: a sign of a known class, a sign of none of them, or no sign at all.
+SIGN, UNKNOWN_SIGN, NO_SIGN = "sign", "unknown_sign", "no_sign"
+
+
 @dataclass
 class Prediction:
-    """One image's result. `box` is (x1, y1, x2, y2) in original pixels with exclusive x2/y2
-    (the bounding box of `mask`), None when the mask is empty; `mask` is HxW bool at the
-    original size."""
+    """One image's result.
 
-    class_id: int
+    `kind` is "sign" (a known class: `class_id`, `class_name`), "unknown_sign" (a sign of
+    none of the model's classes, or one the model is too unsure of: model/open_set.py) or
+    "no_sign"; for the last two `class_id` is None and `class_name` says which. `confidence`
+    is the probability of the answer. `top_k` lists the most probable known classes, whatever
+    the answer. `box` is (x1, y1, x2, y2) in original pixels with exclusive x2/y2 (the
+    bounding box of `mask`), None when the mask is empty; `mask` is HxW bool at the original
+    size."""
+
+    class_id: int | None
     class_name: str
     confidence: float
     top_k: list[ClassScore]
     box: tuple[int, int, int, int] | None
     mask: np.ndarray
+    kind: str = SIGN
 
 
 class Predictor:
@@ -57,6 +70,12 @@ class Predictor:
         self.info = info
         self.device = device
         self.fp16 = fp16
+        self.num_known = len(class_names(info.dataset))
+        # The answers' names: the classes, "unknown sign", "no sign" (also for a model
+        # trained without the last two outputs, which still answers "unknown sign" by
+        # threshold).
+        self.label_names = label_names(info.dataset)
+        self.threshold = float(info.open_set.get("threshold", 0.0))
         self._pipelines = threading.local()
 
     @classmethod
@@ -81,7 +100,8 @@ class Predictor:
 
     @property
     def class_names(self) -> list[str]:
-        return self.info.class_names
+        """The model's known classes (without the open-set answers)."""
+        return self.info.class_names[: self.num_known]
 
     def preprocess(self, image_rgb: np.ndarray) -> torch.Tensor:
         """HxWx3 uint8 RGB -> float32 [3, S, S] on the CPU: the training eval pipeline, one
@@ -106,30 +126,41 @@ class Predictor:
                 f"batch of shape {tuple(batch.shape)} does not match "
                 f"{len(original_sizes)} original sizes"
             )
-        k = max(1, min(top_k, len(self.class_names)))
         with torch.inference_mode(), self._autocast():
             inputs = batch.to(self.device, non_blocking=True)
             if self.device.type == "cuda":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             class_logits, mask_logits = self.model(inputs)
-            probabilities = class_logits.float().softmax(dim=1)
-            confidences, class_ids = probabilities.topk(k, dim=1)
-            confidences, class_ids = confidences.cpu().tolist(), class_ids.cpu().tolist()
+            answers = answer(
+                class_logits.float().softmax(dim=1), self.num_known, self.threshold, top_k
+            )
+            labels, confidences = answers.label.tolist(), answers.confidence.tolist()
+            known_ids, known_probabilities = (
+                answers.known_ids.tolist(),
+                answers.known_probabilities.tolist(),
+            )
             predictions = []
             for index, size in enumerate(original_sizes):
                 mask = _mask_at(mask_logits[index : index + 1].float(), size)
                 scores = [
                     ClassScore(c, self.class_names[c], p)
-                    for c, p in zip(class_ids[index], confidences[index], strict=True)
+                    for c, p in zip(known_ids[index], known_probabilities[index], strict=True)
                 ]
+                label = labels[index]
+                kind = (
+                    SIGN
+                    if label < self.num_known
+                    else (UNKNOWN_SIGN, NO_SIGN)[label - self.num_known]
+                )
                 predictions.append(
                     Prediction(
-                        class_id=scores[0].class_id,
-                        class_name=scores[0].class_name,
-                        confidence=scores[0].confidence,
+                        class_id=label if kind == SIGN else None,
+                        class_name=self.label_names[label],
+                        confidence=confidences[index],
                         top_k=scores,
                         box=_box_of(mask),
                         mask=mask[0].cpu().numpy(),
+                        kind=kind,
                     )
                 )
         return predictions

@@ -16,8 +16,16 @@ def dice_loss(mask_logits: Tensor, masks: Tensor, smooth: float = 1.0) -> Tensor
     return (1 - (2 * intersection + smooth) / (total + smooth)).mean()
 
 
-def mask_loss(mask_logits: Tensor, masks: Tensor) -> Tensor:
-    """BCE + Dice: BCE trains every pixel, Dice keeps small signs from being ignored."""
+def mask_loss(mask_logits: Tensor, masks: Tensor, mask_known: Tensor | None = None) -> Tensor:
+    """BCE + Dice: BCE trains every pixel, Dice keeps small signs from being ignored.
+
+    `mask_known` [N] bool leaves out the images whose mask is unknown (sign crops without a
+    box): their term is not faked as a full-frame mask. With none known the term is 0.
+    """
+    if mask_known is not None and not bool(mask_known.all()):
+        if not bool(mask_known.any()):
+            return mask_logits.sum() * 0.0  # keeps the graph, adds no gradient
+        mask_logits, masks = mask_logits[mask_known], masks[mask_known]
     return F.binary_cross_entropy_with_logits(mask_logits, masks) + dice_loss(mask_logits, masks)
 
 
@@ -27,6 +35,7 @@ def module_loss(
     labels: Tensor,
     masks: Tensor,
     reg: Tensor | None = None,
+    mask_known: Tensor | None = None,
     *,
     lambda_mask: float = 1.0,
     beta: float = 0.0,
@@ -35,10 +44,11 @@ def module_loss(
     """L = CE + lambda_mask * (BCE + Dice) + beta * reg, as a dict of its terms.
 
     `reg` is the information term of the representation (H(T_k) or I(T_{k-1}; T_k)); None or
-    beta == 0 leaves it out (plain greedy cross-entropy, or end-to-end SGD).
+    beta == 0 leaves it out (plain greedy cross-entropy, or end-to-end SGD). `mask_known`:
+    see `mask_loss`.
     """
     ce = F.cross_entropy(class_logits, labels, label_smoothing=label_smoothing)
-    seg = mask_loss(mask_logits, masks)
+    seg = mask_loss(mask_logits, masks, mask_known)
     reg_term = reg if reg is not None else torch.zeros((), device=ce.device)
     total = ce + lambda_mask * seg + beta * reg_term
     return {"ce": ce, "mask": seg, "reg": reg_term, "total": total}

@@ -5,15 +5,19 @@
 - mask_iou: per-image IoU of the sign mask, averaged over images;
 - box_iou: IoU of the predicted mask's bounding box against the true box, averaged over
   images (the figure comparable to the paper's "mIoU" on CTSRD, whose ground truth is boxes);
-- per-class accuracy and the confusion matrix.
+- per-class accuracy and the confusion matrix;
+- rejection_rate: the share of unknown-sign and no-sign images answered as such.
 
 Boxes are (x1, y1, x2, y2) with exclusive x2/y2, the convention of `mask[y1:y2, x1:x2]`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from model.open_set import answers_at, operating_points
 
 
 def mask_boxes(masks: Tensor) -> Tensor:
@@ -45,20 +49,39 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
 class EvalAccumulator:
     """Accumulates predictions batch by batch; `compute()` gives the metrics dict.
 
-    Targets outside the model's classes (a class it never had an output for) still count, as
-    errors: they land in the last row of an extra "unknown" bucket of the confusion matrix.
+    Labels are 0..n-1 for the n known classes, n for "unknown sign", n + 1 for "no sign"
+    (data/classes.py); the model has n or n + 2 outputs, and its answer comes from
+    model/open_set.py at the threshold given to `compute` (so a stored evaluation can be
+    re-scored at any threshold: `operating_points`).
+
+    - accuracy / macro_accuracy / per_class: over images of known classes; an open-set
+      answer is wrong there. None without such images.
+    - rejection_rate: over unknown-sign and no-sign images, the share answered with either.
+      None without such images.
+    - mask and box metrics: over the images with a sign box (so with a known sign mask);
+      None where there are none (TT100K crops and no-sign patches have none).
+
+    Labels beyond n + 1 (a class the model has no output for) count as errors, in the last
+    row of the confusion matrix (`unknown_class_images`).
     """
 
-    def __init__(self, num_classes: int, class_names: list[str] | None = None):
-        self.num_classes = num_classes
-        self.class_names = class_names or [str(i) for i in range(num_classes)]
-        # Row = true class, column = predicted; row num_classes collects unknown true classes.
-        self.confusion = torch.zeros(num_classes + 1, num_classes, dtype=torch.long)
+    def __init__(self, num_known: int, label_names: list[str] | None = None):
+        self.num_known = num_known
+        self.num_labels = num_known + 2
+        self.label_names = label_names or [str(i) for i in range(self.num_labels)]
         self.pixel_intersection = torch.zeros(2, dtype=torch.float64)  # background, sign
         self.pixel_union = torch.zeros(2, dtype=torch.float64)
         self.mask_iou_sum = 0.0
         self.box_iou_sum = 0.0
-        self.images = 0
+        self.box_images = 0
+        # Per image, what any threshold's answer needs (model/open_set.py).
+        self._labels: list[Tensor] = []
+        self._best: list[Tensor] = []
+        self._best_known_probability: list[Tensor] = []
+
+    @property
+    def images(self) -> int:
+        return sum(len(labels) for labels in self._labels)
 
     @torch.no_grad()
     def update(
@@ -69,14 +92,20 @@ class EvalAccumulator:
         masks: Tensor,
         boxes: Tensor,
     ) -> None:
-        """class_logits [N, C], mask_logits [N, 1, H, W], labels [N], masks [N, 1, H, W] in
-        {0, 1}, boxes [N, 4] true boxes in the same H x W pixel frame."""
-        predicted = class_logits.argmax(dim=1).cpu()
-        true = labels.cpu().clamp(max=self.num_classes)  # unknown classes share the last row
-        self.confusion.index_put_((true, predicted), torch.ones_like(true), accumulate=True)
+        """class_logits [N, n or n + 2], mask_logits [N, 1, H, W], labels [N], masks
+        [N, 1, H, W] in {0, 1}, boxes [N, 4] true boxes in the same H x W pixel frame
+        ((0, 0, 0, 0): the image has none)."""
+        probabilities = class_logits.float().softmax(dim=1).cpu()
+        self._labels.append(labels.cpu().long())
+        self._best.append(probabilities.argmax(dim=1))
+        self._best_known_probability.append(probabilities[:, : self.num_known].amax(dim=1))
 
-        predicted_masks = (mask_logits[:, 0] > 0).cpu()
-        true_masks = masks[:, 0].cpu() > 0.5
+        boxes = boxes.cpu().float()
+        with_box = boxes[:, 2] > boxes[:, 0]
+        if not with_box.any():
+            return
+        predicted_masks = (mask_logits[with_box.to(mask_logits.device), 0] > 0).cpu()
+        true_masks = masks[with_box.to(masks.device), 0].cpu() > 0.5
         for index, (pred, gt) in enumerate(
             ((~predicted_masks, ~true_masks), (predicted_masks, true_masks))
         ):
@@ -89,37 +118,62 @@ class EvalAccumulator:
             union > 0, intersection / union.clamp(min=1), torch.ones_like(union)
         )
         self.mask_iou_sum += per_image.sum().item()
-        self.box_iou_sum += box_iou(mask_boxes(predicted_masks), boxes.cpu().float()).sum().item()
-        self.images += labels.shape[0]
+        self.box_iou_sum += box_iou(mask_boxes(predicted_masks), boxes[with_box]).sum().item()
+        self.box_images += int(with_box.sum())
 
-    def compute(self) -> dict:
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(labels, best output, best known-class probability) per image, for
+        model.open_set's threshold sweeps."""
+        return (
+            torch.cat(self._labels).numpy(),
+            torch.cat(self._best).numpy(),
+            torch.cat(self._best_known_probability).numpy(),
+        )
+
+    def operating_points(self, thresholds: np.ndarray) -> list[dict[str, float | None]]:
+        return operating_points(*self.arrays(), self.num_known, thresholds)
+
+    def compute(self, threshold: float = 0.0) -> dict:
         if self.images == 0:
             raise ValueError("no images were evaluated")
-        correct_per_class = self.confusion.diagonal()
-        total_per_class = self.confusion[: self.num_classes].sum(dim=1)
+        labels, best, best_known_probability = self.arrays()
+        answers = answers_at(best, best_known_probability, self.num_known, threshold)
+        rows = np.minimum(labels, self.num_labels)  # labels beyond the model share a last row
+        confusion = np.zeros((self.num_labels + 1, self.num_labels), dtype=np.int64)
+        np.add.at(confusion, (rows, answers), 1)
+
+        known = labels < self.num_known
+        open_set = (labels >= self.num_known) & (labels < self.num_labels)
+        correct_per_class = confusion.diagonal()[: self.num_known]
+        total_per_class = confusion[: self.num_known].sum(axis=1)
         present = total_per_class > 0
-        recall = correct_per_class[present].float() / total_per_class[present].float()
-        # Unknown true classes are never correct, so they only add to the denominator.
-        accuracy = correct_per_class.sum().item() / self.images
-        pixel_iou = self.pixel_intersection / self.pixel_union.clamp(min=1)
         per_class = {
             str(c): {
-                "name": self.class_names[c],
+                "name": self.label_names[c],
                 "images": int(total_per_class[c]),
                 "accuracy": float(correct_per_class[c] / total_per_class[c]),
             }
-            for c in range(self.num_classes)
-            if total_per_class[c] > 0
+            for c in range(self.num_known)
+            if present[c]
         }
+        pixel_iou = self.pixel_intersection / self.pixel_union.clamp(min=1)
         return {
             "images": self.images,
-            "accuracy": accuracy,
-            "macro_accuracy": recall.mean().item() if present.any() else 0.0,
-            "mask_miou": pixel_iou.mean().item(),
-            "mask_iou": self.mask_iou_sum / self.images,
-            "box_iou": self.box_iou_sum / self.images,
-            "unknown_class_images": int(self.confusion[self.num_classes].sum()),
+            "known_images": int(known.sum()),
+            "open_set_images": int(open_set.sum()),
+            "accuracy": float((answers[known] == labels[known]).mean()) if known.any() else None,
+            "macro_accuracy": float((correct_per_class[present] / total_per_class[present]).mean())
+            if present.any()
+            else None,
+            "rejection_rate": float((answers[open_set] >= self.num_known).mean())
+            if open_set.any()
+            else None,
+            "threshold": threshold,
+            "mask_miou": pixel_iou.mean().item() if self.box_images else None,
+            "mask_iou": self.mask_iou_sum / self.box_images if self.box_images else None,
+            "box_iou": self.box_iou_sum / self.box_images if self.box_images else None,
+            "unknown_class_images": int(confusion[self.num_labels].sum()),
             "per_class": per_class,
-            # Rows: true class (a last row for classes outside the model), columns: predicted.
-            "confusion": self.confusion.tolist(),
+            # Rows: true label (a last row for labels outside the model), columns: answer.
+            "confusion": confusion.tolist(),
         }

@@ -26,7 +26,7 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import Tensor, nn
 from torchvision.models import ResNet, resnet18, resnet34
 
-from model.options import ARCH_NAMES
+from model.choices import ARCH_NAMES
 from model.splits import DEFAULT_SPLIT, LAYERS, resolve_split, tap_units
 
 ARCHS = {"resnet18": resnet18, "resnet34": resnet34}

@@ -10,10 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-METHODS = ("greedy-dib", "greedy-ce", "sgd")
-REGULARISERS = ("entropy", "mi", "none")
-ARCH_NAMES = ("resnet18", "resnet34")
-EVAL_SUBSETS = ("test", "train", "all")
+from model.choices import ARCH_NAMES, DATA_SPLITS, METHODS, REGULARISERS, SCHEDULES
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -21,9 +18,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--data",
         type=Path,
+        action="append",
         default=None,
-        help="dataset folder (TSRD plain/official or GTSRB); default: a "
-        "synthetic CTSRD set, generated once and cached in .cache/",
+        help="dataset folder (TSRD plain/official, TT100K crops or GTSRB); give it again to "
+        "train on several at once (they must share classes); default: a synthetic CTSRD "
+        "set, generated once and cached in .cache/",
+    )
+    parser.add_argument(
+        "--synthetic-fill",
+        type=int,
+        default=40,
+        help="with --data: synthetic images for each class that has no real image (0: none)",
     )
     parser.add_argument(
         "--synthetic-per-class",
@@ -32,6 +37,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="images per class of the synthetic set used without --data",
     )
     parser.add_argument("--method", choices=METHODS, default="greedy-dib")
+    parser.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default="sequential",
+        help="greedy methods: train module after module (sequential, the paper's) or every "
+        "module on every batch (simultaneous, DGL's decoupled greedy training)",
+    )
     parser.add_argument(
         "--reg",
         choices=REGULARISERS,
@@ -51,10 +63,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--arch", choices=ARCH_NAMES, default="resnet18")
     parser.add_argument(
-        "--split",
+        "--modules",
+        dest="module_split",
         default="balanced",
-        help="module split: a name from model/splits.py or a spec such as "
-        "stem,layer1,layer2+layer3,layer4",
+        metavar="SPLIT",
+        help="where the encoder is cut into Greedy-DIB modules: a name from model/splits.py "
+        "or a spec such as stem,layer1,layer2+layer3,layer4",
     )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument(
@@ -73,6 +87,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument(
+        "--split",
+        dest="data_split",
+        choices=DATA_SPLITS,
+        default="leakage-free",
+        help="leakage-free: stratified, exact copies and near-twins kept on one side (default); "
+        "official: the TSRD release's own train and test files, as the paper used them "
+        "(test images also in train are counted and reported)",
+    )
+    parser.add_argument(
         "--test-fraction",
         type=float,
         default=0.2,
@@ -86,6 +109,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the encoder (fp16) every N epochs and at the end of each phase, for "
+        "`greedysign analyze RUN` (0: none)",
     )
     parser.add_argument(
         "--stop-after",

@@ -18,9 +18,10 @@ import hashlib
 import json
 import math
 import resource
-import shlex
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from data.classes import label_names
 from data.dataset import SignDataset
-from data.load import load_dataset
+from data.load import load_datasets
+from data.near_twins import novel
 from data.records import SignRecord
-from data.split import train_test_split
+from data.split import cross_split_copies, train_test_split
 from model.checkpoint import (
     CHECKPOINT_FORMAT,
     ModelInfo,
@@ -42,6 +45,7 @@ from model.checkpoint import (
     versions,
 )
 from model.device import autocast_for, resolve_device
+from model.evaluate import by_origin, evaluate_loader, evaluation_loader
 from model.greedy import (
     LossSettings,
     Phase,
@@ -49,9 +53,10 @@ from model.greedy import (
     first_layer_weights,
     network_for,
 )
-from model.metrics import EvalAccumulator
 from model.network import NetConfig, SignNet
+from model.open_set import THRESHOLD_GRID, choose_threshold
 from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
+from model.snapshots import save_snapshot, snapshot_callback
 
 SYNTHETIC_CACHE = Path(".cache")
 
@@ -64,42 +69,86 @@ class TrainData:
     train: list[SignRecord]
     test: list[SignRecord]
     dataset: str
-    class_names: list[str]
+    label_names: list[str]  # the classes, then "unknown sign" and "no sign"
+    num_known: int
     split: dict[str, Any]
     fingerprint: str
 
 
 def load_data(args: argparse.Namespace) -> TrainData:
-    """Read the dataset and cut the leakage-free split (the official one, if it has one)."""
-    root = args.data if args.data is not None else synthetic_dataset(args.synthetic_per_class)
-    index = load_dataset(root)
-    train, test = train_test_split(index, test_fraction=args.test_fraction, seed=args.seed)
-    if not train or not test:
+    """Read the datasets, add synthetic images for classes that have no real one, and cut
+    the leakage-free split (the official one, if the data has one)."""
+    roots = list(args.data) if args.data else [synthetic_dataset(args.synthetic_per_class)]
+    index = load_datasets(roots)
+    num_known = len(index.class_names)
+    present = {r.class_id for r in index.records if r.class_id < num_known}
+    missing = sorted(set(range(num_known)) - present)
+    synthetic_only: list[int] = []
+    official = args.data_split == "official"
+    # The paper's protocol is the release as it is: nothing is added to it.
+    if args.data and missing and args.synthetic_fill > 0 and index.name == "ctsrd" and not official:
+        synthetic = synthetic_dataset(args.synthetic_fill, classes=missing)
+        print(
+            f"classes with no real image {missing}: {args.synthetic_fill} synthetic images "
+            f"each from {synthetic}",
+            flush=True,
+        )
+        index = load_datasets([*roots, synthetic])
+        synthetic_only = missing
+    train, test = train_test_split(
+        index, test_fraction=args.test_fraction, seed=args.seed, official=official
+    )
+    if len(train) < 2 or not test:
         # Caught here rather than as an empty evaluation after the first module's epochs.
         raise SystemExit(
-            f"{root}: the split leaves {len(train)} training and {len(test)} test images; "
-            "a class needs two distinct images before one can go to the test side"
+            f"{', '.join(map(str, roots))}: the split leaves {len(train)} training and "
+            f"{len(test)} test images; a class needs two distinct images (not near-twins) "
+            "before one can go to the test side"
         )
-    official = index.layout == "official" and test[0].split == "test"
+    leaked = cross_split_copies(train, test)
+    if official:
+        print(
+            f"official TSRD split: {leaked} of its {len(test)} test images are byte-identical "
+            "to training images (the paper's protocol keeps them)",
+            flush=True,
+        )
     split = {
-        "kind": "official, leakage removed" if official else "leakage-free stratified",
+        "kind": "official (the release's files)"
+        if official
+        else "leakage-free stratified, near-twins grouped",
+        "test_images_also_in_train": leaked,
         "test_fraction": None if official else args.test_fraction,
         "seed": None if official else args.seed,
         "train_images": len(train),
         "test_images": len(test),
-        "data": str(root),
+        "data": [str(root) for root in roots],
+        "synthetic_only_classes": synthetic_only,
+        "train_images_by_origin": dict(Counter(r.origin for r in train).most_common()),
+        "test_images_by_origin": dict(Counter(r.origin for r in test).most_common()),
+        # What `greedysign eval --subset test` scores: the held-out side, by content.
+        "test_sha1": sorted({r.sha1 for r in test}),
     }
-    return TrainData(train, test, index.name, index.class_names, split, fingerprint(train, test))
+    return TrainData(
+        train,
+        test,
+        index.name,
+        label_names(index.name),
+        num_known,
+        split,
+        fingerprint(train, test),
+    )
 
 
-def synthetic_dataset(per_class: int, seed: int = 0) -> Path:
-    """The synthetic CTSRD set, generated on first use and kept in .cache/."""
+def synthetic_dataset(per_class: int, seed: int = 0, classes: Sequence[int] | None = None) -> Path:
+    """A synthetic CTSRD set (every class, or `classes`), generated on first use and kept in
+    .cache/."""
     from data.synth import generate_synthetic
 
-    root = SYNTHETIC_CACHE / f"synthetic-ctsrd-{per_class}pc-seed{seed}"
+    which = "" if classes is None else "-classes" + "_".join(map(str, classes))
+    root = SYNTHETIC_CACHE / f"synthetic-ctsrd-{per_class}pc-seed{seed}{which}"
     if not (root / "annotations.txt").is_file():
-        print(f"no --data given: generating the synthetic CTSRD set into {root}", flush=True)
-        generate_synthetic(root, per_class=per_class, seed=seed)
+        print(f"generating synthetic CTSRD images into {root}", flush=True)
+        generate_synthetic(root, per_class=per_class, seed=seed, classes=classes)
     return root
 
 
@@ -113,15 +162,42 @@ def fingerprint(train: list[SignRecord], test: list[SignRecord]) -> str:
 
 
 def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader, DataLoader]:
-    train_set = SignDataset(data.train, args.image_size, train=True)
+    """The training loader reshuffles and re-augments each epoch from (seed, epoch) alone
+    (`set_epoch`), so an interrupted run resumes exactly; its workers are started afresh
+    each epoch to see the epoch."""
+    train_set = SignDataset(data.train, args.image_size, train=True, seed=args.seed)
     test_set = SignDataset(data.test, args.image_size, train=False)
-    generator = torch.Generator().manual_seed(args.seed)
-    common = {"num_workers": args.workers, "persistent_workers": args.workers > 0}
     train_loader = DataLoader(
-        train_set, args.batch_size, shuffle=True, drop_last=True, generator=generator, **common
+        train_set,
+        args.batch_size,
+        sampler=EpochShuffle(len(train_set), args.seed),
+        # A last short batch is dropped (BatchNorm and the entropy term want a full one),
+        # unless it is the only one.
+        drop_last=len(train_set) > args.batch_size,
+        num_workers=args.workers,
     )
-    test_loader = DataLoader(test_set, args.batch_size * 2, shuffle=False, **common)
+    test_loader = DataLoader(test_set, args.batch_size * 2, shuffle=False, num_workers=args.workers)
     return train_loader, test_loader
+
+
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """A permutation of 0..n-1 drawn from (seed, epoch): the same order for the same epoch in
+    any process, before or after a resume."""
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
 
 
 # ------------------------------------------------------------------------- optimisation
@@ -168,8 +244,9 @@ def train_one_epoch(
     device: torch.device,
     description: str,
 ) -> dict[str, float]:
-    """One pass over the training set for `phase`; the mean of each loss term, the training
-    accuracy, and the mean first-layer gradient norm of every stage (NaN where no gradient
+    """One pass over the training set for `phase`; the mean of each loss term (summed over
+    the phase's local losses), the training accuracy of the classification head, the images
+    per second, and the mean first-layer gradient norm of every stage (NaN where no gradient
     reached it: the frozen and the not-yet-trained modules of greedy training)."""
     model.freeze_stages(phase.frozen)
     model.train()
@@ -178,13 +255,20 @@ def train_one_epoch(
     grad_sums = [0.0] * len(first_layers)
     grad_counts = [0] * len(first_layers)
     correct = seen = batches = 0
+    started = time.perf_counter()
     progress = tqdm(loader, desc=description, leave=False, disable=not sys.stderr.isatty())
-    for images, masks, labels, _boxes in progress:
-        images, masks, labels = images.to(device), masks.to(device), labels.to(device)
-        with autocast_for(device):
-            terms, class_logits, _mask_logits = phase.step(images, masks, labels)
+    for images, masks, labels, _boxes, mask_known in progress:
+        batch = (images.to(device), masks.to(device), labels.to(device), mask_known.to(device))
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms["total"]).backward()
+        terms: dict[str, float] = {}
+        # Each local loss is backpropagated before the step computes the next (greedy.py).
+        with autocast_for(device):
+            for local in phase.step(*batch):
+                scaler.scale(local.terms["total"]).backward()
+                for name, value in local.terms.items():
+                    terms[name] = terms.get(name, 0.0) + value.item()
+        class_logits = local.class_logits
+        labels = batch[2]
         scaler.unscale_(optimizer)
         for i, weight in enumerate(first_layers):
             if weight.grad is not None:
@@ -196,40 +280,16 @@ def train_one_epoch(
 
         batches += 1
         for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + value.item()
+            sums[name] = sums.get(name, 0.0) + value
         correct += (class_logits.argmax(dim=1) == labels).sum().item()
         seen += labels.shape[0]
         progress.set_postfix(loss=f"{sums['total'] / batches:.3f}", acc=f"{correct / seen:.3f}")
     stats = {f"train_{name}": value / max(1, batches) for name, value in sums.items()}
     stats["train_accuracy"] = correct / max(1, seen)
+    stats["train_images_per_s"] = seen / max(1e-9, time.perf_counter() - started)
     for i, (total, count) in enumerate(zip(grad_sums, grad_counts, strict=True)):
         stats[f"grad_norm_{i + 1}"] = total / count if count else float("nan")
     return stats
-
-
-@torch.inference_mode()
-def evaluate(
-    model: SignNet,
-    loader: DataLoader,
-    device: torch.device,
-    class_names: list[str],
-    stage: int | None = None,
-) -> dict[str, Any]:
-    """Metrics of the full network, or of module `stage`'s auxiliary heads."""
-    was_training = model.training
-    model.eval()
-    accumulator = EvalAccumulator(model.config.num_classes, class_names)
-    for images, masks, labels, boxes in loader:
-        images = images.to(device)
-        with autocast_for(device):
-            if stage is None:
-                class_logits, mask_logits = model(images)
-            else:
-                t_k = model.stage_input(stage + 1, images)
-                class_logits, mask_logits = model.aux_forward(stage, t_k, images.shape[-2:])
-        accumulator.update(class_logits.float(), mask_logits.float(), labels, masks, boxes)
-    model.train(was_training)
-    return accumulator.compute()
 
 
 # ------------------------------------------------------------------------------- main
@@ -240,38 +300,52 @@ def recorded_args(args: argparse.Namespace) -> dict[str, Any]:
     namespace; a checkpoint holding it could not be read back with `weights_only=True`."""
     plain = (str, int, float, bool, list, tuple, type(None))
     return {
-        name: str(value) if isinstance(value, Path) else value
+        name: [str(v) for v in value]
+        if isinstance(value, list)
+        else str(value)
+        if isinstance(value, Path)
+        else value
         for name, value in vars(args).items()
         if isinstance(value, (Path, *plain))
     }
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, evaluate on the held-out side, export; returns the final metrics."""
+# Called after every epoch with (model, phase, epoch within the phase, epochs done in all).
+EpochCallback = Callable[[SignNet, Phase, int, int], None]
+
+
+def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
+    """Train, evaluate on the held-out side, calibrate the open-set threshold, export;
+    returns the final metrics."""
     started = time.perf_counter()
     if args.reg is None:
         args.reg = "entropy" if args.method == "greedy-dib" else "none"
     if args.method != "greedy-dib" and args.reg != "none":
         raise SystemExit(f"--reg {args.reg} needs --method greedy-dib")
+    if args.resume and args.out is None:
+        raise SystemExit("--resume needs --out: the run folder to continue")
     args.out = args.out or runs_root() / (
         f"{args.method}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    checkpoint_path = args.out / CHECKPOINT_FILE
+    resumed = _read_resumable(checkpoint_path) if args.resume else None
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
 
     data = load_data(args)
     print(
         f"data: {data.split['train_images']} train / {data.split['test_images']} test images "
-        f"({data.split['kind']}), {len(data.class_names)} classes; device {device}",
+        f"({data.split['kind']}), {data.num_known} classes + unknown sign + no sign; "
+        f"device {device}",
         flush=True,
     )
     train_loader, test_loader = make_loaders(data, args)
 
     config = NetConfig(
         arch=args.arch,
-        num_classes=len(data.class_names),
+        num_classes=len(data.label_names),
         image_size=args.image_size,
-        split=args.split,
+        split=args.module_split,
     )
     model = network_for(args.method, config).to(device)
     losses = LossSettings(
@@ -282,7 +356,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         pool_to=args.pool_to or None,
         label_smoothing=args.label_smoothing,
     )
-    phases = build_phases(model, args.method, losses)
+    phases = build_phases(model, args.method, losses, args.epochs, args.head_epochs, args.schedule)
     if args.stop_after is not None and args.stop_after not in [p.name for p in phases]:
         raise SystemExit(
             f"--stop-after {args.stop_after}: phases of this run are "
@@ -291,45 +365,54 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     info = ModelInfo(
         config=model.config,
-        class_names=data.class_names,
+        class_names=data.label_names,
         dataset=data.dataset,
         method=args.method,
         split=data.split,
         data_fingerprint=data.fingerprint,
-        command=shlex.join(["greedysign", "train", *sys.argv[2:]])
-        if sys.argv[1:2] == ["train"]
-        else "",
+        command=getattr(args, "command_line", ""),
     )
-    checkpoint_path = args.out / CHECKPOINT_FILE
-    start_phase, start_epoch, history, resumed = 0, 0, [], None
-    if args.resume:
-        resumed = load_file(checkpoint_path)
-        if resumed.get("format") != CHECKPOINT_FORMAT:
-            raise SystemExit(f"{checkpoint_path} is not a GreedySign training checkpoint")
+    start_phase, start_epoch, history = 0, 0, []
+    if resumed is not None:
         model.load_state_dict(resumed["model"])
         start_phase, start_epoch = resumed["phase"], resumed["epoch"]
         history = resumed["history"]
+        torch.set_rng_state(resumed["torch_rng"])
+        if start_phase >= len(phases):
+            raise SystemExit(f"{args.out} has finished training: nothing to resume")
         print(f"resuming {args.out} at phase {phases[start_phase].name}, epoch {start_epoch}")
     args.out.mkdir(parents=True, exist_ok=True)
+    callbacks = [on_epoch_end] if on_epoch_end is not None else []
+    if args.snapshot_every:
+        if resumed is None:
+            save_snapshot(model, args.out, "init", 0, 0)  # global epoch 0: the initial weights
+        callbacks.append(snapshot_callback(args.snapshot_every, args.out))
 
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    epochs_done = len(history)
     for phase_index in range(start_phase, len(phases)):
         phase = phases[phase_index]
-        epochs = args.epochs if phase.name != "heads" else (args.head_epochs or args.epochs)
-        optimizer, scheduler = make_optimizer(phase, args, len(train_loader), epochs)
+        optimizer, scheduler = make_optimizer(phase, args, len(train_loader), phase.epochs)
         first_epoch = 0
         if resumed is not None and phase_index == start_phase and resumed["optimizer"]:
             optimizer.load_state_dict(resumed["optimizer"])
             scheduler.load_state_dict(resumed["scheduler"])
             scaler.load_state_dict(resumed["scaler"])
             first_epoch = start_epoch
-        for epoch in range(first_epoch, epochs):
+        for epoch in range(first_epoch, phase.epochs):
             epoch_started = time.perf_counter()
-            label = f"{phase.name} ({phase_index + 1}/{len(phases)}) epoch {epoch + 1}/{epochs}"
+            # The data order and augmentation of an epoch depend on (seed, epoch) alone.
+            train_loader.sampler.set_epoch(epochs_done)
+            train_loader.dataset.set_epoch(epochs_done)
+            label = (
+                f"{phase.name} ({phase_index + 1}/{len(phases)}) epoch {epoch + 1}/{phase.epochs}"
+            )
             stats = train_one_epoch(
                 model, phase, optimizer, scheduler, scaler, train_loader, device, label
             )
-            test = evaluate(model, test_loader, device, data.class_names, phase.stage)
+            test = evaluate_loader(
+                model, test_loader, device, data.num_known, data.label_names, phase.stage
+            ).compute()
             row = {
                 "phase": phase.name,
                 "module": "" if phase.stage is None else phase.stage + 1,
@@ -337,19 +420,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "lr": scheduler.get_last_lr()[0],
                 **stats,
                 "test_accuracy": test["accuracy"],
+                "test_rejection_rate": test["rejection_rate"],
                 "test_box_iou": test["box_iou"],
                 "test_mask_miou": test["mask_miou"],
                 "seconds": time.perf_counter() - epoch_started,
             }
             history.append(row)
+            epochs_done += 1
             print(
                 f"{label}: loss {stats['train_total']:.3f} (ce {stats['train_ce']:.3f} "
                 f"mask {stats['train_mask']:.3f} reg {stats['train_reg']:.3f}) "
-                f"train acc {stats['train_accuracy']:.3f} | test acc {test['accuracy']:.3f} "
-                f"box IoU {test['box_iou']:.3f} | {row['seconds']:.1f}s",
+                f"train acc {stats['train_accuracy']:.3f} | test acc {_fmt(test['accuracy'])} "
+                f"rejected {_fmt(test['rejection_rate'])} box IoU {_fmt(test['box_iou'])} | "
+                f"{row['seconds']:.1f}s, {stats['train_images_per_s']:.0f} img/s",
                 flush=True,
             )
-            finished_phase = epoch + 1 == epochs
+            finished_phase = epoch + 1 == phase.epochs
             save_atomic(
                 {
                     "format": CHECKPOINT_FORMAT,
@@ -362,12 +448,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     "phase": phase_index + 1 if finished_phase else phase_index,
                     "epoch": 0 if finished_phase else epoch + 1,
                     "history": history,
+                    # Dropout draws from it; order and augmentation come from (seed, epoch).
+                    "torch_rng": torch.get_rng_state(),
                     "args": recorded_args(args),
                     "info": {k: v for k, v in info.to_dict().items() if k != "path"},
                     "versions": versions(),
                 },
                 checkpoint_path,
             )
+            for callback in callbacks:
+                callback(model, phase, epoch + 1, epochs_done)
         # The phase's gradients and optimizer state go before the next module's are created;
         # a frozen module keeping its last gradient would also be counted as receiving one.
         optimizer.zero_grad(set_to_none=True)
@@ -376,31 +466,84 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             print(f"stopped after {phase.name}; continue with --resume --out {args.out}")
             return {}
 
-    metrics = evaluate(model, test_loader, device, data.class_names)
-    # Each module's own auxiliary heads: headline figures only, the full confusion is
-    # the final model's.
-    metrics["modules"] = {
-        phase.name: _summary(evaluate(model, test_loader, device, data.class_names, phase.stage))
-        for phase in phases
-        if phase.stage is not None
-    }
+    metrics = final_metrics(model, phases, data, test_loader, device, args)
     metrics["wall_seconds"] = time.perf_counter() - started  # this process only
     metrics["train_seconds"] = sum(row["seconds"] for row in history)  # every session
     metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    info.open_set = {"threshold": metrics["threshold"]}
     info.metrics = _summary(metrics)
-    write_run(args.out, model, info, metrics, history, data.class_names)
+    write_run(args.out, model, info, metrics, history, data.label_names)
     print(json.dumps(info.metrics, indent=2))
     return metrics
+
+
+def final_metrics(
+    model: SignNet,
+    phases: list[Phase],
+    data: TrainData,
+    test_loader: DataLoader,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The held-out side's metrics at the open-set threshold chosen on it
+    (model/open_set.py), the threshold sweep, each collection's and the novel signs' figures,
+    and each greedy module's auxiliary heads."""
+    accumulator = evaluate_loader(model, test_loader, device, data.num_known, data.label_names)
+    threshold = choose_threshold(*accumulator.arrays(), data.num_known)
+    metrics = accumulator.compute(threshold)
+    metrics["operating_points"] = accumulator.operating_points(THRESHOLD_GRID)
+
+    def score(records: list[SignRecord]) -> dict[str, Any]:
+        loader = evaluation_loader(records, args.image_size, args.batch_size * 2)
+        part = evaluate_loader(model, loader, device, data.num_known, data.label_names)
+        return _summary(part.compute(threshold))
+
+    metrics["datasets"] = {origin: score(part) for origin, part in by_origin(data.test).items()}
+    flags = novel(data.train, data.test)
+    novel_test = [record for record, flag in zip(data.test, flags, strict=True) if flag]
+    metrics["novel"] = score(novel_test) if novel_test else None
+    # Each module's own auxiliary heads: headline figures only, the full confusion is
+    # the final model's.
+    metrics["modules"] = {
+        phase.name: _summary(
+            evaluate_loader(
+                model, test_loader, device, data.num_known, data.label_names, phase.stage
+            ).compute()
+        )
+        for phase in phases
+        if phase.stage is not None
+    }
+    return metrics
+
+
+def _read_resumable(checkpoint_path: Path) -> dict[str, Any]:
+    if not checkpoint_path.is_file():
+        raise SystemExit(f"{checkpoint_path}: no checkpoint to resume (has the run started?)")
+    try:
+        state = load_file(checkpoint_path)
+    except Exception as error:  # torch reports a damaged file with many exception types
+        raise SystemExit(f"{checkpoint_path}: not a readable checkpoint ({error})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise SystemExit(f"{checkpoint_path} is not a GreedySign training checkpoint")
+    return state
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 SUMMARY_KEYS = (
     "images",
     "accuracy",
     "macro_accuracy",
+    "rejection_rate",
+    "threshold",
     "box_iou",
     "mask_miou",
     "mask_iou",
     "train_seconds",
+    "datasets",
+    "novel",
 )
 
 

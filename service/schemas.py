@@ -46,10 +46,14 @@ class Timings(BaseModel):
 
 
 class Prediction(BaseModel):
-    class_id: int
-    class_name: str
-    confidence: float
-    top_k: list[ClassScore]
+    kind: Literal["sign", "unknown_sign", "no_sign"] = Field(
+        description="sign: one of the model's classes; unknown_sign: a sign of none of them "
+        "(or one the model is too unsure of); no_sign: no sign in the picture"
+    )
+    class_id: int | None = Field(description="the class; null for unknown_sign and no_sign")
+    class_name: str = Field(description='the class name, "unknown sign" or "no sign"')
+    confidence: float = Field(description="probability of the answer")
+    top_k: list[ClassScore] = Field(description="the most probable of the model's classes")
     box: tuple[int, int, int, int] | None = Field(
         description="[x1, y1, x2, y2] of the mask in original pixels (x2, y2 exclusive); "
         "null when no sign pixel was found"
@@ -73,6 +77,17 @@ class ModelClass(BaseModel):
     class_name: str
 
 
+class OpenSet(BaseModel):
+    answers: list[str] = Field(description='besides the classes: "unknown sign", "no sign"')
+    threshold: float = Field(
+        description="a class whose probability is below it is answered unknown_sign"
+    )
+    trained: bool = Field(
+        description="whether the model has outputs for them, trained on signs of no class "
+        "and on pictures with no sign (else unknown_sign comes from the threshold alone)"
+    )
+
+
 class ModelDescription(BaseModel):
     file: str
     dataset: str
@@ -81,6 +96,7 @@ class ModelDescription(BaseModel):
     image_size: int
     num_classes: int
     classes: list[ModelClass]
+    open_set: OpenSet
     split: dict[str, Any]
     metrics: dict[str, Any]
     data_fingerprint: str
@@ -107,6 +123,7 @@ def prediction_response(
     prediction = result.prediction
     mask = encode_mask(prediction.mask, mask_format)
     return Prediction(
+        kind=prediction.kind,
         class_id=prediction.class_id,
         class_name=prediction.class_name,
         confidence=prediction.confidence,

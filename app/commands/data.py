@@ -1,4 +1,4 @@
-"""`greedysign data check|synth|preview`."""
+"""`greedysign data check|synth|scenes|preview`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import time
 from pathlib import Path
 
 from data.records import DataError
+
+# Kept here (not imported from data.scenes) so that `greedysign --help` loads no image code.
+SCENE_BACKGROUNDS = ("video", "negatives", "dfg")
+SCENE_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -26,6 +30,42 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--per-class", type=int, default=20, help="images per class (58 classes)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(handler=run_synth)
+
+    scenes = sub.add_parser(
+        "scenes", help="composite signs with exact masks into street frames (COCO format)"
+    )
+    scenes.add_argument("out", type=Path, help="writes OUT/images/*.jpg and OUT/annotations.json")
+    scenes.add_argument("--frames", type=int, default=100, help="number of frames")
+    scenes.add_argument("--seed", type=int, default=0)
+    scenes.add_argument("--width", type=int, default=1280)
+    scenes.add_argument("--height", type=int, default=720)
+    scenes.add_argument("--min-size", type=float, default=12.0, help="smallest sign (px)")
+    scenes.add_argument("--max-size", type=float, default=120.0, help="largest common sign (px)")
+    scenes.add_argument(
+        "--large-max-size", type=float, default=320.0, help="largest of the few larger signs (px)"
+    )
+    scenes.add_argument(
+        "--signs", type=int, nargs=2, default=(1, 10), metavar=("MIN", "MAX"), help="per frame"
+    )
+    scenes.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="real data (video/, tt100k-crops/, ctsrd-real/, dfg-frames/); default "
+        "$GREEDYSIGN_SHARED_DATA or ../shared/data beside the repository",
+    )
+    scenes.add_argument(
+        "--backgrounds",
+        default=",".join(SCENE_BACKGROUNDS),
+        help=f"comma-separated, of {','.join(SCENE_BACKGROUNDS)} (those present are used; "
+        "none present: procedural textures)",
+    )
+    scenes.add_argument(
+        "--sign-sources",
+        default=",".join(SCENE_SIGN_SOURCES),
+        help=f"comma-separated, of {','.join(SCENE_SIGN_SOURCES)} (those present are used)",
+    )
+    scenes.set_defaults(handler=run_scenes)
 
     preview = sub.add_parser("preview", help="contact sheet of samples with masks and boxes")
     preview.add_argument("path", type=Path)
@@ -48,7 +88,8 @@ def _add_on_error(parser: argparse.ArgumentParser) -> None:
         "--on-error",
         choices=("raise", "skip"),
         default="raise",
-        help="stop at the first bad record (default) or skip and report",
+        help="stop at the first bad record (default; exit 2) or skip and report them "
+        "(exit 1 when any was skipped)",
     )
 
 
@@ -61,7 +102,8 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
-    return 0
+    # Skipped records are reported above; the exit code says so too, for scripts.
+    return 1 if report.skipped else 0
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -74,6 +116,46 @@ def run_synth(args: argparse.Namespace) -> int:
         f"wrote {written} images to {args.out} in {seconds:.1f} s "
         f"({written / seconds * 60:.0f} images/min)"
     )
+    return 0
+
+
+def run_scenes(args: argparse.Namespace) -> int:
+    from data.scenes import SceneConfig, SceneGenerator, SceneSources, write_scenes
+
+    def kinds(text: str) -> tuple[str, ...]:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+
+    try:
+        config = SceneConfig(
+            width=args.width,
+            height=args.height,
+            min_size=args.min_size,
+            max_size=args.max_size,
+            large_max_size=max(args.large_max_size, args.max_size),
+            signs=tuple(args.signs),
+        )
+        sources = SceneSources.from_data_root(
+            args.data_root, backgrounds=kinds(args.backgrounds), signs=kinds(args.sign_sources)
+        )
+        generator = SceneGenerator(sources, config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    backgrounds = ", ".join(generator.background_kinds) or "procedural textures (no real data)"
+    print(f"backgrounds: {backgrounds}; signs: {', '.join(generator.sign_kinds)}")
+    try:
+        report = write_scenes(
+            args.out, frames=args.frames, seed=args.seed, config=config, sources=sources
+        )
+    except (DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {report.frames} frames ({args.width}x{args.height}) with {len(report.sizes)} signs "
+        f"({report.ignored} marked ignore) to {args.out} in {report.seconds:.1f} s "
+        f"({report.images_per_minute:.0f} images/min)"
+    )
+    print(report.size_summary())
     return 0
 
 

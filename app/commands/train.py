@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from data.records import DataError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from model.options import EVAL_SUBSETS, get_args_parser
+    from model.choices import EVAL_SUBSETS
+    from model.options import get_args_parser
 
     train = commands.add_parser(
         "train",
@@ -27,7 +29,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="model file or run folder (default: newest run, else shipped)",
     )
-    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="dataset folder; give it again to evaluate on several (figures per collection)",
+    )
     evaluate.add_argument(
         "--subset",
         choices=EVAL_SUBSETS,
@@ -43,6 +51,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from model.train import main
 
+    # Recorded in the model, so that its card can say how to make it again.
+    args.command_line = shlex.join(["greedysign", "train", *sys.argv[2:]])
     try:
         main(args)
     except DataError as error:
@@ -59,10 +69,11 @@ def run_eval(args: argparse.Namespace) -> int:
         metrics = evaluate_model(
             resolve_model(args.model), args.data, subset=args.subset, device=args.device
         )
-    except (DataError, FileNotFoundError) as error:
+    except (DataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.per_class:
-        metrics.pop("per_class")
+        for part in (metrics, *metrics.get("datasets", {}).values()):
+            part.pop("per_class")
     print(json.dumps(metrics, indent=2))
     return 0

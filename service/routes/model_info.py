@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from service.deps import PredictorDep
 from service.errors import ERROR_RESPONSES
-from service.schemas import ModelClass, ModelDescription
+from service.schemas import ModelClass, ModelDescription, OpenSet
 
 router = APIRouter(prefix="/v1", tags=["model"])
 
@@ -22,8 +22,13 @@ async def model(predictor: PredictorDep) -> ModelDescription:
         method=info.method,
         arch=info.config.arch,
         image_size=info.config.image_size,
-        num_classes=len(info.class_names),
-        classes=[ModelClass(class_id=i, class_name=n) for i, n in enumerate(info.class_names)],
+        num_classes=len(predictor.class_names),
+        classes=[ModelClass(class_id=i, class_name=n) for i, n in enumerate(predictor.class_names)],
+        open_set=OpenSet(
+            answers=predictor.label_names[predictor.num_known :],
+            threshold=predictor.threshold,
+            trained=len(info.class_names) > predictor.num_known,
+        ),
         split=info.split,
         metrics=info.metrics,
         data_fingerprint=info.data_fingerprint,

@@ -43,7 +43,7 @@ def test_bad_annotation_exits_2_naming_file_and_line(synthetic, tmp_path, capsys
     (broken / "annotations.txt").write_text("\n".join(lines) + "\n")
     assert main(["data", "check", str(broken)]) == 2
     assert "annotations.txt:3: width is not an integer" in capsys.readouterr().err
-    assert main(["data", "check", str(broken), "--on-error", "skip", "--json"]) == 0
+    assert main(["data", "check", str(broken), "--on-error", "skip", "--json"]) == 1
     assert _json(capsys)["records"] == 57
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -24,16 +25,26 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_train_memory_reports_the_greedy_to_sgd_ratio_of_a_split() -> None:
-    # One explicit two-module split: SGD and three greedy phases, each in its own process.
+    # One explicit two-module split: SGD, three sequential greedy phases and the simultaneous
+    # one, each in its own process.
     split = "stem+layer1,layer2+layer3+layer4"
     done = _run(
         "train_memory.py",
         *("--batch-size", "8", "--image-size", "32", "--steps", "1", "--splits", split),
+        *("--schedules", "sequential", "simultaneous"),
     )
     assert done.returncode == 0, done.stderr
-    ratios = re.findall(r"^split (\S+) \(K=(\d)\): .* = (\d\.\d\d);", done.stdout, re.MULTILINE)
-    assert [(name, int(k)) for name, k, _ in ratios] == [(split, 2)]
-    assert 0 < float(ratios[0][2]) < 1
+    ratios = re.findall(
+        r"^split (\S+) (\w+) \(K=(\d)\): .* = (\d\.\d\d);", done.stdout, re.MULTILINE
+    )
+    assert [(name, schedule, int(k)) for name, schedule, k, _ in ratios] == [
+        (split, "sequential", 2),
+        (split, "simultaneous", 2),
+    ]
+    sequential, simultaneous = (float(row[3]) for row in ratios)
+    # One module's activations at a time either way; the simultaneous schedule holds every
+    # module's weights, gradients and optimizer state at once.
+    assert 0 < sequential < simultaneous
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU: the real check applies")
@@ -41,3 +52,36 @@ def test_gpu_check_says_there_is_no_cuda_device_and_exits_0() -> None:
     done = _run("gpu_check.py")
     assert done.returncode == 0
     assert "no CUDA device" in done.stdout
+
+
+def test_official_layout_from_the_shared_sample_trains_with_the_papers_split(
+    ctsrd_real: Path, tmp_path: Path
+) -> None:
+    done = _run("tsrd_official_sample.py", "--sample", str(ctsrd_real), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "wrote 1996 train and 972 test files" in done.stdout
+    from data.load import load_dataset
+    from data.split import cross_split_copies, train_test_split
+
+    index = load_dataset(tmp_path)
+    assert index.layout == "official"
+    train, test = train_test_split(index, official=True)
+    assert (len(train), len(test)) == (1996, 972)
+    # The sample's images that the release holds in both splits, with all their test copies.
+    leaked = cross_split_copies(train, test)
+    assert leaked > 42
+
+    from model.options import get_args_parser
+    from model.train import main
+
+    run = tmp_path / "run"
+    args = get_args_parser().parse_args(
+        ["--data", str(tmp_path), "--split", "official", "--method", "sgd", "--epochs", "1"]
+        + ["--image-size", "32", "--batch-size", "64", "--workers", "0", "--out", str(run)]
+    )
+    metrics = main(args)
+    split = json.loads((run / "metrics.json").read_text())["split"]
+    assert split["kind"] == "official (the release's files)"
+    assert (split["train_images"], split["test_images"]) == (1996, 972)
+    assert split["test_images_also_in_train"] == leaked
+    assert metrics["images"] == 972

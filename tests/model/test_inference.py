@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from data.classes import label_names
 from data.transforms import preprocess
 from model.checkpoint import load_model
 from model.device import resolve_device
@@ -83,13 +84,18 @@ def test_predictions_match_the_model_and_live_at_the_original_size(
     probabilities = logits.softmax(dim=1)
     for index, (image, prediction) in enumerate(zip(images, predictions, strict=True)):
         height, width = image.shape[:2]
-        assert prediction.class_id == int(probabilities[index].argmax())
+        best = int(probabilities[index].argmax())  # over the classes and the open set
+        kind = "sign" if best < 58 else ("unknown_sign", "no_sign")[best - 58]
+        assert prediction.kind == kind
+        assert prediction.class_id == (best if kind == "sign" else None)
+        assert prediction.class_name == label_names("ctsrd")[best]
         assert prediction.confidence == pytest.approx(float(probabilities[index].max()), abs=1e-5)
-        assert [s.class_id for s in prediction.top_k][0] == prediction.class_id
+        # The top-k are the known classes, whatever the answer.
+        assert prediction.top_k[0].class_id == int(probabilities[index, :58].argmax())
         assert len(prediction.top_k) == 3
         confidences = [s.confidence for s in prediction.top_k]
         assert confidences == sorted(confidences, reverse=True)
-        assert prediction.top_k[0].class_name == predictor.class_names[prediction.class_id]
+        assert prediction.top_k[0].class_name == predictor.class_names[prediction.top_k[0].class_id]
 
         upsampled = (
             F.interpolate(
@@ -106,6 +112,21 @@ def test_predictions_match_the_model_and_live_at_the_original_size(
         assert prediction.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
 
 
+def test_an_unsure_known_class_is_answered_unknown_sign(predictor: Predictor) -> None:
+    images = [sign_scene(64, 48, seed=i) for i in range(6)]
+    predictor.threshold = 1.0  # no probability reaches it: every known answer is unsure
+    try:
+        predictions = predictor.predict_images(images)
+    finally:
+        predictor.threshold = 0.0
+    assert {p.kind for p in predictions} <= {"unknown_sign", "no_sign"}
+    for prediction in predictions:
+        assert prediction.class_id is None
+        if prediction.kind == "unknown_sign":
+            assert prediction.class_name == "unknown sign"
+            assert prediction.confidence == pytest.approx(1 - prediction.top_k[0].confidence)
+
+
 def test_empty_mask_has_no_box(predictor: Predictor) -> None:
     # A bias far below zero makes every mask logit negative: the mask is empty.
     state = {k: v.clone() for k, v in predictor.model.seg_head.state_dict().items()}
@@ -120,7 +141,7 @@ def test_empty_mask_has_no_box(predictor: Predictor) -> None:
 
 def test_top_k_is_capped_by_the_number_of_classes(predictor: Predictor) -> None:
     (prediction,) = predictor.predict_images([sign_scene()], top_k=500)
-    assert len(prediction.top_k) == 58
+    assert len(prediction.top_k) == 58  # the known classes
 
 
 def test_batch_and_sizes_must_agree(predictor: Predictor) -> None:

@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 import torch
 from torchmetrics.classification import BinaryJaccardIndex, MulticlassAccuracy
 
 from model.losses import dice_loss, module_loss
 from model.metrics import EvalAccumulator, box_iou, mask_boxes
+from model.open_set import answer, choose_threshold
 
 
 def _box_mask(height, width, box):
@@ -50,18 +52,71 @@ def test_accumulator_matches_torchmetrics():
     assert 0 <= metrics["box_iou"] <= 1 and 0 <= metrics["mask_iou"] <= 1
 
 
-def test_perfect_masks_score_one_and_unknown_classes_count_as_errors():
+def test_perfect_masks_score_one_and_labels_beyond_the_model_count_apart():
     size = 12
     masks = torch.stack([_box_mask(size, size, (1, 2, 9, 10))] * 3)[:, None].float()
     boxes = torch.tensor([[1, 2, 9, 10]] * 3, dtype=torch.float)
-    logits = torch.eye(3)  # predicts 0, 1, 2
-    labels = torch.tensor([0, 1, 7])  # 7 is outside the model's 3 classes
+    logits = torch.eye(3)  # answers 0, 1, 2
+    labels = torch.tensor([0, 2, 9])  # 9 is beyond the model's 3 classes + 2 open-set labels
     accumulator = EvalAccumulator(3)
     accumulator.update(logits, masks * 20 - 10, labels, masks, boxes)
     metrics = accumulator.compute()
-    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert metrics["accuracy"] == pytest.approx(1 / 2)
     assert metrics["unknown_class_images"] == 1
     assert metrics["box_iou"] == metrics["mask_iou"] == metrics["mask_miou"] == pytest.approx(1.0)
+
+
+def test_open_set_answers_accuracy_and_rejection():
+    """Known classes 0..2, unknown sign 3, no sign 4. A known answer below the threshold
+    becomes "unknown sign"; an open-set answer is wrong on a known sign and a rejection on
+    the others."""
+    probabilities = torch.tensor(
+        [
+            [0.90, 0.05, 0.01, 0.02, 0.02],  # known 0, sure: right
+            [0.10, 0.50, 0.10, 0.20, 0.10],  # known 1 at 0.5: right, or rejected at t > 0.5
+            [0.10, 0.10, 0.10, 0.60, 0.10],  # known 2 answered unknown: wrong
+            [0.05, 0.05, 0.10, 0.70, 0.10],  # unknown sign answered unknown: rejected
+            [0.60, 0.10, 0.10, 0.10, 0.10],  # no sign answered class 0 at 0.6
+        ]
+    )
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    accumulator = EvalAccumulator(3)
+    no_boxes = torch.zeros(5, 4)
+    accumulator.update(
+        probabilities.log(), torch.zeros(5, 1, 4, 4), labels, torch.zeros(5, 1, 4, 4), no_boxes
+    )
+
+    at_zero = accumulator.compute(0.0)
+    assert at_zero["accuracy"] == pytest.approx(2 / 3)
+    assert at_zero["rejection_rate"] == pytest.approx(1 / 2)
+    assert at_zero["box_iou"] is None and at_zero["mask_miou"] is None
+    assert (at_zero["known_images"], at_zero["open_set_images"]) == (3, 2)
+
+    at_055 = accumulator.compute(0.55)
+    assert at_055["accuracy"] == pytest.approx(1 / 3)  # class 1 at 0.5 is now rejected
+    assert at_055["rejection_rate"] == pytest.approx(1 / 2)
+    at_065 = accumulator.compute(0.65)
+    assert at_065["rejection_rate"] == pytest.approx(1.0)  # the no-sign patch too
+
+    points = accumulator.operating_points(np.array([0.0, 0.55, 0.65]))
+    assert [p["accuracy"] for p in points] == pytest.approx([2 / 3, 1 / 3, 1 / 3])
+    assert [p["rejection_rate"] for p in points] == pytest.approx([0.5, 0.5, 1.0])
+
+    answers = answer(probabilities, num_known=3, threshold=0.55)
+    assert answers.label.tolist() == [0, 3, 3, 3, 0]
+    assert answers.confidence.tolist() == pytest.approx([0.9, 0.5, 0.6, 0.7, 0.6])
+
+
+def test_threshold_rejects_the_most_within_the_accuracy_it_may_cost():
+    # 100 known images: the best known class's probability is 0.3 + i/200, right for all.
+    # 100 unknown ones: 0.2 + i/200 for a known class.
+    labels = np.array([0] * 100 + [3] * 100)
+    best = np.zeros(200, dtype=np.int64)
+    best_known = np.concatenate([0.3 + np.arange(100) / 200, 0.2 + np.arange(100) / 200])
+    threshold = choose_threshold(labels, best, best_known, num_known=3)
+    # Rejecting known images below 0.3 + 1/200 costs one point: t = 0.30 or 0.31 is within.
+    assert threshold == pytest.approx(0.30)
+    assert choose_threshold(labels[:100], best[:100], best_known[:100], num_known=3) == 0.0
 
 
 def test_losses_are_separate_terms_and_dice_is_zero_for_perfect_masks():

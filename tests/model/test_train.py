@@ -34,7 +34,8 @@ def _batch(n=8, classes=58):
     masks = torch.zeros(n, 1, SIZE, SIZE)
     masks[:, :, 8:24, 8:24] = 1
     labels = torch.randint(0, classes, (n,), generator=generator)
-    return images, masks, labels
+    mask_known = torch.ones(n, dtype=torch.bool)
+    return images, masks, labels, mask_known
 
 
 def _greedy_phases(reg="entropy"):
@@ -47,14 +48,16 @@ def _train_steps(model, phase, steps=5, lr=0.05):
     model.freeze_stages(phase.frozen)
     model.train()
     optimizer = torch.optim.SGD(list(phase.parameters()), lr=lr, momentum=0.9)
-    images, masks, labels = _batch()
+    batch = _batch()
     losses = []
     for _ in range(steps):
-        terms, _, _ = phase.step(images, masks, labels)
         optimizer.zero_grad()
-        terms["total"].backward()
+        total = 0.0
+        for local in phase.step(*batch):
+            local.terms["total"].backward()
+            total += local.terms["total"].item()
         optimizer.step()
-        losses.append(terms["total"].item())
+        losses.append(total)
     return losses
 
 
@@ -78,9 +81,8 @@ def test_no_gradient_crosses_the_module_boundary():
     model, phases = _greedy_phases()
     k = 1
     model.freeze_stages(k)
-    images, masks, labels = _batch()
-    terms, _, _ = phases[k].step(images, masks, labels)
-    terms["total"].backward()
+    (local,) = phases[k].step(*_batch())
+    local.terms["total"].backward()
     # Neither earlier nor later modules, nor the final heads, see a gradient.
     untouched = [model.stages[0], *model.stages[k + 1 :], model.cls_head, model.seg_decoder]
     assert all(p.grad is None for m in untouched for p in m.parameters())
@@ -104,13 +106,36 @@ def test_heads_phase_trains_only_the_segmentation_decoder():
     assert any(not torch.equal(a, b) for a, b in zip(decoder_before, decoder_after, strict=True))
 
 
-@pytest.mark.parametrize(("method", "lr"), [("greedy-dib", 0.05), ("sgd", 0.01)])
-def test_loss_falls_on_a_fixed_batch(method, lr):
+@pytest.mark.parametrize(
+    ("method", "schedule", "lr"),
+    [("greedy-dib", "sequential", 0.05), ("greedy-dib", "simultaneous", 0.05), ("sgd", "", 0.01)],
+)
+def test_loss_falls_on_a_fixed_batch(method, schedule, lr):
     torch.manual_seed(0)
     model = network_for(method, NetConfig(image_size=SIZE))
-    phase = build_phases(model, method, LossSettings())[0]
+    phase = build_phases(model, method, LossSettings(), schedule=schedule or "sequential")[0]
     losses = _train_steps(model, phase, steps=15, lr=lr)
     assert min(losses[-3:]) < 0.75 * losses[0]
+
+
+def test_simultaneous_schedule_keeps_every_gradient_inside_its_module():
+    """Each local loss of the simultaneous step reaches only its own module (and heads): the
+    same greedy rule as the sequential schedule, on every batch."""
+    torch.manual_seed(0)
+    model = network_for("greedy-dib", NetConfig(image_size=SIZE))
+    (phase,) = build_phases(model, "greedy-dib", LossSettings(), schedule="simultaneous")
+    assert phase.name == "modules" and phase.frozen == 0
+    model.freeze_stages(0)
+    model.train()
+    parts = [*(list(s.parameters()) for s in model.stages), list(model.seg_decoder.parameters())]
+    locals_ = phase.step(*_batch())
+    for k in range(model.num_stages + 1):
+        local = next(locals_)
+        model.zero_grad(set_to_none=True)
+        local.terms["total"].backward()
+        reached = [any(p.grad is not None for p in part) for part in parts]
+        assert reached == [i == k for i in range(len(parts))], f"local loss {k}"
+    assert next(locals_, None) is None
 
 
 def _args(data, out, *extra):
@@ -165,6 +190,22 @@ def test_interrupted_run_resumes_after_module_2_and_finishes(tiny_synthetic, tmp
     assert (out / "model.pt").stat().st_mode & 0o777 == 0o644
     for plot in ("curves.png", "gradients.png", "confusion.png"):
         assert (out / plot).stat().st_size > 0
+
+    # The interruption changed nothing: an uninterrupted run ends with the same weights.
+    main(_args(tiny_synthetic, tmp_path / "straight"))
+    straight = load_file(tmp_path / "straight" / "model.pt")["model"]
+    resumed = load_file(out / "model.pt")["model"]
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
+def test_resume_refuses_a_missing_or_finished_run(tiny_synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    with pytest.raises(SystemExit, match="no checkpoint to resume"):
+        main(_args(tiny_synthetic, tmp_path / "never", "--resume"))
+    main(_args(tiny_synthetic, tmp_path / "done", "--method", "sgd"))
+    with pytest.raises(SystemExit, match="finished training"):
+        main(_args(tiny_synthetic, tmp_path / "done", "--method", "sgd", "--resume"))
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_synthetic, tmp_path, monkeypatch):

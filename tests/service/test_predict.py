@@ -29,17 +29,19 @@ def test_predict_answers_in_the_documented_shape(client, media, tiny_model_path)
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {
-        "class_id", "class_name", "confidence", "top_k", "box", "mask", "image_size", "timings_ms"
+        "kind", "class_id", "class_name", "confidence", "top_k", "box", "mask", "image_size",
+        "timings_ms",
     }  # fmt: skip
     assert body["image_size"] == [48, 64]
-    assert [item["class_id"] for item in body["top_k"]][0] == body["class_id"]
     assert len(body["top_k"]) == 3
     assert set(body["timings_ms"]) == {"decode", "queue", "inference", "total"}
     assert body["timings_ms"]["total"] >= body["timings_ms"]["inference"]
 
     # The same image through the Predictor directly: the service adds nothing and loses nothing.
     (expected,) = Predictor.load(tiny_model_path, "cpu").predict_images([image], top_k=3)
-    assert body["class_id"] == expected.class_id
+    assert (body["kind"], body["class_id"]) == (expected.kind, expected.class_id)
+    assert body["class_name"] == expected.class_name
+    assert [item["class_id"] for item in body["top_k"]] == [s.class_id for s in expected.top_k]
     assert body["confidence"] == pytest.approx(expected.confidence, abs=1e-6)
     assert body["box"] == list(expected.box)
 
@@ -91,6 +93,11 @@ def test_model_description(client) -> None:
     body = client.get("/v1/model").json()
     assert body["arch"] == "resnet18" and body["image_size"] == 32
     assert body["num_classes"] == 58 and len(body["classes"]) == 58
+    assert body["open_set"] == {
+        "answers": ["unknown sign", "no sign"],
+        "threshold": 0.0,
+        "trained": True,
+    }
     assert body["classes"][0] == {"class_id": 0, "class_name": "Speed limit 5 km/h"}
     assert body["method"] == "greedy-dib" and body["metrics"] == {"accuracy": 0.5}
     assert body["device"] == "cpu" and body["fp16"] is False

@@ -136,19 +136,27 @@ function showPrediction(card, prediction, requestMs) {
   const where = prediction.box
     ? `sign at x ${prediction.box[0]}–${prediction.box[2]}, y ${prediction.box[1]}–${prediction.box[3]}`
     : "no sign region found";
+  const known = prediction.kind === "sign";
   card.body.replaceChildren(
     el("h3", { className: "file-name", title: card.file.name }, card.file.name),
     el(
       "p",
-      { className: "prediction" },
+      { className: known ? "prediction" : "prediction open-set" },
       el("span", { className: "class-name" }, prediction.class_name),
       el("span", { className: "confidence" }, percent(prediction.confidence)),
     ),
-    el("p", { className: "hint" }, `class ${prediction.class_id} · ${width} × ${height} px · ${where}`),
-    topK,
+    el("p", { className: "hint" }, `${KIND_TEXT[prediction.kind](prediction)} · ${width} × ${height} px · ${where}`),
+    known ? topK : el("div", {}, el("p", { className: "hint" }, "Closest known classes:"), topK),
     timing,
   );
 }
+
+// What the answer is, in words: a class the model knows, a sign it does not, or none.
+const KIND_TEXT = {
+  sign: (prediction) => `class ${prediction.class_id}`,
+  unknown_sign: () => "a sign of none of the model's classes",
+  no_sign: () => "no traffic sign in the picture",
+};
 
 function topKRow(score, isTop) {
   const fill = el("span", { className: "bar-fill" });

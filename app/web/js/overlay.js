@@ -11,6 +11,8 @@
 const MASK_FILL = [60, 255, 130, 90];
 const MASK_EDGE = [60, 255, 130, 240];
 const BOX_COLOR = "#ffd21f";
+// A sign of none of the model's classes: shown, in grey, so that it reads as "not known".
+const UNKNOWN_BOX_COLOR = "#c8c8c8";
 const BOX_OUTLINE = "rgba(0, 0, 0, 0.75)";
 const LABEL_TEXT = "#111";
 
@@ -78,7 +80,8 @@ function paintBox(canvas, prediction) {
   context.strokeStyle = BOX_OUTLINE;
   context.lineWidth = 4 * ratio;
   context.strokeRect(left, top, boxWidth, boxHeight);
-  context.strokeStyle = BOX_COLOR;
+  const color = prediction.kind === "unknown_sign" ? UNKNOWN_BOX_COLOR : BOX_COLOR;
+  context.strokeStyle = color;
   context.lineWidth = 2 * ratio;
   context.strokeRect(left, top, boxWidth, boxHeight);
 
@@ -91,7 +94,7 @@ function paintBox(canvas, prediction) {
   // Above the box when there is room, else just inside its top edge; never off the canvas.
   const labelTop = top - labelHeight >= 0 ? top - labelHeight : Math.min(top, height - labelHeight);
   const labelLeft = Math.min(Math.max(0, left - 1 * ratio), width - labelWidth);
-  context.fillStyle = BOX_COLOR;
+  context.fillStyle = color;
   context.fillRect(labelLeft, labelTop, labelWidth, labelHeight);
   context.fillStyle = LABEL_TEXT;
   context.textBaseline = "middle";
@@ -107,6 +110,10 @@ export function createOverlay(maskCanvas, boxCanvas) {
   observer.observe(boxCanvas);
   return {
     show(prediction) {
+      if (prediction.kind === "no_sign") {
+        this.clear(); // the model says there is no sign: nothing to outline
+        return;
+      }
       current = prediction;
       paintMask(maskCanvas, prediction.mask);
       paintBox(boxCanvas, prediction);

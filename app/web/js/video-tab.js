@@ -141,7 +141,10 @@ export function initVideoTab(panel) {
         // keeps such guesses off the video while still saying what they were.
         const threshold = Number(thresholdSelect.value);
         const guess = `${message.class_name} · ${percent(message.confidence, 0)}`;
-        if (message.confidence >= threshold) {
+        if (message.kind === "no_sign") {
+          overlay.clear();
+          liveLabel.textContent = `No sign (${percent(message.confidence, 0)})`;
+        } else if (message.confidence >= threshold) {
           overlay.show(message);
           liveLabel.textContent = guess;
         } else {

@@ -1,0 +1,11 @@
+"""The named choices of the model layer, free of torch and argparse: the CLI builds its parser
+from them without loading PyTorch, and the modules that implement them check against them."""
+
+from __future__ import annotations
+
+METHODS = ("greedy-dib", "greedy-ce", "sgd")
+SCHEDULES = ("sequential", "simultaneous")
+REGULARISERS = ("entropy", "mi", "none")
+ARCH_NAMES = ("resnet18", "resnet34")
+EVAL_SUBSETS = ("test", "train", "all")
+DATA_SPLITS = ("leakage-free", "official")
