@@ -17,10 +17,11 @@ from fastapi.staticfiles import StaticFiles
 
 from model.inference import Predictor
 from model.runs import resolve_model
+from service.access import AccessGuard
 from service.deps import ApiKey
 from service.engine import Engine
 from service.errors import install_error_handlers
-from service.limits import Admission, BodySizeLimit
+from service.limits import Admission, BodyLimits, PixelBudget
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.routes import health, model_info, predict, stream, video
 from service.settings import Settings
@@ -76,7 +77,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.engine = None
+    app.state.pixel_budget = PixelBudget(settings.pixel_budget, settings.request_timeout_s)
     install_error_handlers(app)
+    # Middlewares, added innermost first. A request meets them outermost first: metrics,
+    # CORS (so that refusals carry its headers too, and preflights need no key), the key
+    # and origin check (headers only), the body's size and pace, and admission (a place once
+    # the body is in). Each refuses what it can before the next one spends anything.
+    app.add_middleware(Admission, paths=INFERENCE_PATHS)
+    app.add_middleware(
+        BodyLimits,
+        default_limit=settings.max_upload_bytes,
+        limits_by_path={"/v1/video": settings.max_video_bytes},
+        read_timeout_s=settings.body_read_timeout_s,
+    )
+    app.add_middleware(AccessGuard, settings=settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -84,12 +98,6 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key"],
         )
-    app.add_middleware(Admission, paths=INFERENCE_PATHS)
-    app.add_middleware(
-        BodySizeLimit,
-        default_limit=settings.max_upload_bytes,
-        limits_by_path={"/v1/video": settings.max_video_bytes},
-    )
     # Outermost, so that it counts what the middlewares inside it refuse too.
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=INFERENCE_PATHS)
 

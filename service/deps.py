@@ -14,6 +14,7 @@ from model.inference import Predictor
 from service.decode import ImageLimits
 from service.engine import Engine
 from service.errors import NotReady, Unauthorized
+from service.limits import PixelBudget
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -40,10 +41,15 @@ def get_predictor(engine: Annotated[Engine, Depends(get_engine)]) -> Predictor:
     return engine.predictor
 
 
+def get_pixel_budget(connection: HTTPConnection) -> PixelBudget:
+    return connection.app.state.pixel_budget
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+PixelBudgetDep = Annotated[PixelBudget, Depends(get_pixel_budget)]
 
 
 def get_image_limits(settings: SettingsDep) -> ImageLimits:

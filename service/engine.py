@@ -6,8 +6,8 @@
 
 Requests arrive already decoded and preprocessed (a [3, S, S] tensor each; decoding happens
 in the threadpool before queueing, so one bad file cannot fail a batch). Each request holds
-an `admit()` place from its arrival to its answer (service/limits.py's Admission; the
-stream route per frame), which bounds all the work in flight, not only the queued part.
+an `admit()` place from the end of its upload to its answer (service/limits.py's Admission;
+the stream route per frame), which bounds all the work in flight, not only the queued part.
 
 The batching task takes the oldest request and fills a batch until it holds
 `max_batch_size` requests or the oldest one has waited `max_wait_ms`; requests already
@@ -94,6 +94,14 @@ class Engine:
     def admitted(self) -> int:
         return self._admitted
 
+    @property
+    def at_capacity(self) -> bool:
+        return self._admitted >= self.queue_size
+
+    @property
+    def capacity_message(self) -> str:
+        return f"the service is at capacity ({self.queue_size} requests)"
+
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Hold one of `queue_size` places for a request from before its decoding until its
@@ -103,8 +111,8 @@ class Engine:
         latency of admitted requests stays near queue_size / throughput."""
         if not self.ready:
             raise NotReady()
-        if self._admitted >= self.queue_size:
-            raise Overloaded(f"the service is at capacity ({self.queue_size} requests)")
+        if self.at_capacity:
+            raise Overloaded(self.capacity_message)
         self._admitted += 1
         try:
             yield

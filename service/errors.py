@@ -73,6 +73,12 @@ class Unauthorized(ServiceError):
     status_code, code = 401, "unauthorized"
 
 
+class BodyTimeout(ServiceError):
+    """The client stopped sending its request body (an idle or trickling upload)."""
+
+    status_code, code = 408, "request_timeout"
+
+
 class NotReady(ServiceError):
     status_code, code = 503, "not_ready"
 
@@ -117,6 +123,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -168,5 +175,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
 # OpenAPI `responses=` for routes, so clients (and schemathesis) know the error shape.
 ERROR_RESPONSES: dict[int | str, dict] = {
-    status: {"model": ErrorResponse} for status in (401, 413, 415, 422, 503, 504)
+    status: {"model": ErrorResponse} for status in (401, 408, 413, 415, 422, 503, 504)
 }

@@ -38,9 +38,38 @@ class Settings(BaseSettings):
     max_video_frames: int = Field(3000, ge=1)
     max_batch_files: int = Field(64, ge=1, le=1000)
 
+    # Hostile clients. Every video frame is checked against max_pixels as it is decoded
+    # (always: a container's header may lie about the size of its frames).
+    pixel_budget: int = Field(
+        64_000_000,
+        ge=64,
+        description="pixels (width x height) of the images being decoded and answered at "
+        "once, over all requests; more wait their turn (503 past request_timeout_s). An "
+        "eighth is kept for images no larger than that eighth",
+    )
+    body_read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="longest wait for the next part of a request body (408, connection closed)",
+    )
+    early_key_check: bool = Field(
+        True,
+        description="check X-API-Key (and the WebSocket's origin) from the request headers, "
+        "before any body is read",
+    )
+    video_deadline_s: float = Field(
+        120.0, gt=0, le=86_400, description="longest time one video upload may take"
+    )
+    max_video_decoded_frames: int = Field(
+        30_000, ge=1, description="frames decoded per video, sampled or not"
+    )
+
     api_key: SecretStr | None = Field(None, description="when set, /v1 needs X-API-Key")
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma-separated origins allowed by CORS"
+        default_factory=list,
+        description="comma-separated origins allowed by CORS and on the WebSocket, besides "
+        "the service's own",
     )
 
     @field_validator("device")
@@ -64,10 +93,21 @@ class Settings(BaseSettings):
         return key if key is not None and key.get_secret_value() else None
 
     @model_validator(mode="after")
-    def _queue_holds_a_batch(self) -> Settings:
+    def _limits_fit_together(self) -> Settings:
         if self.queue_size < self.max_batch_size:
             raise ValueError(
                 f"queue_size ({self.queue_size}) must be at least max_batch_size "
                 f"({self.max_batch_size})"
+            )
+        if self.pixel_budget - self.pixel_budget // 8 < self.max_pixels:
+            raise ValueError(
+                f"pixel_budget ({self.pixel_budget}) must hold one image of max_pixels "
+                f"({self.max_pixels}) besides the eighth it keeps for small images: at "
+                f"least {-(-self.max_pixels * 8 // 7)}"
+            )
+        if self.max_video_decoded_frames < self.max_video_frames:
+            raise ValueError(
+                f"max_video_decoded_frames ({self.max_video_decoded_frames}) must be at least "
+                f"max_video_frames ({self.max_video_frames})"
             )
         return self

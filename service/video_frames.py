@@ -4,10 +4,18 @@
 The container is judged by its magic bytes and FFmpeg is then told which demuxer to use
 instead of probing: an image, a playlist or any other format FFmpeg could open is refused
 up front (a playlist would even make FFmpeg open the URLs named in it).
+
+A container's header may lie about the size of its frames (an MJPEG stream declared 64x64
+can carry 8000x8000 pictures), so every frame is held to `max_pixels`: FFmpeg's decoder is
+given the limit and refuses a larger picture before allocating it, and each decoded frame is
+checked again. Decoding stops at a number of decoded frames (sampled or not) and at a
+deadline, so a heavy video cannot keep the CPU for minutes.
 """
 
 from __future__ import annotations
 
+import errno
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
@@ -15,7 +23,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from service.errors import ImageTooLarge, InvalidVideo, UnsupportedMedia
+from service.errors import ImageTooLarge, InferenceTimeout, InvalidVideo, UnsupportedMedia
 
 # ISO base media (mp4, mov, m4v) files open with one of these boxes, after its 4-byte size.
 _ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
@@ -52,14 +60,21 @@ class VideoInfo:
 class VideoFrame:
     index: int  # position among all decoded frames, sampled or not
     pts_s: float
-    rgb: np.ndarray
+    rgb: np.ndarray  # HxWx3 uint8, shrunk when frames() was asked to
+    size: tuple[int, int]  # (H, W) of the frame as decoded, before any shrinking
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
 
 
 class VideoReader:
     """An opened video: `info`, then `frames(...)` once; `close()` when done."""
 
     def __init__(self, file: BinaryIO, max_pixels: int):
+        self.max_pixels = max_pixels
         self.decoded = 0  # frames decoded so far, sampled or not
+        self.decode_cap_reached = False
         file.seek(0)
         demuxer = sniff_container(file.read(16))
         file.seek(0)
@@ -79,6 +94,9 @@ class VideoReader:
             self._stream = self._container.streams.video[0]
             self._stream.thread_type = "AUTO"
             context = self._stream.codec_context
+            # FFmpeg checks the width padded to its stride alignment: leave it some room; the
+            # exact limit is checked on each decoded frame.
+            context.options = {**context.options, "max_pixels": str(max_pixels * 9 // 8 + 4096)}
             if context.width * context.height > max_pixels:
                 raise ImageTooLarge(
                     f"video frames are {context.width}x{context.height}; "
@@ -99,25 +117,48 @@ class VideoReader:
             self._container.close()
             raise
 
-    def frames(self, sample_fps: float | None, max_frames: int) -> Iterator[VideoFrame]:
+    def frames(
+        self,
+        sample_fps: float | None,
+        max_frames: int,
+        *,
+        max_decoded: int | None = None,
+        deadline: float | None = None,
+        shrink_to: int | None = None,
+    ) -> Iterator[VideoFrame]:
         """Decoded frames, every one or one per 1/sample_fps seconds of presentation time,
-        at most `max_frames`. A decoding failure raises InvalidVideo naming the frame."""
+        at most `max_frames` of them and at most `max_decoded` frames decoded in all (then
+        `decode_cap_reached`). Past `deadline` (time.monotonic()) InferenceTimeout is raised;
+        a frame over max_pixels raises ImageTooLarge, and a decoding failure InvalidVideo,
+        naming the frame. With `shrink_to`, frames are scaled down as they are converted to
+        RGB, both sides kept at least `shrink_to`."""
         step = 1 / sample_fps if sample_fps else 0.0
         next_time = None
         yielded = 0
         index = -1
         decoded = self._container.decode(self._stream)
         while yielded < max_frames:
+            if max_decoded is not None and index + 1 >= max_decoded:
+                self.decode_cap_reached = True
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise InferenceTimeout(
+                    f"the video ran past its deadline after {index + 1} decoded frames"
+                )
             try:
                 frame = next(decoded)
             except StopIteration:
                 self._check_complete()
                 return
             except (av.FFmpegError, ValueError) as error:
-                where = f"after frame {index}" if index >= 0 else "before its first frame"
-                raise InvalidVideo(f"the video is truncated or corrupt {where} ({error})") from None
+                raise self._decoding_error(error, index) from None
             index += 1
             self.decoded = index + 1
+            if frame.width * frame.height > self.max_pixels:
+                raise ImageTooLarge(
+                    f"frame {index} is {frame.width}x{frame.height} = "
+                    f"{frame.width * frame.height} pixels; the limit is {self.max_pixels}"
+                )
             pts_s = self._frame_time(frame, index)
             if next_time is not None and pts_s + 1e-6 < next_time:
                 continue
@@ -127,7 +168,17 @@ class VideoReader:
             while step and next_time <= pts_s:
                 next_time += step
             yielded += 1
-            yield VideoFrame(index, pts_s, frame.to_ndarray(format="rgb24"))
+            yield VideoFrame(index, pts_s, _rgb(frame, shrink_to), (frame.height, frame.width))
+
+    def _decoding_error(self, error: Exception, index: int) -> Exception:
+        where = f"after frame {index}" if index >= 0 else "before its first frame"
+        if getattr(error, "errno", None) == errno.EINVAL:
+            # What FFmpeg's decoder answers to a picture over its max_pixels option.
+            return ImageTooLarge(
+                f"a frame {where} was refused by the decoder: over the limit of "
+                f"{self.max_pixels} pixels, or a malformed size"
+            )
+        return InvalidVideo(f"the video is truncated or corrupt {where} ({error})")
 
     def _check_complete(self) -> None:
         """A file cut short often decodes without any error, just fewer frames: compare with
@@ -149,3 +200,17 @@ class VideoReader:
         if frame.time is not None:
             return float(frame.time)
         return index / self.info.fps if self.info.fps else float(index)
+
+
+def _rgb(frame: av.VideoFrame, shrink_to: int | None) -> np.ndarray:
+    """The frame as HxWx3 uint8 RGB; with `shrink_to`, scaled down by an integer factor (area
+    averaging) in the same conversion, both sides kept at least `shrink_to`."""
+    factor = min(frame.width, frame.height) // shrink_to if shrink_to else 1
+    if factor < 2:
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(
+        format="rgb24",
+        width=max(1, frame.width // factor),
+        height=max(1, frame.height // factor),
+        interpolation="AREA",
+    )

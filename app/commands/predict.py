@@ -19,7 +19,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="model file or run folder (default: newest run, else shipped)",
     )
-    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument(
+        "--top-k", type=_positive_int, default=5, help="how many classes to list (at least 1)"
+    )
     predict.add_argument(
         "--mask",
         choices=("none", "rle", "png"),
@@ -30,14 +32,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.set_defaults(handler=run_predict)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from data.images import read_rgb
+    from model.checkpoint import ModelFileError
     from model.inference import Predictor, mask_to_png_base64, mask_to_rle
     from model.runs import resolve_model
 
     try:
         predictor = Predictor.load(resolve_model(args.model), args.device)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ModelFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     failures = 0

@@ -63,11 +63,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from model.checkpoint import ModelFileError, load_model
     from model.runs import resolve_model
 
     try:
         model = resolve_model(settings.model)
-    except FileNotFoundError as error:
+        # Read it once here, so a file that is not a model is one line, not the traceback
+        # of a failed application start-up.
+        load_model(model)
+    except (FileNotFoundError, ModelFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     settings = settings.model_copy(update={"model": model})

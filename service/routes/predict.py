@@ -7,19 +7,19 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
-from starlette.concurrency import run_in_threadpool
 
-from service.decode import ImageLimits, prepare_image
-from service.deps import EngineDep, ImageLimitsDep
+from service.decode import ImageLimits
+from service.deps import EngineDep, ImageLimitsDep, PixelBudgetDep
 from service.engine import Engine
 from service.errors import ERROR_RESPONSES, ErrorDetail, ServiceError
+from service.limits import PixelBudget
+from service.pipeline import predict_image
 from service.schemas import (
     MAX_TOP_K,
     BatchError,
     BatchPrediction,
     MaskFormat,
     Prediction,
-    prediction_response,
 )
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -35,19 +35,28 @@ IMAGE_HELP = "JPEG, PNG, WebP, GIF, BMP, TIFF or PPM (judged by content, not by 
 async def predict(
     file: Annotated[UploadFile, File(description=f"the image: {IMAGE_HELP}")],
     engine: EngineDep,
+    budget: PixelBudgetDep,
     limits: ImageLimitsDep,
     top_k: TopK = 5,
     mask_format: MaskFormatQuery = MaskFormat.png,
 ) -> Prediction:
     """Class, top-k, sign box and mask of one image."""
-    started = time.perf_counter()
-    return await _predict_upload(file, engine, limits, top_k, mask_format, started)
+    return await predict_image(
+        file.file,
+        engine=engine,
+        budget=budget,
+        limits=limits,
+        top_k=top_k,
+        mask_format=mask_format,
+        started=time.perf_counter(),
+    )
 
 
 @router.post("/predict/batch", responses=ERROR_RESPONSES)
 async def predict_batch(
     files: Annotated[list[UploadFile], File(description=f"the images: {IMAGE_HELP}")],
     engine: EngineDep,
+    budget: PixelBudgetDep,
     limits: ImageLimitsDep,
     top_k: TopK = 5,
     mask_format: MaskFormatQuery = MaskFormat.png,
@@ -57,36 +66,33 @@ async def predict_batch(
     started = time.perf_counter()
     return list(
         await asyncio.gather(
-            *(_batch_item(file, engine, limits, top_k, mask_format, started) for file in files)
+            *(
+                _batch_item(file, engine, budget, limits, top_k, mask_format, started)
+                for file in files
+            )
         )
     )
-
-
-async def _predict_upload(
-    file: UploadFile,
-    engine: Engine,
-    limits: ImageLimits,
-    top_k: int,
-    mask_format: MaskFormat,
-    started: float,
-) -> Prediction:
-    prepared = await run_in_threadpool(
-        prepare_image, file.file, limits, engine.predictor.preprocess
-    )
-    result = await engine.submit(prepared.tensor, prepared.size, top_k)
-    return await run_in_threadpool(prediction_response, result, prepared, mask_format, started)
 
 
 async def _batch_item(
     file: UploadFile,
     engine: Engine,
+    budget: PixelBudget,
     limits: ImageLimits,
     top_k: int,
     mask_format: MaskFormat,
     started: float,
 ) -> BatchPrediction | BatchError:
     try:
-        prediction = await _predict_upload(file, engine, limits, top_k, mask_format, started)
+        prediction = await predict_image(
+            file.file,
+            engine=engine,
+            budget=budget,
+            limits=limits,
+            top_k=top_k,
+            mask_format=mask_format,
+            started=started,
+        )
     except ServiceError as error:
         return BatchError(
             filename=file.filename, error=ErrorDetail(code=error.code, message=error.message)

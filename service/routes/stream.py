@@ -5,7 +5,8 @@ The client sends binary JPEG/PNG frames, each optionally preceded by a text mess
 task receives and keeps only the newest unprocessed frame; the other predicts whatever is
 newest when it is free. So a client sending faster than the model runs gets answers for
 the newest frames, each saying how many frames were dropped since the previous answer and
-in all. A bad frame or message is answered with an error and the socket stays open.
+in all. A bad frame or message is answered with an error and the socket stays open. Frames
+take the pipeline of /v1/predict (service/pipeline.py), pixel budget included.
 
 Answers (JSON text messages):
     {"frame_id", ...the fields of /v1/predict..., "dropped": {"since_last", "total"}}
@@ -13,32 +14,43 @@ Answers (JSON text messages):
     {"frame_id", "error": {"code": "payload_too_large", ...}}         refused on arrival
     {"error": {"code": "invalid_message", "message"}}                 a malformed text message
 Query parameters: top_k, mask_format (as /v1/predict), api_key (when the service has one and
-the client cannot send the X-API-Key header). Close codes: 1008 wrong key, 1013 not ready.
+the client cannot send the X-API-Key header). Close codes: 1008 wrong key or an origin the
+CORS rule does not allow (checked by service/access.py before the handshake completes),
+1013 not ready.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
-from starlette.concurrency import run_in_threadpool
 
-from service.decode import ImageLimits, prepare_image
+from service.decode import ImageLimits
 from service.deps import API_KEY_HEADER, MetricsDep, SettingsDep, api_key_matches
 from service.engine import Engine
 from service.errors import PayloadTooLarge, ServiceError, error_body
+from service.limits import PixelBudget
 from service.metrics import ServiceMetrics
+from service.pipeline import predict_image
 from service.routes.predict import MaskFormatQuery, TopK
-from service.schemas import MaskFormat, prediction_response
+from service.schemas import MaskFormat
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["stream"])
 
 # WebSocket close codes (RFC 6455 and the IANA registry).
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
+# A frame header is `{"frame_id": ...}`: longer text is refused before it is parsed.
+MAX_TEXT_CHARS = 1024
+INVALID_MESSAGE = (
+    'text messages must be JSON like {"frame_id": 7} (an integer or a string), '
+    f"at most {MAX_TEXT_CHARS} characters"
+)
 
 
 class LatestFrame:
@@ -94,17 +106,24 @@ async def stream(
         await websocket.close(TRY_AGAIN_LATER, "the model is not loaded yet")
         return
     await websocket.accept()
-    session = _StreamSession(websocket, engine, settings.max_upload_bytes, metrics)
+    budget: PixelBudget = websocket.app.state.pixel_budget
+    session = _StreamSession(websocket, engine, budget, settings.max_upload_bytes, metrics)
     limits = ImageLimits(settings.max_pixels, settings.min_image_side)
     await session.run(limits, top_k, mask_format)
 
 
 class _StreamSession:
     def __init__(
-        self, websocket: WebSocket, engine: Engine, max_frame_bytes: int, metrics: ServiceMetrics
+        self,
+        websocket: WebSocket,
+        engine: Engine,
+        budget: PixelBudget,
+        max_frame_bytes: int,
+        metrics: ServiceMetrics,
     ):
         self.websocket = websocket
         self.engine = engine
+        self.budget = budget
         self.max_frame_bytes = max_frame_bytes
         self.metrics = metrics
         self.latest = LatestFrame()
@@ -132,12 +151,14 @@ class _StreamSession:
         started = time.perf_counter()
         try:
             with self.engine.admit():
-                prepared = await run_in_threadpool(
-                    prepare_image, data, limits, self.engine.predictor.preprocess
-                )
-                result = await self.engine.submit(prepared.tensor, prepared.size, top_k)
-                prediction = await run_in_threadpool(
-                    prediction_response, result, prepared, mask_format, started
+                prediction = await predict_image(
+                    data,
+                    engine=self.engine,
+                    budget=self.budget,
+                    limits=limits,
+                    top_k=top_k,
+                    mask_format=mask_format,
+                    started=started,
                 )
         except ServiceError as error:
             self.metrics.stream_frames.labels("error").inc()
@@ -169,23 +190,24 @@ class _StreamSession:
                     named_id = await self._read_header(message["text"])
         except WebSocketDisconnect:
             return
+        except Exception:
+            # Nothing a client sends may end the session silently: log it, and let `run` end.
+            log.exception("stream receiver failed")
         finally:
             self.latest.close()
 
     async def _read_header(self, text: str) -> Any:
         """The frame_id a text message names, or None after answering a malformed one."""
         try:
+            if len(text) > MAX_TEXT_CHARS:
+                raise ValueError("too long")
             header = json.loads(text)
             frame_id = header["frame_id"]
             if isinstance(frame_id, bool) or not isinstance(frame_id, int | str):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
-            await self._send(
-                error_body(
-                    "invalid_message",
-                    'text messages must be JSON like {"frame_id": 7} (an integer or a string)',
-                )
-            )
+        # RecursionError: JSON nested a thousand deep exhausts the parser's stack.
+        except (ValueError, KeyError, TypeError, RecursionError):
+            await self._send(error_body("invalid_message", INVALID_MESSAGE))
             return None
         return frame_id
 

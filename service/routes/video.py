@@ -1,5 +1,14 @@
 """POST /v1/video: an uploaded video, answered as NDJSON, one line per processed frame and a
-summary line at the end (or an error line, when the video turns out corrupt mid-way)."""
+summary line at the end (or an error line, when the video turns out corrupt, over a limit or
+past its deadline mid-way).
+
+The first frame is decoded before the answer starts, so a video whose frames cannot be
+read or are over max_pixels gets a 4xx like any bad upload. Frames then take the steps of
+service/pipeline.py: each reserves its pixels in the pixel budget before it is decoded and
+keeps them until its line is written (its mask comes back at full size), so a video of large
+frames keeps fewer of them in flight; decoding stops at `max_video_decoded_frames` and at
+`video_deadline_s`.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +17,26 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
+from service import memory
 from service.decode import PreparedImage
-from service.deps import EngineDep, MetricsDep, SettingsDep
+from service.deps import EngineDep, MetricsDep, PixelBudgetDep, SettingsDep
 from service.engine import Engine, EngineResult
-from service.errors import ERROR_RESPONSES, ServiceError, error_body
+from service.errors import ERROR_RESPONSES, InferenceTimeout, ServiceError, error_body
+from service.limits import PixelBudget
 from service.metrics import ServiceMetrics
+from service.pipeline import LARGE_IMAGE_PIXELS, shrink_side
 from service.routes.predict import MaskFormatQuery, TopK
 from service.schemas import MaskFormat, prediction_response
+from service.settings import Settings
 from service.video_frames import VideoFrame, VideoReader
 
 log = logging.getLogger(__name__)
@@ -31,7 +46,8 @@ NDJSON = "application/x-ndjson"
 _LINES_DOC = (
     "NDJSON: one line per processed frame, `{frame_index, pts_s, ...prediction}` (the "
     'fields of /v1/predict), then `{"summary": {...}}`; a video found corrupt or cut short '
-    'while decoding ends with `{"error": {code, message}}` instead of the summary.'
+    "while decoding, a frame over the pixel limit, or the video deadline passing, ends "
+    'with `{"error": {code, message}}` instead of the summary.'
 )
 
 
@@ -43,6 +59,7 @@ _LINES_DOC = (
 async def video(
     file: Annotated[UploadFile, File(description="mp4, mov, mkv, webm or avi (by content)")],
     engine: EngineDep,
+    budget: PixelBudgetDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     fps: Annotated[
@@ -52,51 +69,200 @@ async def video(
     top_k: TopK = 5,
     mask_format: MaskFormatQuery = MaskFormat.png,
 ) -> StreamingResponse:
-    """Predict the frames of a video. The container is checked before the stream starts
-    (an image or other non-video gets 415); at most `max_video_frames` frames are processed."""
+    """Predict the frames of a video. The container and its first frame are checked before
+    the stream starts (an image or other non-video gets 415, frames over the pixel limit
+    422); at most `max_video_frames` frames are processed."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + settings.video_deadline_s
     reader = await run_in_threadpool(VideoReader, file.file, settings.max_pixels)
-    lines = _video_lines(
-        reader, engine, metrics, fps, settings.max_video_frames, top_k, mask_format
-    )
-    return StreamingResponse(lines, media_type=NDJSON)
+    feed = _FrameFeed(reader, engine, budget, settings, fps, deadline)
+    try:
+        first = await feed.next()
+    except BaseException:
+        feed.close()
+        raise
+    lines = _video_lines(feed, first, metrics, top_k, mask_format, started)
+    return _VideoResponse(lines, feed)
+
+
+class _VideoResponse(StreamingResponse):
+    """The NDJSON stream; whatever becomes of it (a client gone before its first line), the
+    video is closed and its pixels go back to the budget."""
+
+    def __init__(self, lines: AsyncIterator[bytes], feed: _FrameFeed):
+        super().__init__(lines, media_type=NDJSON)
+        self.feed = feed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.feed.close()
+
+
+@dataclass
+class _Decoded:
+    frame: VideoFrame
+    prepared: PreparedImage
+    started: float
+    pixels: int  # held in the pixel budget until the frame's line is written
+
+
+# Writes the oldest frame in flight, giving its pixels back; False when none is in flight.
+MakeRoom = Callable[[], Awaitable[bool]]
+
+
+class _FrameFeed:
+    """The sampled frames of one video, decoded one at a time in the threadpool, each under
+    a reservation in the pixel budget made before it is decoded. The reservation is sized by
+    the largest frame seen so far (at first, what the header declares); a frame larger than
+    that adds the difference once decoded. `close()` closes the video and gives back every
+    pixel the feed still holds."""
+
+    def __init__(
+        self,
+        reader: VideoReader,
+        engine: Engine,
+        budget: PixelBudget,
+        settings: Settings,
+        fps: float | None,
+        deadline: float,
+    ):
+        self.reader = reader
+        self.engine = engine
+        self.budget = budget
+        self.fps = fps
+        self.max_frames = settings.max_video_frames
+        self.deadline = deadline
+        self.video_deadline_s = settings.video_deadline_s
+        self.frames = reader.frames(
+            fps,
+            settings.max_video_frames,
+            max_decoded=settings.max_video_decoded_frames,
+            deadline=deadline,
+            shrink_to=shrink_side(engine),
+        )
+        declared = reader.info.width * reader.info.height
+        self.expected = max(1, min(declared, settings.max_pixels, budget.largest))
+        self.held = 0
+        self.largest = 0
+        self._closed = False
+
+    async def next(self, make_room: MakeRoom | None = None) -> _Decoded | None:
+        """The next sampled frame, decoded and preprocessed, its pixels held; None at the
+        end. `make_room` is called while the budget is short."""
+        await self._reserve(self.expected, make_room)
+        item = await run_in_threadpool(self._prepare_next)
+        if item is None:
+            self.release(self.expected)
+            return None
+        if item.pixels > self.expected:
+            await self._reserve(item.pixels - self.expected, make_room)
+            self.expected = item.pixels
+        else:
+            self.release(self.expected - item.pixels)
+        self.largest = max(self.largest, item.pixels)
+        return item
+
+    def release(self, pixels: int) -> None:
+        pixels = min(pixels, self.held)
+        if pixels > 0:
+            self.held -= pixels
+            self.budget.release(pixels)
+
+    def timed_out(self) -> InferenceTimeout | None:
+        if time.monotonic() <= self.deadline:
+            return None
+        return InferenceTimeout(
+            f"the video ran past its deadline of {self.video_deadline_s:g} s "
+            f"({self.reader.decoded} frames decoded)"
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.release(self.held)
+        self.reader.close()
+        if self.largest >= LARGE_IMAGE_PIXELS:
+            memory.give_back_soon()
+
+    async def _reserve(self, pixels: int, make_room: MakeRoom | None) -> None:
+        if pixels <= 0:
+            return
+        while not self.budget.try_acquire(pixels):
+            if make_room is None or not await make_room():
+                await self.budget.acquire(pixels)
+                break
+        self.held += pixels
+
+    def _prepare_next(self) -> _Decoded | None:
+        """In a worker thread: the next sampled frame, decoded and preprocessed."""
+        frame_started = time.perf_counter()
+        frame = next(self.frames, None)
+        if frame is None:
+            return None
+        tensor = self.engine.predictor.preprocess(frame.rgb)
+        decode_ms = (time.perf_counter() - frame_started) * 1000
+        frame.rgb = frame.rgb[:0]  # the network input is all that is needed from here on
+        prepared = PreparedImage(tensor, frame.size, decode_ms)
+        return _Decoded(frame, prepared, frame_started, min(frame.pixels, self.budget.largest))
 
 
 async def _video_lines(
-    reader: VideoReader,
-    engine: Engine,
+    feed: _FrameFeed,
+    first: _Decoded | None,
     metrics: ServiceMetrics,
-    fps: float | None,
-    max_frames: int,
     top_k: int,
     mask_format: MaskFormat,
+    started: float,
 ) -> AsyncIterator[bytes]:
-    """Decode frames in the threadpool and keep up to one batch of them in the engine at a
-    time, so consecutive frames share batches; lines still leave in frame order."""
-    started = time.perf_counter()
-    frames = reader.frames(fps, max_frames)
+    """Keep up to one batch of frames in the engine at a time (fewer when the pixel budget
+    runs short), so consecutive frames share batches; lines still leave in frame order."""
+    engine = feed.engine
     window = engine.max_batch_size
-    pending: deque[tuple[VideoFrame, PreparedImage, float, asyncio.Task[EngineResult]]] = deque()
+    pending: deque[tuple[_Decoded, asyncio.Task[EngineResult]]] = deque()
+    ready: deque[bytes] = deque()  # lines written, waiting to leave
     processed = 0
-    decode_error: ServiceError | None = None
+    stop: ServiceError | None = None
+
+    def submit(item: _Decoded) -> None:
+        tensor, size = item.prepared.tensor, item.prepared.size
+        task = asyncio.create_task(engine.submit(tensor, size, top_k, wait_for_room=True))
+        pending.append((item, task))
+
+    async def write_oldest() -> bool:
+        nonlocal processed
+        if not pending:
+            return False
+        item, task = pending.popleft()
+        try:
+            ready.append(await _frame_line(item, task, mask_format))
+        finally:
+            feed.release(item.pixels)
+        processed += 1
+        return True
+
     try:
         try:
-            while True:
+            if first is not None:
+                submit(first)
+            while first is not None and (stop := feed.timed_out()) is None:
                 try:
-                    item = await run_in_threadpool(_prepare_next, frames, engine)
+                    item = await feed.next(write_oldest)
                 except ServiceError as error:
-                    decode_error = error  # the frames decoded before it still get their lines
-                    break
+                    stop, item = error, None  # the frames decoded before it still get lines
+                while ready:  # written while the budget was short
+                    yield ready.popleft()
                 if item is None:
                     break
-                frame, prepared, frame_started = item
-                submitted = engine.submit(prepared.tensor, prepared.size, top_k, wait_for_room=True)
-                pending.append((frame, prepared, frame_started, asyncio.create_task(submitted)))
-                while pending and (len(pending) >= window or pending[0][3].done()):
-                    yield await _frame_line(*pending.popleft(), mask_format)
-                    processed += 1
+                submit(item)
+                while pending and (len(pending) >= window or pending[0][1].done()):
+                    await write_oldest()
+                    yield ready.popleft()
             while pending:
-                yield await _frame_line(*pending.popleft(), mask_format)
-                processed += 1
+                await write_oldest()
+                yield ready.popleft()
         except ServiceError as error:
             yield _line(error.body())
             return
@@ -107,55 +273,39 @@ async def _video_lines(
             return
         finally:
             metrics.video_frames.inc(processed)
-        if decode_error is not None:
-            yield _line(decode_error.body())
+        if stop is not None:
+            yield _line(stop.body())
             return
         seconds = time.perf_counter() - started
+        reader = feed.reader
         summary = {
             "frames": processed,
             "decoded": reader.decoded,
             "seconds": round(seconds, 3),
             "fps": round(processed / seconds, 2) if seconds > 0 else None,
-            "sample_fps": fps,
-            "frame_cap_reached": processed >= max_frames,
+            "sample_fps": feed.fps,
+            "frame_cap_reached": processed >= feed.max_frames,
+            "decode_cap_reached": reader.decode_cap_reached,
             "video": reader.info.to_dict(),
         }
         yield _line({"summary": summary})
     finally:
-        for *_, task in pending:
+        for _, task in pending:
             task.cancel()
-        reader.close()
-
-
-def _prepare_next(
-    frames: Iterator[VideoFrame], engine: Engine
-) -> tuple[VideoFrame, PreparedImage, float] | None:
-    """The next sampled frame, decoded and preprocessed (in a worker thread)."""
-    frame_started = time.perf_counter()
-    frame = next(frames, None)
-    if frame is None:
-        return None
-    tensor = engine.predictor.preprocess(frame.rgb)
-    decode_ms = (time.perf_counter() - frame_started) * 1000
-    prepared = PreparedImage(tensor, frame.rgb.shape[:2], decode_ms)
-    return frame, prepared, frame_started
+        feed.close()
 
 
 async def _frame_line(
-    frame: VideoFrame,
-    prepared: PreparedImage,
-    frame_started: float,
-    task: asyncio.Task[EngineResult],
-    mask_format: MaskFormat,
+    item: _Decoded, task: asyncio.Task[EngineResult], mask_format: MaskFormat
 ) -> bytes:
     result = await task
     prediction = await run_in_threadpool(
-        prediction_response, result, prepared, mask_format, frame_started
+        prediction_response, result, item.prepared, mask_format, item.started
     )
     return _line(
         {
-            "frame_index": frame.index,
-            "pts_s": round(frame.pts_s, 6),
+            "frame_index": item.frame.index,
+            "pts_s": round(item.frame.pts_s, 6),
             **prediction.model_dump(mode="json"),
         }
     )

@@ -34,6 +34,10 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path) -> None:
         {"queue_size": 2, "max_batch_size": 4},
         {"max_upload_bytes": 10},
         {"request_timeout_s": 0},
+        {"body_read_timeout_s": 0},
+        {"video_deadline_s": -1},
+        {"max_pixels": 25_000_000, "pixel_budget": 25_000_000},  # no room beside the eighth
+        {"max_video_frames": 100, "max_video_decoded_frames": 99},
     ],
 )
 def test_invalid_settings_are_refused(overrides) -> None:

@@ -237,10 +237,23 @@ def test_video_route_refuses_an_image_before_streaming(client) -> None:
     assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
+def test_video_whose_first_frame_fails_is_refused_before_streaming(
+    client, media, tmp_path: Path
+) -> None:
+    # Cut at 60 %, FFmpeg reports invalid data before it has output a single frame: the
+    # first frame is decoded before the answer starts, so this is a plain 422.
+    clip = media.video(tmp_path / "clip", "mp4", frames=30, options={"movflags": "faststart"})
+    data = clip.read_bytes()
+    response = client.post(
+        "/v1/video", files={"file": ("clip.mp4", data[: int(len(data) * 0.6)], "video/mp4")}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_video"
+
+
 @pytest.mark.parametrize(
     ("container", "codec", "kept"),
     [
-        ("mp4", "libx264", 0.6),  # FFmpeg reports the damage: invalid data
         ("mp4", "libx264", 0.9),  # decodes without error, fewer frames than declared
         ("matroska", "libx264", 0.8),
         ("webm", "libvpx-vp9", 0.8),

@@ -1,0 +1,76 @@
+"""Who may use /v1, decided from the request's headers before any of its body is read.
+
+AccessGuard (pure ASGI) stands in front of every /v1 route, HTTP and WebSocket alike:
+
+- the API key (when the service has one): `X-API-Key`, or for the WebSocket also the
+  `api_key` query parameter (browsers cannot set headers on one). A request without the
+  right key gets a JSON 401 and its connection closes with the body unread, so an
+  unauthenticated client cannot make the service read, spool or parse an upload, nor hold
+  anything while it dawdles. (`early_key_check=False` leaves the key to the routes' own
+  check, after the upload, as before.)
+- the WebSocket's origin: browsers let any page open a WebSocket anywhere, with the user's
+  network position and cookies, so the handshake's `Origin` gets the CORS rule: the
+  service's own origin, those in `cors_origins` ("*" for any), and clients that send no
+  Origin at all (not browsers). Others are refused with close code 1008 (HTTP 403).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.deps import API_KEY_HEADER, api_key_matches
+from service.errors import Unauthorized
+from service.limits import send_error
+from service.settings import Settings
+
+GUARDED_PREFIX = "/v1"
+POLICY_VIOLATION = 1008  # WebSocket close code (RFC 6455)
+
+
+def origin_allowed(origin: str, host: str | None, allowed: list[str]) -> bool:
+    """The CORS rule for a WebSocket handshake from `origin` to the service at `host`."""
+    if "*" in allowed or origin in allowed:
+        return True
+    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+
+
+class AccessGuard:
+    def __init__(self, app: ASGIApp, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        path = scope.get("path", "")
+        guarded = path == GUARDED_PREFIX or path.startswith(GUARDED_PREFIX + "/")
+        if kind not in ("http", "websocket") or not guarded:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        provided = headers.get(API_KEY_HEADER)
+        if kind == "websocket":
+            origin = headers.get("origin")
+            if origin is not None and not origin_allowed(
+                origin, headers.get("host"), self.settings.cors_origins
+            ):
+                await _close(send, f"origin {origin} is not allowed")
+                return
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            provided = provided or (query.get("api_key") or [None])[0]
+        if self.settings.early_key_check and not api_key_matches(provided, self.settings):
+            message = f"missing or wrong {API_KEY_HEADER}"
+            if kind == "websocket":
+                await _close(send, message)
+            else:
+                await send_error(send, Unauthorized(f"{message} header"))
+            return
+        await self.app(scope, receive, send)
+
+
+async def _close(send: Send, reason: str) -> None:
+    """Refuse a WebSocket handshake (the server answers it with HTTP 403)."""
+    safe = reason.encode("ascii", "replace").decode("ascii")[:120]  # a close reason is <= 123 bytes
+    await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": safe})
