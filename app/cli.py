@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from app.commands import analyze as analyze_commands
 from app.commands import data as data_commands
 from app.commands import predict as predict_commands
 from app.commands import serve as serve_commands
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register(commands)
     predict_commands.register(commands)
     serve_commands.register(commands)
+    analyze_commands.register(commands)
     return parser
 
 

@@ -140,6 +140,47 @@ def mutual_information(
     return information.to(torch.promote_types(_result_dtype(x), _result_dtype(y)))
 
 
+def label_gram(labels: Tensor) -> Tensor:
+    """Gram matrix of class labels, K_ij = [y_i == y_j] (float64): the Gram of one-hot labels
+    under any kernel narrower than their spacing. Its H_alpha is the Rényi entropy of the
+    class frequencies in the batch, and I_alpha(T; Y) uses it like any other Gram."""
+    labels = labels.reshape(-1)
+    if labels.shape[0] < 2:
+        raise ValueError(f"need a batch of at least 2 labels, got {labels.shape[0]}")
+    return (labels[:, None] == labels[None, :]).double()
+
+
+def information_from_grams(
+    K_a: Tensor,
+    K_b: Tensor,
+    alpha: float = 1.01,
+    entropy_a: Tensor | None = None,
+    entropy_b: Tensor | None = None,
+) -> Tensor:
+    """I_alpha(A; B) = H(A) + H(B) - H(A, B) in bits from two Gram matrices of one batch.
+
+    For analysis, where one Gram serves many pairs: pass each marginal entropy once computed
+    (`entropy_a`, `entropy_b`) and only the joint entropy of the Hadamard product is new.
+    """
+    entropy_a = renyi_entropy(K_a, alpha) if entropy_a is None else entropy_a
+    entropy_b = renyi_entropy(K_b, alpha) if entropy_b is None else entropy_b
+    return entropy_a + entropy_b - joint_entropy(K_a, K_b, alpha)
+
+
+def information_matrix(grams: list[Tensor], alpha: float = 1.01) -> Tensor:
+    """The L x L matrix of I_alpha(T_i; T_j) of L Gram matrices of one batch (float64, bits),
+    with H_alpha(T_i) on the diagonal (the Shannon identity I(T; T) = H(T); the estimator's
+    own 2 H(K) - H(K∘K) equals it only for 0/1 Grams). Symmetric by construction: each
+    marginal entropy is computed once and each joint entropy once per pair."""
+    entropies = [renyi_entropy(K, alpha).double() for K in grams]
+    matrix = torch.diag(torch.stack(entropies)) if grams else torch.zeros(0, 0)
+    for i in range(len(grams)):
+        for j in range(i + 1, len(grams)):
+            value = information_from_grams(grams[i], grams[j], alpha, entropies[i], entropies[j])
+            matrix[i, j] = matrix[j, i] = value
+    return matrix
+
+
 def _check_batch(x: Tensor) -> Tensor:
     if x.ndim < 2 or x.shape[0] < 2:
         raise ValueError(

@@ -1,0 +1,83 @@
+"""`greedysign analyze` as a user runs it: the JSON shape, figures, and a run with snapshots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from app.cli import main
+from model.network import NetConfig, SignNet
+from model.snapshots import save_snapshot
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    assert main(["data", "synth", str(root), "--per-class", "1", "--seed", "5"]) == 0
+    return root
+
+
+def _json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def _square(matrix: list[list[float]], size: int) -> bool:
+    return len(matrix) == size and all(len(row) == size for row in matrix)
+
+
+def test_analyze_prints_one_json_object(tiny_model_path, synthetic, capsys, tmp_path):
+    capsys.readouterr()
+    args = ["analyze", "--model", str(tiny_model_path), "--data", str(synthetic), "--json"]
+    assert main([*args, "--probe-images", "32", "--out", str(tmp_path)]) == 0
+    result = _json(capsys)
+    L = len(result["layers"])
+    assert result["layers"] == ["stem", "layer1", "layer2+layer3", "layer4"]
+    assert _square(result["cross_mi"], L)
+    assert all(
+        result["cross_mi"][i][j] == result["cross_mi"][j][i] for i in range(L) for j in range(L)
+    )
+    for key in ("entropy", "mi_input", "mi_label"):
+        assert len(result[key]) == L and all(isinstance(v, float) for v in result[key])
+    assert [result["cross_mi"][i][i] for i in range(L)] == result["entropy"]
+    assert result["alpha"] == 1.01
+    # per_class=1 holds nothing out: the probe falls back to every distinct image, capped.
+    assert result["probe_images"] == 32 and result["subset"] == "all"
+    for name in ("analysis.json", "cross_mi.png", "information_plane.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert json.loads((tmp_path / "analysis.json").read_text()) == result
+
+
+def test_analyze_blocks_as_a_table(tiny_model_path, synthetic, capsys):
+    capsys.readouterr()
+    args = ["analyze", "--model", str(tiny_model_path), "--data", str(synthetic)]
+    assert main([*args, "--units", "blocks", "--probe-images", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "I(T_i; T_j) in bits" in out and "T9 layer4.1" in out and "information plane" in out
+
+
+def test_analyze_run_with_snapshots(synthetic, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = SignNet(NetConfig(image_size=32))
+    run = tmp_path / "run"
+    save_snapshot(model, run, "sgd", 1, 1)
+    with torch.no_grad():
+        for p in model.stages.parameters():
+            p.mul_(1.5)
+    save_snapshot(model, run, "sgd", 2, 2)
+    capsys.readouterr()
+    args = ["analyze", str(run), "--data", str(synthetic), "--json", "--probe-images", "16"]
+    assert main(args) == 0
+    convergence = _json(capsys)["convergence"]
+    assert convergence["training"] == "end-to-end" and convergence["global_epochs"] == [1, 2]
+    assert len(convergence["mi_to_final"]) == 4 and len(convergence["mi_to_final"][0]) == 2
+    assert (run / "analysis" / "convergence.png").is_file()
+    assert (run / "analysis" / "information_plane_trajectories.png").is_file()
+
+
+def test_analyze_errors_exit_2_with_a_reason(tiny_model_path, tmp_path, capsys):
+    assert main(["analyze", str(tmp_path), "--data", str(tmp_path)]) == 2
+    assert "no snapshots" in capsys.readouterr().err
+    assert main(["analyze", "--model", str(tiny_model_path)]) == 2
+    assert "--data" in capsys.readouterr().err
