@@ -1,0 +1,1142 @@
+"""Composited road scenes: signs with exact instance masks at dashcam sizes on real streets.
+
+`SceneGenerator(sources, config).render(seed, index)` returns one `Scene`: an RGB frame and
+its signs, each with its box (x1, y1, x2, y2; ends exclusive), its exact mask (the visible
+sign pixels, box-shaped), its CTSRD class (None for a sign of no CTSRD class) and where it
+came from. It needs no torch, so a detector's data loader can call it directly (each frame
+has its own random generator seeded from (seed, index): workers can render any indices in
+any order and get the same frames). `write_scenes` writes `OUT/images/NNNNNN.jpg` and
+`OUT/annotations.json` in COCO format, which `data.frames.read_coco_frames` reads.
+
+A frame is built as follows.
+- Background: a frame of the dashcam clip (past its first seconds, which hold unlabelled
+  warning signs), a mosaic of TT100K negative patches, or a DFG frame with every annotated
+  sign painted out (cv2.inpaint over the dilated polygons); scaled to cover the output size,
+  zoomed, cropped and sometimes mirrored. With none of them at hand, a procedural texture.
+- Signs (between `config.signs` bounds): a synthetic drawing (data/synth_signs.py, exact
+  alpha), a TT100K crop or a TSRD crop cut to its box, the real crops cut with the outline of
+  their family (disc, triangle, inverted triangle, octagon, square). Sizes (larger side of
+  the sign's box) are log-uniform in [min_size, max_size], a few log-uniform up to
+  large_max_size. Each sign is turned in 3D, faded and tinted, lit to suit its
+  surroundings, sometimes defocused, often on a short pole, sometimes with a second sign
+  stacked under it, and sometimes partly hidden by leaves, a post or a box in front.
+  Signs overlap by at most `max_overlap` of the smaller box (touching is allowed).
+- Camera: exposure, contrast, gamma and colour cast for the whole frame, blur, motion blur,
+  sensor noise, JPEG at a drawn quality.
+
+Masks are exact by construction: an owner map records, for every pixel, the sign whose
+warped alpha covers it by half or more, and anything drawn later in front (another sign, a
+pole, an occluder) takes the pixel over.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from data.classes import sign_classes
+from data.frames import FrameRecord, instance_mask, read_coco_frames, rle_encode_box
+from data.images import read_rgb
+from data.records import Box, DataError
+from data.synth import _background as procedural_background
+from data.synth_signs import sign_template
+from data.validate import annotation_lines, parse_int, split_fields
+
+BACKGROUNDS = ("video", "negatives", "dfg")
+SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
+SHAPES = ("disc", "triangle", "inverted", "octagon", "square")
+UNKNOWN_SIGN = "unknown sign"
+SUPERCATEGORY = "sign"
+VIDEO_SKIP_SECONDS = 6.0  # the clip's first seconds show warning signs nobody labelled
+VIDEO_STRIDE = 3  # keep every third frame: neighbours are near copies
+_DFG_DILATION = 0.15  # painted-out area grows by this share of the sign's size
+_MARGIN = 2  # px around a warped sign's box
+
+
+def default_data_root() -> Path:
+    """Where real data lives: $GREEDYSIGN_SHARED_DATA, else ../shared/data beside the repo."""
+    env = os.environ.get("GREEDYSIGN_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """What a frame holds. Sizes are the larger side of a sign's box, in pixels."""
+
+    width: int = 1280
+    height: int = 720
+    min_size: float = 12.0
+    max_size: float = 120.0
+    large_fraction: float = 0.06  # share of signs drawn between max_size and large_max_size
+    large_max_size: float = 320.0
+    signs: tuple[int, int] = (1, 10)  # signs per frame, both ends included
+    ignore_below: float = 10.0  # a sign whose box's larger side is under this gets `ignore`
+    max_overlap: float = 0.1  # of the smaller box's area
+    pole_rate: float = 0.5
+    stack_rate: float = 0.15
+    occlusion_rate: float = 0.15
+    min_visible: float = 0.6  # an occluder never hides more than 40 % of a sign
+    source_weights: tuple[float, float, float] = (0.35, 0.45, 0.2)  # synthetic, tt100k, tsrd
+
+    def __post_init__(self) -> None:
+        if self.width < 32 or self.height < 32:
+            raise ValueError(f"frames must be at least 32x32, not {self.width}x{self.height}")
+        if not 1 <= self.min_size <= self.max_size <= self.large_max_size:
+            raise ValueError(
+                "need 1 <= min_size <= max_size <= large_max_size, got "
+                f"{self.min_size}, {self.max_size}, {self.large_max_size}"
+            )
+        low, high = self.signs
+        if not 0 <= low <= high:
+            raise ValueError(f"signs per frame must be 0 <= min <= max, got {self.signs}")
+        for name in ("large_fraction", "pole_rate", "stack_rate", "occlusion_rate", "min_visible"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if len(self.source_weights) != 3 or min(self.source_weights) < 0:
+            raise ValueError("source_weights: three non-negative weights (synthetic, tt100k, tsrd)")
+
+
+@dataclass(frozen=True)
+class SceneSources:
+    """Where backgrounds and real sign crops come from; None where there is none."""
+
+    video: Path | None = None  # a clip (PyAV reads it)
+    tt100k: Path | None = None  # tt100k-crops/: classes.csv, train/<code>/*.png, negative/
+    tsrd: Path | None = None  # TSRD plain folder: images/ + annotations.txt
+    dfg: Path | None = None  # COCO frames folder with polygons (data.frames)
+    backgrounds: tuple[str, ...] = BACKGROUNDS
+    signs: tuple[str, ...] = SIGN_SOURCES
+
+    @classmethod
+    def from_data_root(
+        cls,
+        root: Path | str | None = None,
+        *,
+        backgrounds: tuple[str, ...] = BACKGROUNDS,
+        signs: tuple[str, ...] = SIGN_SOURCES,
+    ) -> SceneSources:
+        """The shared data layout (video/traffic.mp4, tt100k-crops/, ctsrd-real/,
+        dfg-frames/); a part that is not there is left out."""
+        root = Path(root) if root is not None else default_data_root()
+
+        def existing(path: Path) -> Path | None:
+            return path if path.exists() else None
+
+        return cls(
+            video=existing(root / "video" / "traffic.mp4"),
+            tt100k=existing(root / "tt100k-crops"),
+            tsrd=existing(root / "ctsrd-real"),
+            dfg=existing(root / "dfg-frames"),
+            backgrounds=backgrounds,
+            signs=signs,
+        )
+
+    def __post_init__(self) -> None:
+        for name, chosen, known in (
+            ("background", self.backgrounds, BACKGROUNDS),
+            ("sign source", self.signs, SIGN_SOURCES),
+        ):
+            unknown = sorted(set(chosen) - set(known))
+            if unknown:
+                raise ValueError(f"unknown {name} {unknown}; known: {', '.join(known)}")
+
+    def available_backgrounds(self) -> tuple[str, ...]:
+        have = {
+            "video": self.video,
+            "negatives": self.tt100k and self.tt100k / _tt100k_split(self.tt100k) / "negative",
+            "dfg": self.dfg,
+        }
+        return tuple(kind for kind in self.backgrounds if have[kind] and Path(have[kind]).exists())
+
+    def available_signs(self) -> tuple[str, ...]:
+        have = {"synthetic": True, "tt100k": self.tt100k, "tsrd": self.tsrd}
+        return tuple(kind for kind in self.signs if have[kind])
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SceneSign:
+    """One sign in a scene. `mask` is box-shaped: the frame's mask[y1:y2, x1:x2]."""
+
+    box: Box
+    mask: np.ndarray  # bool
+    class_id: int | None  # CTSRD class; None: a sign of no CTSRD class
+    source: str  # "synthetic:12", "tt100k:pl40/10009_0.png", "tsrd:000_0001.png"
+    visible: float  # share of the sign's pixels left visible (occluders, later signs)
+    ignore: bool  # too small to count (box's larger side under config.ignore_below)
+
+    @property
+    def size(self) -> int:
+        x1, y1, x2, y2 = self.box
+        return max(x2 - x1, y2 - y1)
+
+    def full_mask(self, height: int, width: int) -> np.ndarray:
+        mask = np.zeros((height, width), bool)
+        x1, y1, x2, y2 = self.box
+        mask[y1:y2, x1:x2] = self.mask
+        return mask
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    image: np.ndarray  # HxWx3 uint8 RGB
+    signs: tuple[SceneSign, ...]
+    background: str  # e.g. "dfg:0000001.jpg", "video:traffic.mp4#212", "negatives", ...
+    jpeg_quality: int
+
+    def targets(self) -> dict[str, np.ndarray]:
+        """The signs as arrays, the shape detection code takes: `boxes` float32 Nx4
+        (x1, y1, x2, y2), `labels` int64 N (CTSRD class, or len(classes) for an unknown
+        sign), `masks` uint8 NxHxW in {0, 1}, `ignore` bool N."""
+        height, width = self.image.shape[:2]
+        unknown = len(sign_classes("ctsrd"))
+        return {
+            "boxes": np.array([s.box for s in self.signs], np.float32).reshape(-1, 4),
+            "labels": np.array(
+                [unknown if s.class_id is None else s.class_id for s in self.signs], np.int64
+            ),
+            "masks": np.array([s.full_mask(height, width) for s in self.signs], np.uint8).reshape(
+                -1, height, width
+            ),
+            "ignore": np.array([s.ignore for s in self.signs], bool),
+        }
+
+    def instance_map(self) -> np.ndarray:
+        """int32 HxW: 0 for background, i + 1 on the pixels of signs[i]."""
+        labels = np.zeros(self.image.shape[:2], np.int32)
+        for number, sign in enumerate(self.signs, start=1):
+            x1, y1, x2, y2 = sign.box
+            labels[y1:y2, x1:x2][sign.mask] = number
+        return labels
+
+
+@dataclass
+class SceneReport:
+    frames: int
+    seconds: float
+    sizes: list[int] = field(default_factory=list)  # larger box side of every sign
+    ignored: int = 0
+    backgrounds: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def images_per_minute(self) -> float:
+        return self.frames / self.seconds * 60 if self.seconds > 0 else float("inf")
+
+    def size_summary(self) -> str:
+        if not self.sizes:
+            return "no signs"
+        sizes = np.asarray(self.sizes)
+        edges = [0, 16, 32, 64, 96, 128, 10**9]
+        names = ["<16", "16-32", "32-64", "64-96", "96-128", ">=128"]
+        counts, _ = np.histogram(sizes, bins=edges)
+        bins = ", ".join(f"{n} {c / len(sizes):.0%}" for n, c in zip(names, counts, strict=True))
+        p5, p50, p95 = np.percentile(sizes, [5, 50, 95])
+        return (
+            f"sign size (px, larger box side): min {sizes.min()}, p5 {p5:.0f}, median {p50:.0f}, "
+            f"p95 {p95:.0f}, max {sizes.max()}; {bins}"
+        )
+
+
+# --- sign families -------------------------------------------------------------------------
+
+
+def ctsrd_shape(class_id: int) -> str:
+    """The outline of a CTSRD class, from its family in data/ctsrd_classes.csv."""
+    sign = sign_classes("ctsrd")[class_id]
+    if sign.name == "Stop":
+        return "octagon"
+    if sign.name == "Give way":
+        return "inverted"
+    if sign.name == "U-turn allowed":  # the one square mandatory sign
+        return "square"
+    return {"prohibitory": "disc", "mandatory": "disc", "warning": "triangle"}[sign.family]
+
+
+def tt100k_shape(code: str) -> str | None:
+    """The outline of a TT100K class code; None for codes of no single shape ("other")."""
+    if code in ("io", "po", "wo", "negative"):
+        return None
+    if code == "pg":
+        return "inverted"
+    if code == "ps":
+        return "octagon"
+    if code == "ip":  # pedestrian crossing: a blue square in China
+        return "square"
+    if code[0] in "pi":
+        return "disc"
+    if code[0] == "w":
+        return "triangle"
+    return None
+
+
+def shape_alpha(shape: str, width: int, height: int, inset: float = 0.02) -> np.ndarray:
+    """uint8 HxW coverage of `shape` filling a width x height crop (anti-aliased edges)."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+    scale = 4  # draw at 4x with sub-pixel vertices, then average down
+    alpha = np.zeros((height * scale, width * scale), np.uint8)
+    w, h = width * scale, height * scale
+    dx, dy = w * inset, h * inset
+    if shape == "disc":
+        cv2.ellipse(
+            alpha, (w // 2, h // 2), (round(w / 2 - dx), round(h / 2 - dy)), 0, 0, 360, 255, -1
+        )
+    else:
+        if shape == "triangle":
+            points = [(w / 2, dy), (w - dx, h - dy), (dx, h - dy)]
+        elif shape == "inverted":
+            points = [(dx, dy), (w - dx, dy), (w / 2, h - dy)]
+        elif shape == "square":
+            points = [(dx, dy), (w - dx, dy), (w - dx, h - dy), (dx, h - dy)]
+        else:  # octagon: corners cut at 1 / (2 + sqrt 2) of each side
+            cut = 1 / (2 + math.sqrt(2))
+            x0, x1, y0, y1 = dx, w - dx, dy, h - dy
+            cw, ch = (x1 - x0) * cut, (y1 - y0) * cut
+            points = [
+                (x0 + cw, y0), (x1 - cw, y0), (x1, y0 + ch), (x1, y1 - ch),
+                (x1 - cw, y1), (x0 + cw, y1), (x0, y1 - ch), (x0, y0 + ch),
+            ]  # fmt: skip
+        cv2.fillPoly(alpha, [np.round(np.array(points)).astype(np.int32)], 255)
+    return cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True, eq=False)
+class Cutout:
+    """A front-on sign ready to pose: premultiplied RGB and alpha, both uint8."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray
+    class_id: int | None
+    source: str
+
+    @cached_property
+    def outline(self) -> np.ndarray:
+        """Convex hull of the sign's pixels (float32 Nx2), which sizes the posed sign."""
+        inside = (self.alpha >= 128).astype(np.uint8)
+        points = cv2.findNonZero(inside)
+        if points is None:
+            height, width = self.alpha.shape
+            return np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+        hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float32)
+        # Pixel centres, pushed out to the pixel edges around them.
+        return np.vstack([hull + offset for offset in ((0, 0), (1, 0), (1, 1), (0, 1))])
+
+
+def _real_cutout(rgb: np.ndarray, shape: str, class_id: int | None, source: str) -> Cutout:
+    height, width = rgb.shape[:2]
+    alpha = shape_alpha(shape, width, height)
+    premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
+    return Cutout(premultiplied, alpha, class_id, source)
+
+
+# --- the generator -------------------------------------------------------------------------
+
+
+class SceneGenerator:
+    """Renders scenes from one set of sources and one config. Decoded backgrounds and crops
+    are cached on first use; the cache never changes what a (seed, index) renders."""
+
+    def __init__(self, sources: SceneSources | None = None, config: SceneConfig | None = None):
+        self.sources = sources if sources is not None else SceneSources()
+        self.config = config if config is not None else SceneConfig()
+        self.background_kinds = self.sources.available_backgrounds()
+        self.sign_kinds = self.sources.available_signs()
+        if not self.sign_kinds:
+            raise ValueError(f"no sign source available among {', '.join(self.sources.signs)}")
+        weights = dict(zip(SIGN_SOURCES, self.config.source_weights, strict=True))
+        chosen = np.array([weights[kind] for kind in self.sign_kinds], np.float64)
+        self._sign_weights = (
+            chosen / chosen.sum() if chosen.sum() else np.ones(len(chosen)) / len(chosen)
+        )
+        self._dfg_cache: dict[int, bytes] = {}
+
+    # -- public --
+
+    def render(self, seed: int, index: int, *, compress: bool = True) -> Scene:
+        """Frame `index` of the scenes of `seed`. With `compress` the image has been through
+        JPEG at the scene's quality (as the written file is); without, it has not."""
+        rng = np.random.default_rng([seed, index])
+        config = self.config
+        image, background = self._background(rng)
+        owner = np.zeros((config.height, config.width), np.int16)
+        placed: list[_Placed] = []
+        for _ in range(int(rng.integers(config.signs[0], config.signs[1] + 1))):
+            self._place_group(image, owner, placed, rng)
+        image = _camera(image, rng)
+        quality = int(rng.integers(60, 96))
+        if compress:
+            image = _jpeg_round_trip(image, quality)
+        return Scene(image, tuple(self._signs(owner, placed)), background, quality)
+
+    def scenes(self, seed: int, count: int | None = None, start: int = 0) -> Iterator[Scene]:
+        """Scenes start, start + 1, ... (endless when `count` is None)."""
+        index = start
+        while count is None or index < start + count:
+            yield self.render(seed, index)
+            index += 1
+
+    # -- backgrounds --
+
+    def _background(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        width, height = self.config.width, self.config.height
+        if not self.background_kinds:
+            small = procedural_background(rng, max(16, height // 4), max(16, width // 4))
+            image = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+            return (np.clip(image, 0, 1) * 255).astype(np.uint8), "procedural"
+        kind = self.background_kinds[int(rng.integers(len(self.background_kinds)))]
+        if kind == "negatives":
+            return self._mosaic(rng), "negatives"
+        if kind == "video":
+            number = int(rng.integers(len(self._video_frames)))
+            source = _decode_jpeg(self._video_frames[number])
+            name = f"video:{self.sources.video.name}#{self._video_numbers[number]}"
+        else:
+            number = int(rng.integers(len(self._dfg_frames)))
+            source = _decode_jpeg(self._painted_dfg(number))
+            name = f"dfg:{self._dfg_frames[number].image_path.name}"
+        return _cover(source, width, height, rng), name
+
+    @cached_property
+    def _video_decoded(self) -> tuple[list[bytes], list[int]]:
+        import av  # PyAV; imported here so that the module loads without it
+
+        frames, numbers = [], []
+        try:
+            with av.open(str(self.sources.video)) as container:
+                stream = container.streams.video[0]
+                rate = float(stream.average_rate or 25)
+                skip = round(VIDEO_SKIP_SECONDS * rate)
+                for number, frame in enumerate(container.decode(stream)):
+                    if number >= skip and (number - skip) % VIDEO_STRIDE == 0:
+                        frames.append(_encode_jpeg(frame.to_ndarray(format="rgb24"), 95))
+                        numbers.append(number)
+        except (av.FFmpegError, OSError) as error:
+            raise DataError(
+                self.sources.video, None, f"cannot decode the video ({error})"
+            ) from None
+        if not frames:
+            fault = f"the clip holds no frame after its first {VIDEO_SKIP_SECONDS:g} s"
+            raise DataError(self.sources.video, None, fault)
+        return frames, numbers
+
+    @property
+    def _video_frames(self) -> list[bytes]:
+        return self._video_decoded[0]
+
+    @property
+    def _video_numbers(self) -> list[int]:
+        return self._video_decoded[1]
+
+    @cached_property
+    def _negatives(self) -> list[Path]:
+        folder = self.sources.tt100k / _tt100k_split(self.sources.tt100k) / "negative"
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+        if not paths:
+            raise DataError(folder, None, "no negative patches (*.jpg, *.png) in this folder")
+        return paths
+
+    def _mosaic(self, rng: np.random.Generator) -> np.ndarray:
+        """Negative patches tiled over the frame, each cell one patch scaled and maybe mirrored."""
+        width, height = self.config.width, self.config.height
+        cell = max(32, round(rng.uniform(0.4, 0.9) * height))
+        rows, cols = height // cell + 2, width // cell + 2
+        canvas = np.empty((rows * cell, cols * cell, 3), np.uint8)
+        for row in range(rows):
+            for col in range(cols):
+                patch = _read_crop(self._negatives[int(rng.integers(len(self._negatives)))])
+                patch = cv2.resize(patch, (cell, cell), interpolation=cv2.INTER_LINEAR)
+                if rng.random() < 0.5:
+                    patch = patch[:, ::-1]
+                canvas[row * cell : (row + 1) * cell, col * cell : (col + 1) * cell] = patch
+        x0, y0 = int(rng.integers(cell)), int(rng.integers(cell))
+        return np.ascontiguousarray(canvas[y0 : y0 + height, x0 : x0 + width])
+
+    @cached_property
+    def _dfg_frames(self) -> list[FrameRecord]:
+        frames = read_coco_frames(self.sources.dfg)
+        if not frames:
+            raise DataError(self.sources.dfg, None, "no frames in this COCO set")
+        return frames
+
+    def _painted_dfg(self, number: int) -> bytes:
+        """DFG frame `number` with its signs painted out, as JPEG bytes (cached)."""
+        if number not in self._dfg_cache:
+            frame = self._dfg_frames[number]
+            image = read_rgb(frame.image_path)
+            if image.shape[:2] != (frame.height, frame.width):
+                fault = (
+                    f"image is {image.shape[1]}x{image.shape[0]} but its annotations say "
+                    f"{frame.width}x{frame.height}"
+                )
+                raise DataError(frame.image_path, None, fault)
+            self._dfg_cache[number] = _encode_jpeg(_paint_out(image, frame), 95)
+        return self._dfg_cache[number]
+
+    # -- signs --
+
+    def _cutout(self, rng: np.random.Generator, size: float) -> Cutout:
+        kind = self.sign_kinds[int(rng.choice(len(self.sign_kinds), p=self._sign_weights))]
+        if kind == "tt100k":
+            crop = self._real_pick(rng, self._tt100k_crops, size, self._tt100k_cutout)
+        elif kind == "tsrd":
+            crop = self._real_pick(rng, self._tsrd_crops, size, self._tsrd_cutout)
+        else:
+            crop = None
+        if crop is not None:
+            return crop
+        class_id = int(rng.integers(len(sign_classes("ctsrd"))))
+        return _synthetic_cutout(class_id)
+
+    def _real_pick(self, rng, groups: list[list], size: float, load) -> Cutout | None:
+        """A real crop of a random group (code or class) that is not blown up beyond 2.5x.
+        After four tries: None (a synthetic sign instead) where synthetic signs are allowed,
+        else the largest crop tried."""
+        if not groups:
+            return None
+        tried = []
+        for _ in range(4):
+            group = groups[int(rng.integers(len(groups)))]
+            cutout = load(group[int(rng.integers(len(group)))])
+            if max(cutout.alpha.shape) * 2.5 >= size:
+                return cutout
+            tried.append(cutout)
+        if "synthetic" in self.sign_kinds:
+            return None
+        return max(tried, key=lambda cutout: max(cutout.alpha.shape))
+
+    @cached_property
+    def _tt100k_crops(self) -> list[list[tuple[str, Path, int | None]]]:
+        """(code, file, CTSRD class) of every shapeable crop, grouped by code."""
+        root = self.sources.tt100k
+        code_map = _read_tt100k_codes(root / "classes.csv")
+        split_root = root / _tt100k_split(root)
+        groups = []
+        for folder in sorted(p for p in split_root.iterdir() if p.is_dir()):
+            if tt100k_shape(folder.name) is None:
+                continue
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg"))
+            if files:
+                groups.append([(folder.name, path, code_map.get(folder.name)) for path in files])
+        return groups
+
+    @staticmethod
+    def _tt100k_cutout(item: tuple[str, Path, int | None]) -> Cutout:
+        code, path, class_id = item
+        return _cached_real(path, None, tt100k_shape(code), class_id, f"tt100k:{code}/{path.name}")
+
+    @cached_property
+    def _tsrd_crops(self) -> list[list[tuple[Path, Box, int]]]:
+        """(file, sign box, class) of every TSRD image, grouped by class."""
+        by_class: dict[int, list[tuple[Path, Box, int]]] = {}
+        for path, box, class_id in _read_tsrd_boxes(self.sources.tsrd):
+            by_class.setdefault(class_id, []).append((path, box, class_id))
+        return [by_class[class_id] for class_id in sorted(by_class)]
+
+    @staticmethod
+    def _tsrd_cutout(item: tuple[Path, Box, int]) -> Cutout:
+        path, box, class_id = item
+        return _cached_real(path, box, ctsrd_shape(class_id), class_id, f"tsrd:{path.name}")
+
+    def _size(self, rng: np.random.Generator) -> float:
+        config = self.config
+        if rng.random() < config.large_fraction:
+            low, high = config.max_size, config.large_max_size
+        else:
+            low, high = config.min_size, config.max_size
+        size = math.exp(rng.uniform(math.log(low), math.log(high)))
+        return min(size, 0.8 * min(config.width, config.height) - 2 * _MARGIN)
+
+    def _place_group(self, image, owner, placed: list[_Placed], rng) -> None:
+        """One sign where it fits (or nothing after 30 tries), maybe its pole, maybe a
+        second sign stacked under it on the same pole."""
+        config = self.config
+        size = self._size(rng)
+        warped = _pose_sign(self._cutout(rng, size), size, rng)
+        height, width = warped.alpha.shape
+        for _ in range(30):
+            x0 = int(rng.integers(0, max(1, config.width - width + 1)))
+            centre_y = config.height * (0.06 + 0.62 * rng.beta(2.0, 2.4))
+            y0 = int(np.clip(round(centre_y - height / 2), 0, max(0, config.height - height)))
+            if (
+                width <= config.width
+                and height <= config.height
+                and _fits(warped.box_at(x0, y0), placed, config.max_overlap)
+            ):
+                break
+        else:
+            return
+        below = None
+        if rng.random() < config.stack_rate:
+            below = self._stacked(warped, x0, y0, placed, rng)
+        if rng.random() < config.pole_rate:
+            _pole(image, owner, placed, warped, x0, y0, size, rng, config.min_visible)
+        # Nothing comes between two stacked signs: only the lower one may be occluded.
+        self._composite(image, owner, placed, warped, x0, y0, rng, may_occlude=below is None)
+        if below is not None:
+            self._composite(image, owner, placed, *below, rng)
+
+    def _stacked(self, upper: _Warped, x0: int, y0: int, placed, rng):
+        """A sign under `upper`, about as wide, touching or a little apart; None if it
+        does not fit."""
+        config = self.config
+        ux1, uy1, ux2, uy2 = upper.box_at(x0, y0)
+        size = max(config.min_size, (ux2 - ux1) * rng.uniform(0.8, 1.05))
+        warped = _pose_sign(self._cutout(rng, size), size, rng)
+        height, width = warped.alpha.shape
+        bx0, by0, bx1, _ = warped.box_at(0, 0)
+        nx = round((ux1 + ux2) / 2 - (bx0 + bx1) / 2 + rng.normal(0, 0.03 * size))
+        ny = round(uy2 + rng.uniform(0, 0.1) * size - by0)
+        if not (0 <= nx <= config.width - width and 0 <= ny <= config.height - height):
+            return None
+        box = warped.box_at(nx, ny)
+        if not _fits(box, placed, config.max_overlap) or _overlap(box, (ux1, uy1, ux2, uy2)) > 0:
+            return None
+        return warped, nx, ny
+
+    def _composite(
+        self, image, owner, placed: list[_Placed], warped, x0, y0, rng, may_occlude=True
+    ) -> None:
+        height, width = warped.alpha.shape
+        region = image[y0 : y0 + height, x0 : x0 + width].astype(np.float32)
+        alpha = warped.alpha
+        sign = warped.premultiplied
+        # Lit for its surroundings: a bright sign in a dark scene is toned down, and so on.
+        around = region.mean() + 1.0
+        own = (sign.sum(axis=(0, 1)) / max(alpha.sum(), 1e-3)).mean() + 1.0
+        gain = float(np.clip(np.exp(rng.normal(0, 0.18)) * (around / own) ** 0.35, 0.35, 1.6))
+        sign = np.minimum(sign * gain, 255 * alpha[..., None])
+        if rng.random() < 0.4:  # defocus of the sign layer (the mask stays the geometric one)
+            sigma = rng.uniform(0.3, 0.8) * max(1.0, max(height, width) / 60)
+            sign = cv2.GaussianBlur(sign, (0, 0), sigma)
+            alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
+        region = region * (1 - alpha[..., None]) + sign
+        image[y0 : y0 + height, x0 : x0 + width] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+        number = len(placed) + 1
+        owner[y0 : y0 + height, x0 : x0 + width][warped.mask] = number
+        placed.append(_Placed(warped.box_at(x0, y0), warped.cutout, int(warped.mask.sum())))
+        if rng.random() < self.config.occlusion_rate and may_occlude:
+            _occlude(image, owner, placed, rng, self.config.min_visible)
+
+    def _signs(self, owner: np.ndarray, placed: list[_Placed]) -> Iterator[SceneSign]:
+        for number, sign in enumerate(placed, start=1):
+            x1, y1, x2, y2 = sign.box
+            local = owner[y1:y2, x1:x2] == number
+            rows, cols = np.flatnonzero(local.any(axis=1)), np.flatnonzero(local.any(axis=0))
+            if not len(rows):
+                continue
+            box = (
+                x1 + int(cols[0]),
+                y1 + int(rows[0]),
+                x1 + int(cols[-1]) + 1,
+                y1 + int(rows[-1]) + 1,
+            )
+            mask = local[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            size = max(box[2] - box[0], box[3] - box[1])
+            yield SceneSign(
+                box=box,
+                mask=mask,
+                class_id=sign.cutout.class_id,
+                source=sign.cutout.source,
+                visible=round(float(mask.sum()) / sign.pixels, 4),
+                ignore=size < self.config.ignore_below,
+            )
+
+
+# --- posing and painting -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Warped:
+    """A posed sign in its own patch: premultiplied float RGB (0-255), alpha in [0, 1], the
+    mask (alpha >= 0.5) and the mask's box within the patch."""
+
+    premultiplied: np.ndarray
+    alpha: np.ndarray
+    mask: np.ndarray
+    box: Box
+    cutout: Cutout
+
+    def box_at(self, x0: int, y0: int) -> Box:
+        x1, y1, x2, y2 = self.box
+        return x1 + x0, y1 + y0, x2 + x0, y2 + y0
+
+
+@dataclass(frozen=True, eq=False)
+class _Placed:
+    box: Box  # where the sign's whole mask lies in the frame
+    cutout: Cutout
+    pixels: int  # mask pixels when composited, before anything covered them
+
+
+def _pose_sign(cutout: Cutout, size: float, rng: np.random.Generator) -> _Warped:
+    """The cutout turned in 3D and scaled so that the larger side of its box is `size`."""
+    height, width = cutout.alpha.shape
+    real = not cutout.source.startswith("synthetic")
+    spread = (8.0, 5.0, 3.0) if real else (18.0, 8.0, 4.0)  # real crops come posed already
+    yaw, pitch, roll = np.radians(np.clip(rng.normal(0, spread), -40, 40))
+    rotation = _turn(roll, 0, 1) @ _turn(yaw, 2, 0) @ _turn(pitch, 1, 2)
+    aspect = width / height * math.exp(rng.normal(0, 0.04))
+    corners = np.array([(0, 0), (width, 0), (width, height), (0, height)], np.float64)
+    planar = np.column_stack(
+        [(corners[:, 0] / width * 2 - 1) * aspect, corners[:, 1] / height * 2 - 1, np.zeros(4)]
+    )
+    turned = planar @ rotation.T
+    distance = rng.uniform(4.0, 10.0)
+    projected = turned[:, :2] * (distance / (distance + turned[:, 2:]))
+    posed = cv2.getPerspectiveTransform(corners.astype(np.float32), projected.astype(np.float32))
+    outline = cv2.perspectiveTransform(cutout.outline[None], posed)[0]
+    (left, top), (right, bottom) = outline.min(axis=0), outline.max(axis=0)
+    scale = size / max(right - left, bottom - top)
+    patch_w = math.ceil((right - left) * scale) + 2 * _MARGIN
+    patch_h = math.ceil((bottom - top) * scale) + 2 * _MARGIN
+    place = np.array(
+        [[scale, 0, _MARGIN - left * scale], [0, scale, _MARGIN - top * scale], [0, 0, 1]]
+    )
+    # Shrink the source to about 1.5x its final size first (area averaging), so that the
+    # bilinear warp neither aliases small signs nor wastes time on big sources.
+    level = float(np.clip(size * 1.5 / max(width, height), 0.0, 1.0))
+    rgba = np.dstack([cutout.rgb, cutout.alpha])
+    if level < 0.75:
+        small = (max(4, round(width * level)), max(4, round(height * level)))
+        rgba = cv2.resize(rgba, small, interpolation=cv2.INTER_AREA)
+    to_source = np.diag([width / rgba.shape[1], height / rgba.shape[0], 1.0])
+    warped = cv2.warpPerspective(
+        rgba.astype(np.float32),
+        place @ posed @ to_source,
+        (patch_w, patch_h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    alpha = warped[..., 3] / 255.0
+    premultiplied = _weather(warped[..., :3], alpha, rng)
+    mask = alpha >= 0.5
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):  # a sliver: keep one pixel so that every sign has a mask
+        mask[patch_h // 2, patch_w // 2] = True
+        rows, cols = np.array([patch_h // 2]), np.array([patch_w // 2])
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    return _Warped(premultiplied, alpha.astype(np.float32), mask, box, cutout)
+
+
+def _turn(angle: float, i: int, j: int) -> np.ndarray:
+    rotation = np.eye(3)
+    rotation[i, i] = rotation[j, j] = math.cos(angle)
+    rotation[i, j], rotation[j, i] = -math.sin(angle), math.sin(angle)
+    return rotation
+
+
+def _weather(premultiplied: np.ndarray, alpha: np.ndarray, rng) -> np.ndarray:
+    """Faded towards grey-white, tinted, and lit unevenly across the face."""
+    tinted = premultiplied * np.exp(rng.normal(0, 0.05, 3)).astype(np.float32)
+    fade = rng.uniform(0.0, 0.45) ** 2
+    faded = tinted * (1 - fade) + fade * 235 * alpha[..., None]
+    height, width = alpha.shape
+    gx, gy = rng.normal(0, 0.1, 2)
+    xs = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
+    ys = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
+    light = np.clip(1 + gx * xs + gy * ys, 0.5, 1.5)[..., None]
+    return np.minimum(faded * light, 255 * alpha[..., None]).astype(np.float32)
+
+
+def _fits(box: Box, placed: list[_Placed], max_overlap: float) -> bool:
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    for other in placed:
+        other_area = (other.box[2] - other.box[0]) * (other.box[3] - other.box[1])
+        if _overlap(box, other.box) > max_overlap * min(area, other_area):
+            return False
+    return True
+
+
+def _overlap(a: Box, b: Box) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _paint(image, owner, region: Box, cover: np.ndarray, paint, placed, min_visible) -> bool:
+    """Blend `paint` over the image inside `region` by coverage `cover` (float [0, 1]); the
+    pixels covered by half or more belong to no sign any more. Nothing is painted (False)
+    when that would leave a sign under `min_visible` of its pixels."""
+    x1, y1, x2, y2 = region
+    hit = owner[y1:y2, x1:x2][cover >= 0.5]
+    numbers, counts = np.unique(hit[hit > 0], return_counts=True)
+    for number, count in zip(numbers.tolist(), counts.tolist(), strict=True):
+        bx1, by1, bx2, by2 = placed[number - 1].box
+        left = int((owner[by1:by2, bx1:bx2] == number).sum()) - count
+        if left < min_visible * placed[number - 1].pixels:
+            return False
+    view = image[y1:y2, x1:x2].astype(np.float32)
+    weight = cover[..., None]
+    image[y1:y2, x1:x2] = np.clip(view * (1 - weight) + paint * weight + 0.5, 0, 255).astype(
+        np.uint8
+    )
+    owner[y1:y2, x1:x2][cover >= 0.5] = 0
+    return True
+
+
+def _pole(image, owner, placed, warped: _Warped, x0, y0, size: float, rng, min_visible) -> None:
+    """A grey post from the sign's centre down (drawn first, so the sign hides its top);
+    left out where it would hide too much of a sign drawn earlier."""
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = warped.box_at(x0, y0)
+    thickness = max(1, round(size * rng.uniform(0.05, 0.09)))
+    top = (y1 + y2) // 2
+    bottom = min(height, round(top + size * rng.uniform(1.5, 5.0)))
+    centre = (x1 + x2) / 2 + rng.normal(0, 0.02 * size)
+    left = max(0, math.floor(centre - thickness))
+    right = min(width, math.ceil(centre + thickness) + 1)
+    if bottom <= top or right <= left:
+        return
+    cover = np.zeros((bottom - top, right - left), np.uint8)
+    end_x = centre + rng.normal(0, 0.01) * (bottom - top) - left
+    cv2.line(
+        cover,
+        (round((centre - left) * 16), 0),
+        (round(end_x * 16), (bottom - top) * 16),
+        255,
+        thickness,
+        cv2.LINE_AA,
+        shift=4,
+    )
+    metal = np.full(3, rng.uniform(90, 200), np.float32) * np.exp(rng.normal(0, 0.05, 3))
+    region = (left, top, right, bottom)
+    _paint(image, owner, region, cover.astype(np.float32) / 255, metal, placed, min_visible)
+
+
+def _occlude(image, owner, placed: list[_Placed], rng, min_visible: float) -> None:
+    """Leaves, a post or a box in front of the last sign placed; left out when it would
+    hide more than 1 - min_visible of that sign's pixels (or of any other's)."""
+    height, width = image.shape[:2]
+    number, sign = len(placed), placed[-1]
+    x1, y1, x2, y2 = sign.box
+    size = max(x2 - x1, y2 - y1)
+    kind = int(rng.integers(3))
+    if kind == 0:  # a leafy branch reaching in from one side
+        side = x1 if rng.random() < 0.5 else x2
+        anchor = np.array([side, rng.uniform(y1, y2)])
+        region = _clip_box(
+            (side - size, y1 - size // 2, side + size, y2 + size // 2), width, height
+        )
+        cover = np.zeros((region[3] - region[1], region[2] - region[0]), np.uint8)
+        paint = np.zeros((*cover.shape, 3), np.float32)
+        green = np.array([40, 90, 25], np.float32) * np.exp(rng.normal(0, 0.2, 3))
+        for _ in range(int(rng.integers(6, 16))):
+            centre = anchor + rng.normal(0, size * 0.15, 2) - region[:2]
+            axes = np.maximum(1, size * rng.uniform(0.05, 0.14, 2))
+            leaf = ((int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])))
+            angle = rng.uniform(0, 180)
+            cv2.ellipse(cover, *leaf, angle, 0, 360, 255, -1, cv2.LINE_AA)
+            tone = (green * rng.uniform(0.6, 1.5)).tolist()
+            cv2.ellipse(paint, *leaf, angle, 0, 360, tone, -1, cv2.LINE_AA)
+    elif kind == 1:  # a post or lamp standard in front, from the ground up past the sign
+        thickness = max(1, round(size * rng.uniform(0.08, 0.2)))
+        x = rng.uniform(x1, x2)
+        top = max(0, y1 - int(rng.integers(0, size + 1)))
+        region = _clip_box(
+            (round(x - thickness), top, round(x + thickness) + 1, height), width, height
+        )
+        cover = np.zeros((region[3] - region[1], region[2] - region[0]), np.uint8)
+        centre = round((x - region[0]) * 16)
+        cv2.line(cover, (centre, 0), (centre, cover.shape[0] * 16), 255, thickness, cv2.LINE_AA, 4)
+        paint = np.full(3, rng.uniform(40, 160), np.float32) * np.exp(rng.normal(0, 0.04, 3))
+    else:  # something boxy rising from below (a van's roof, a wall), textured like the scene
+        top = round(rng.uniform(y1 + 0.55 * (y2 - y1), y2))
+        left = round(rng.uniform(x1 - size, x2 - 0.3 * size))
+        right = round(left + rng.uniform(0.5, 2.0) * size)
+        region = _clip_box((left, top, right, min(height, y2 + size)), width, height)
+        cover = np.full((region[3] - region[1], region[2] - region[0]), 255, np.uint8)
+        rows, cols = cover.shape
+        sx = int(rng.integers(0, width - cols + 1))
+        sy = int(rng.integers(0, height - rows + 1))
+        paint = image[sy : sy + rows, sx : sx + cols].astype(np.float32) * rng.uniform(0.5, 1.0)
+    if cover.size == 0:
+        return
+    coverage = cover.astype(np.float32) / 255
+    rx1, ry1, rx2, ry2 = region
+    if not ((owner[ry1:ry2, rx1:rx2] == number) & (coverage >= 0.5)).any():
+        return  # it would miss the sign
+    _paint(image, owner, region, coverage, paint, placed, min_visible)
+
+
+def _clip_box(box, width: int, height: int) -> Box:
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1 = min(max(0, x1), width), min(max(0, y1), height)
+    return x1, y1, max(x1, min(width, x2)), max(y1, min(height, y2))
+
+
+def _camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Exposure, contrast, gamma and colour cast by lookup table; blur, motion blur, noise."""
+    levels = np.arange(256, dtype=np.float32) / 255
+    contrast, exposure = rng.uniform(0.8, 1.15), math.exp(rng.normal(0, 0.2))
+    gamma = math.exp(rng.normal(0, 0.12))
+    table = np.empty((256, 3), np.uint8)
+    for channel, cast in enumerate(np.exp(rng.normal(0, 0.04, 3))):
+        curve = np.clip(((levels - 0.5) * contrast + 0.5) * exposure * cast, 0, 1) ** gamma
+        table[:, channel] = np.clip(curve * 255 + 0.5, 0, 255).astype(np.uint8)
+    image = cv2.LUT(image, table[None])
+    if rng.random() < 0.4:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.0))
+    if rng.random() < 0.1:
+        length = int(rng.integers(3, 8))
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2] = 1 / length
+        rotation = cv2.getRotationMatrix2D(((length - 1) / 2,) * 2, rng.uniform(-30, 30), 1)
+        kernel = cv2.warpAffine(kernel, rotation, (length, length))
+        image = cv2.filter2D(image, -1, kernel / max(kernel.sum(), 1e-6))
+    if rng.random() < 0.4:  # sensor noise, drawn at half resolution (cheap, and as grainy)
+        height, width = image.shape[:2]
+        noise = rng.standard_normal(((height + 1) // 2, (width + 1) // 2, 3), dtype=np.float32)
+        noise = cv2.resize(noise, (width, height), interpolation=cv2.INTER_NEAREST)
+        image = np.clip(image + noise * rng.uniform(1.0, 5.0), 0, 255).astype(np.uint8)
+    return image
+
+
+# --- backgrounds -------------------------------------------------------------------------------
+
+
+def _cover(source: np.ndarray, width: int, height: int, rng) -> np.ndarray:
+    """A random crop of `source`, zoomed 1-1.4x beyond covering width x height, maybe
+    mirrored, resized to exactly width x height."""
+    source_h, source_w = source.shape[:2]
+    scale = max(width / source_w, height / source_h) * rng.uniform(1.0, 1.4)
+    crop_w, crop_h = min(source_w, width / scale), min(source_h, height / scale)
+    x0 = rng.uniform(0, source_w - crop_w)
+    y0 = rng.uniform(0, source_h - crop_h)
+    window = source[int(y0) : int(y0 + crop_h), int(x0) : int(x0 + crop_w)]
+    if rng.random() < 0.5:
+        window = window[:, ::-1]
+    shrink = window.shape[1] > width
+    method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(window), (width, height), interpolation=method)
+
+
+def _paint_out(image: np.ndarray, frame: FrameRecord) -> np.ndarray:
+    """The frame with every annotated sign (and a rim around it) inpainted away."""
+    height, width = frame.height, frame.width
+    mask = np.zeros((height, width), np.uint8)
+    regions = []
+    for instance in frame.instances:
+        x1, y1, x2, y2 = instance.box
+        grow = max(3, round(_DFG_DILATION * max(x2 - x1, y2 - y1)))
+        x1, y1 = max(0, x1 - grow), max(0, y1 - grow)
+        x2, y2 = min(width, x2 + grow), min(height, y2 + grow)
+        own = instance_mask(instance, height, width)[y1:y2, x1:x2].astype(np.uint8)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+        mask[y1:y2, x1:x2] |= cv2.dilate(own, kernel)
+        regions.append((x1, y1, x2, y2))
+    # Inpaint around one sign at a time (much cheaper than the whole frame); pixels filled
+    # for one sign are known pixels for the next.
+    image = image.copy()
+    pad = 12
+    for x1, y1, x2, y2 in regions:
+        x1, y1, x2, y2 = (
+            max(0, x1 - pad),
+            max(0, y1 - pad),
+            min(width, x2 + pad),
+            min(height, y2 + pad),
+        )
+        hole = mask[y1:y2, x1:x2]
+        if hole.any():
+            image[y1:y2, x1:x2] = cv2.inpaint(image[y1:y2, x1:x2], hole, 5, cv2.INPAINT_TELEA)
+            hole[...] = 0
+    return image
+
+
+def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return encoded.tobytes()
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    return _decode_jpeg(_encode_jpeg(rgb, quality))
+
+
+# --- sign sources ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _synthetic_cutout(class_id: int) -> Cutout:
+    template = sign_template(class_id)
+    # The drawing's colours are already coverage-weighted at its edges (it is drawn over
+    # black at 4x and averaged down), so they serve as premultiplied colours.
+    return Cutout(template.rgb, template.alpha, class_id, f"synthetic:{class_id}")
+
+
+@lru_cache(maxsize=4096)
+def _cached_real(path: Path, box: Box | None, shape: str, class_id: int | None, source: str):
+    rgb = _read_crop(path)
+    if box is not None:
+        x1, y1, x2, y2 = box
+        rgb = rgb[y1:y2, x1:x2]
+    return _real_cutout(np.ascontiguousarray(rgb), shape, class_id, source)
+
+
+def _read_crop(path: Path) -> np.ndarray:
+    return read_rgb(path)
+
+
+def _tt100k_split(root: Path) -> str:
+    """The folder of class-code folders: train/ where there is one (never test/), else root."""
+    return "train" if (root / "train").is_dir() else "."
+
+
+def _read_tt100k_codes(classes_file: Path) -> dict[str, int]:
+    """TT100K code -> CTSRD class id for the codes classes.csv maps."""
+    try:
+        text = classes_file.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise DataError(classes_file, None, f"cannot read the class table ({error})") from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or rows[0][:1] != ["code"] or "ctsrd_class_id" not in rows[0]:
+        raise DataError(classes_file, 1, "header must name the columns code and ctsrd_class_id")
+    column = rows[0].index("ctsrd_class_id")
+    count = len(sign_classes("ctsrd"))
+    codes = {}
+    for line, row in enumerate(rows[1:], start=2):
+        value = row[column].strip() if len(row) > column else ""
+        if not value:
+            continue
+        class_id = parse_int(value, "ctsrd_class_id", source_file=classes_file, line=line)
+        if not 0 <= class_id < count:
+            raise DataError(classes_file, line, f"ctsrd_class_id {class_id} is not a CTSRD class")
+        codes[row[0].strip()] = class_id
+    return codes
+
+
+def _read_tsrd_boxes(root: Path) -> list[tuple[Path, Box, int]]:
+    """(image, box, class) per line of a TSRD plain folder's annotations.txt. Boxes are
+    checked against the declared size; pixels are read when a crop is first used."""
+    annotation_file = root / "annotations.txt"
+    names = ("filename", "width", "height", "x1", "y1", "x2", "y2", "class")
+    count = len(sign_classes("ctsrd"))
+    crops = []
+    for line, text in annotation_lines(annotation_file):
+        where = {"source_file": annotation_file, "line": line}
+        filename, *fields = split_fields(text, names, **where)
+        width, height, x1, y1, x2, y2, class_id = (
+            parse_int(value, name, **where) for value, name in zip(fields, names[1:], strict=True)
+        )
+        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise DataError(
+                annotation_file,
+                line,
+                f"box ({x1}, {y1}, {x2}, {y2}) is not inside {width}x{height}",
+            )
+        if not 0 <= class_id < count:
+            raise DataError(annotation_file, line, f"class {class_id} is not a CTSRD class")
+        crops.append((root / "images" / filename, (x1, y1, x2, y2), class_id))
+    return crops
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def categories() -> list[dict]:
+    """The COCO categories of written scenes: CTSRD classes by id, then "unknown sign"."""
+    classes = sign_classes("ctsrd")
+    known = [{"id": c.class_id, "name": c.name, "supercategory": SUPERCATEGORY} for c in classes]
+    return [*known, {"id": len(classes), "name": UNKNOWN_SIGN, "supercategory": SUPERCATEGORY}]
+
+
+def write_scenes(
+    out_dir: Path | str,
+    *,
+    frames: int,
+    seed: int = 0,
+    config: SceneConfig | None = None,
+    sources: SceneSources | None = None,
+) -> SceneReport:
+    """Write OUT/images/NNNNNN.jpg and OUT/annotations.json (COCO, RLE masks)."""
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    generator = SceneGenerator(sources, config)
+    config = generator.config
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    unknown_id = len(sign_classes("ctsrd"))
+    images, annotations = [], []
+    report = SceneReport(frames=frames, seconds=0.0)
+    started = time.perf_counter()
+    for index in range(frames):
+        scene = generator.render(seed, index, compress=False)
+        name = f"{index:06d}.jpg"
+        (out / "images" / name).write_bytes(_encode_jpeg(scene.image, scene.jpeg_quality))
+        images.append(
+            {
+                "id": index,
+                "file_name": name,
+                "width": config.width,
+                "height": config.height,
+                "background": scene.background,
+            }
+        )
+        report.backgrounds[scene.background.split(":")[0]] = (
+            report.backgrounds.get(scene.background.split(":")[0], 0) + 1
+        )
+        for sign in scene.signs:
+            x1, y1, x2, y2 = sign.box
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index,
+                    "category_id": unknown_id if sign.class_id is None else sign.class_id,
+                    "ctsrd_class": sign.class_id,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": int(sign.mask.sum()),
+                    "segmentation": rle_encode_box(
+                        sign.mask, sign.box, config.height, config.width
+                    ),
+                    "iscrowd": 0,
+                    "ignore": sign.ignore,
+                    "visible": sign.visible,
+                    "source": sign.source,
+                }
+            )
+            report.sizes.append(sign.size)
+            report.ignored += sign.ignore
+            kind = sign.source.split(":")[0]
+            report.sources[kind] = report.sources.get(kind, 0) + 1
+    document = {
+        "info": {
+            "description": "GreedySign composited road scenes (greedysign data scenes)",
+            "version": 1,
+            "seed": seed,
+            "frames": frames,
+            "config": asdict(config),
+            "backgrounds": list(generator.background_kinds) or ["procedural"],
+            "sign_sources": list(generator.sign_kinds),
+        },
+        "images": images,
+        "annotations": annotations,
+        "categories": categories(),
+    }
+    text = json.dumps(document, separators=(",", ":"))
+    temporary = out / "annotations.json.tmp"
+    temporary.write_text(text + "\n", encoding="utf-8")
+    os.replace(temporary, out / "annotations.json")
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,274 @@
+"""The COCO frames reader and mask codecs: real DFG frames, round trips, clear errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.frames import (
+    instance_mask,
+    mask_box,
+    polygon_mask,
+    read_coco,
+    read_coco_frames,
+    rle_decode,
+    rle_encode,
+    rle_encode_box,
+)
+from data.records import DataError
+
+# --- masks -----------------------------------------------------------------------------------
+
+
+def _ring() -> np.ndarray:
+    mask = np.zeros((40, 60), bool)
+    mask[5:30, 10:50] = True
+    mask[12:20, 20:30] = False
+    mask[0, 0] = mask[39, 59] = True
+    return mask
+
+
+def test_rle_matches_pycocotools_strings():
+    # Strings written by pycocotools.mask.encode for the same masks.
+    ring = "01d<h0kC000000000000000000^OI37MI37MI37MI37MI37MI37MI37MI37MI37MI37?"
+    ring += "00000000000000000000000000000000000000Z<XO"
+    assert rle_encode(_ring()) == {"size": [40, 60], "counts": ring}
+    small = np.zeros((3, 4), bool)
+    small[0, 0] = True
+    small[1:3, 2] = True
+    assert rle_encode(small)["counts"] == "0161M"
+    assert (rle_decode({"size": [40, 60], "counts": ring}) == _ring()).all()
+
+
+def test_rle_round_trips_and_box_encoding_agrees():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        height, width = rng.integers(1, 30, 2)
+        mask = rng.random((height, width)) < rng.random()
+        rle = rle_encode(mask)
+        assert (rle_decode(rle) == mask).all()
+        box = mask_box(mask)
+        if box is not None:
+            x1, y1, x2, y2 = box
+            assert rle_encode_box(mask[y1:y2, x1:x2], box, height, width) == rle
+    uncompressed = {"size": [2, 3], "counts": [1, 2, 3]}  # column-major, zeros first
+    assert rle_decode(uncompressed).tolist() == [[False, True, False], [True, False, False]]
+
+
+def test_polygon_pixels_are_those_whose_centre_is_inside():
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
+    mask = polygon_mask([square], 20, 20)
+    assert mask.sum() == 100 and mask_box(mask) == (0, 0, 10, 10)
+    # Centres on the boundary count on the right and bottom edges, as in pycocotools.
+    inner = polygon_mask([square / 2 + 2.5], 20, 20)
+    assert mask_box(inner) == (3, 3, 8, 8)
+    triangle = polygon_mask([np.array([[0, 0], [40, 0], [0, 40]], float)], 50, 50)
+    assert abs(int(triangle.sum()) - 800) <= 40
+    two = polygon_mask([square, square + 12], 30, 30)
+    assert two.sum() == 200
+
+
+# --- a small COCO set written here ---------------------------------------------------------------
+
+
+def _coco_set(root: Path) -> dict:
+    """Two 64x48 frames: a polygon sign, an RLE sign, a sign with no segmentation (ignored)."""
+    (root / "images").mkdir(parents=True)
+    for name in ("a.jpg", "b.png"):
+        Image.new("RGB", (64, 48), (90, 120, 150)).save(root / "images" / name)
+    disc = np.zeros((48, 64), bool)
+    disc[20:30, 40:52] = True
+    document = {
+        "images": [
+            {"id": 7, "file_name": "a.jpg", "width": 64, "height": 48},
+            {"id": 9, "file_name": "b.png", "width": 64, "height": 48},
+        ],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 3,
+                "bbox": [10, 5, 20, 10],
+                "segmentation": [[10, 5, 30, 5, 30, 15, 10, 15]],
+                "area": 200,
+                "iscrowd": 0,
+                "ignore": False,
+            },
+            {
+                "id": 2,
+                "image_id": 7,
+                "category_id": 58,
+                "bbox": [40, 20, 12, 10],
+                "segmentation": rle_encode(disc),
+                "iscrowd": 0,
+                "ctsrd_class": None,
+            },
+            {"id": 3, "image_id": 9, "category_id": 3, "bbox": [1.5, 2.2, 4, 5], "ignore": True},
+        ],
+        "categories": [
+            {"id": 3, "name": "Speed limit 40 km/h", "supercategory": "sign"},
+            {"id": 58, "name": "unknown sign", "supercategory": "sign"},
+        ],
+    }
+    _write(root, document)
+    return document
+
+
+def _write(root: Path, document) -> None:
+    (root / "annotations.json").write_text(json.dumps(document), encoding="utf-8")
+
+
+def test_reads_a_coco_set(tmp_path):
+    _coco_set(tmp_path)
+    first, second = read_coco_frames(tmp_path)
+
+    assert (first.image_path, first.width, first.height, first.image_id) == (
+        tmp_path / "images" / "a.jpg",
+        64,
+        48,
+        7,
+    )
+    polygon, rle = first.instances
+    assert (polygon.box, polygon.category, polygon.category_id, polygon.ignore) == (
+        (10, 5, 30, 15),
+        "Speed limit 40 km/h",
+        3,
+        False,
+    )
+    assert mask_box(instance_mask(polygon, 48, 64)) == polygon.box
+    assert instance_mask(polygon, 48, 64).sum() == 200
+    assert (rle.category, rle.class_id, rle.box) == ("unknown sign", None, (40, 20, 52, 30))
+    assert mask_box(instance_mask(rle, 48, 64)) == rle.box
+    (boxed,) = second.instances
+    assert boxed.ignore and boxed.segmentation is None
+    assert boxed.box == (1, 2, 6, 8)  # the pixels [1.5, 5.5) x [2.2, 7.2) touch
+    assert instance_mask(boxed, 48, 64).sum() == 5 * 6
+    # The JSON file itself may be given instead of its folder.
+    assert len(read_coco_frames(tmp_path / "annotations.json")) == 2
+
+
+def _broken(tmp_path: Path, change) -> Path:
+    document = _coco_set(tmp_path)
+    change(document)
+    _write(tmp_path, document)
+    return tmp_path
+
+
+def _set(path: str, value):
+    """A change that sets document[a][i][b] = value for path "a.i.b" (or deletes, for ...)."""
+    keys = [int(key) if key.isdigit() else key for key in path.split(".")]
+
+    def change(document):
+        target = document
+        for key in keys[:-1]:
+            target = target[key]
+        if value is ...:
+            del target[keys[-1]]
+        else:
+            target[keys[-1]] = value
+
+    return change
+
+
+BAD_CASES = [
+    ("images", ..., "'images' is missing"),
+    ("categories", {}, "'categories' is a dict, not a list"),
+    ("images.0.width", -3, "images[0]: width is not a positive integer"),
+    ("images.1.id", 7, "images[1]: duplicate image id 7"),
+    ("images.0.file_name", "gone.jpg", "images[0]: image file missing"),
+    ("images.1.height", 50, "images[1]: the JSON says 64x50 but"),
+    ("annotations.0.image_id", 99, "annotations[0] (id 1): image_id 99 is not the id of any image"),
+    ("annotations.1.id", 1, "annotations[1] (id 1): duplicate annotation id"),
+    ("annotations.0.category_id", 4, "annotations[0] (id 1): category_id 4 is not a category"),
+    ("annotations.0.bbox", [1, 2, 3], "annotations[0] (id 1): bbox must be [x, y, width, height]"),
+    ("annotations.0.bbox", [50, 5, 20, 10], "bbox [50, 5, 20, 10] lies outside the 64x48 image"),
+    ("annotations.0.bbox", [10, 5, 0, 10], "is empty"),
+    ("annotations.0.segmentation", [[1, 2, 3, 4, 5]], "segmentation[0] has 5 numbers"),
+    ("annotations.0.segmentation", [[1, 2, 3, "x", 5, 6]], "segmentation[0] is not a flat list"),
+    ("annotations.0.segmentation", [[1, 2, 300, 4, 5, 6]], "reaches outside the 64x48 image"),
+    ("annotations.1.segmentation.size", [48, 65], "RLE size [48, 65] is not the image's"),
+    ("annotations.1.segmentation.counts", [5, 6], "RLE runs add up to 11 pixels"),
+    ("annotations.1.segmentation.counts", "0\x7f", "RLE counts string is corrupt"),
+    ("annotations.1.ignore", "yes", "ignore must be true/false or 0/1"),
+    ("annotations.1.ctsrd_class", "3", "ctsrd_class must be null or a class id"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "fault"), BAD_CASES, ids=[c[2][:40] for c in BAD_CASES])
+def test_malformed_coco_is_a_clear_error(tmp_path, path, value, fault):
+    root = _broken(tmp_path, _set(path, value))
+    with pytest.raises(DataError) as caught:
+        read_coco_frames(root)
+    assert caught.value.file == str(root / "annotations.json")
+    assert fault in str(caught.value)
+
+
+def test_not_json_names_the_line(tmp_path):
+    _coco_set(tmp_path)
+    (tmp_path / "annotations.json").write_text('{\n"images": [\n,]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"annotations.json:3: not valid JSON"):
+        read_coco_frames(tmp_path)
+    with pytest.raises(DataError, match="no annotations.json in this frames folder"):
+        read_coco_frames(tmp_path / "images")
+    with pytest.raises(DataError, match="no such frames folder"):
+        read_coco_frames(tmp_path / "nowhere")
+
+
+def test_skip_leaves_out_the_whole_bad_frame_and_reports_it(tmp_path):
+    def break_second_sign(document):
+        document["annotations"][1]["bbox"] = [60, 20, 12, 10]
+
+    root = _broken(tmp_path, break_second_sign)
+    frames, skipped = read_coco(root, on_error="skip")
+    assert [frame.image_id for frame in frames] == [9]  # frame 7 lost a sign: left out whole
+    assert len(skipped) == 1 and "annotations[1] (id 2)" in str(skipped[0])
+    with pytest.raises(DataError):
+        read_coco(root)
+
+
+def test_check_images_can_be_turned_off(tmp_path):
+    root = _broken(tmp_path, _set("images.0.file_name", "gone.jpg"))
+    assert len(read_coco_frames(root, check_images=False)) == 2
+
+
+def test_document_is_not_changed_by_reading(tmp_path):
+    document = _coco_set(tmp_path)
+    before = copy.deepcopy(document)
+    read_coco_frames(tmp_path)
+    assert json.loads((tmp_path / "annotations.json").read_text()) == before
+
+
+# --- the real DFG frames -------------------------------------------------------------------------
+
+
+def test_real_dfg_frames(dfg_frames: Path):
+    frames = read_coco_frames(dfg_frames)
+
+    assert len(frames) == 35
+    assert sum(len(frame.instances) for frame in frames) == 88
+    first = frames[0]
+    assert (first.image_path, first.width, first.height) == (
+        dfg_frames / "images" / "0000001.jpg",
+        1920,
+        1080,
+    )
+    sign = first.instances[0]
+    assert (sign.box, sign.category, sign.ignore, sign.class_id) == (
+        (312, 369, 416, 509),
+        "II-7",
+        False,
+        None,
+    )
+    for frame in frames:
+        for instance in frame.instances:
+            assert isinstance(instance.segmentation, tuple)  # DFG masks are polygons
+            mask = instance_mask(instance, frame.height, frame.width)
+            box = mask_box(mask)
+            assert box is not None
+            # The polygon's pixels fill its box, give or take the boundary pixel.
+            assert max(abs(a - b) for a, b in zip(box, instance.box, strict=True)) <= 1

@@ -1,0 +1,246 @@
+"""Composited scenes: determinism, exact masks, sizes, COCO round trip, real sources, the CLI."""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from data.classes import sign_classes
+from data.frames import instance_mask, mask_box, read_coco_frames
+from data.images import read_rgb
+from data.scenes import (
+    SceneConfig,
+    SceneGenerator,
+    SceneSources,
+    ctsrd_shape,
+    shape_alpha,
+    tt100k_shape,
+    write_scenes,
+)
+
+# Small frames, few signs: synthetic signs on procedural backgrounds need no real data.
+SMALL = SceneConfig(
+    width=192,
+    height=128,
+    min_size=8,
+    max_size=40,
+    large_max_size=60,
+    large_fraction=0.1,
+    signs=(2, 5),
+    occlusion_rate=0.4,
+    stack_rate=0.3,
+)
+NO_REAL_DATA = SceneSources()
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def generator() -> SceneGenerator:
+    return SceneGenerator(NO_REAL_DATA, SMALL)
+
+
+@pytest.fixture(scope="module")
+def scenes(generator):
+    return [generator.render(3, index) for index in range(FRAMES)]
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scenes")
+    report = write_scenes(out, frames=FRAMES, seed=3, config=SMALL, sources=NO_REAL_DATA)
+    assert report.frames == FRAMES and report.images_per_minute > 0
+    return out
+
+
+def test_same_seed_same_scene_in_any_order(generator, scenes):
+    fresh = SceneGenerator(NO_REAL_DATA, SMALL)
+    for index in reversed(range(FRAMES)):  # a new generator, the other way round
+        again = fresh.render(3, index)
+        assert np.array_equal(again.image, scenes[index].image)
+        assert [s.box for s in again.signs] == [s.box for s in scenes[index].signs]
+        for ours, theirs in zip(again.signs, scenes[index].signs, strict=True):
+            assert np.array_equal(ours.mask, theirs.mask)
+    assert not np.array_equal(generator.render(4, 0).image, scenes[0].image)
+
+
+def test_written_files_are_identical_for_a_seed(written, tmp_path):
+    write_scenes(tmp_path, frames=FRAMES, seed=3, config=SMALL, sources=NO_REAL_DATA)
+    for path in sorted(written.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (tmp_path / path.relative_to(written)).read_bytes(), path
+
+
+def test_masks_are_exact_and_boxes_are_their_bounds(scenes):
+    for scene in scenes:
+        assert scene.image.shape == (SMALL.height, SMALL.width, 3)
+        assert scene.image.dtype == np.uint8
+        assert SMALL.signs[0] <= len(scene.signs) <= 2 * SMALL.signs[1]  # stacks add signs
+        labels = scene.instance_map()
+        for number, sign in enumerate(scene.signs, start=1):
+            x1, y1, x2, y2 = sign.box
+            assert 0 <= x1 < x2 <= SMALL.width and 0 <= y1 < y2 <= SMALL.height
+            assert sign.mask.shape == (y2 - y1, x2 - x1) and sign.mask.dtype == bool
+            assert mask_box(sign.mask) == (0, 0, x2 - x1, y2 - y1)  # box = the mask's bounds
+            assert (labels == number).sum() == sign.mask.sum() > 0  # no pixel in two signs
+            # Occluders and poles leave min_visible of a sign; a later sign's box may still
+            # cover max_overlap of its box.
+            assert 0.3 <= sign.visible <= 1
+        targets = scene.targets()
+        count = len(scene.signs)
+        assert targets["boxes"].shape == (count, 4) and targets["labels"].shape == (count,)
+        assert targets["masks"].shape == (count, SMALL.height, SMALL.width)
+        assert (targets["masks"].sum(axis=0) == (labels > 0)).all()
+
+
+def test_sizes_stay_in_the_configured_range(generator):
+    sizes, whole = [], []
+    for index in range(40):
+        for sign in generator.render(11, index, compress=False).signs:
+            sizes.append(sign.size)
+            if sign.visible == 1.0:
+                whole.append(sign.size)
+    # A sign's box never outgrows the largest size; an uncovered sign is at least the smallest
+    # (a pixel of rounding either way).
+    assert max(sizes) <= SMALL.large_max_size + 1
+    assert min(whole) >= SMALL.min_size - 1
+    assert np.median(sizes) < SMALL.max_size
+
+
+def test_signs_barely_overlap(scenes):
+    for scene in scenes:
+        for a, b in combinations(scene.signs, 2):
+            width = min(a.box[2], b.box[2]) - max(a.box[0], b.box[0])
+            height = min(a.box[3], b.box[3]) - max(a.box[1], b.box[1])
+            overlap = max(0, width) * max(0, height)
+            smaller = min(a.mask.size, b.mask.size)
+            assert overlap <= 0.5 * smaller
+
+
+def test_ignore_marks_tiny_signs(tmp_path):
+    config = SceneConfig(width=96, height=64, min_size=4, max_size=14, signs=(4, 4))
+    signs = [s for i in range(6) for s in SceneGenerator(NO_REAL_DATA, config).render(0, i).signs]
+    assert any(s.ignore for s in signs) and not all(s.ignore for s in signs)
+    assert all(s.ignore == (s.size < config.ignore_below) for s in signs)
+
+
+def test_coco_round_trips_through_the_reader(written, scenes):
+    frames = read_coco_frames(written)
+    document = json.loads((written / "annotations.json").read_text())
+
+    assert len(frames) == FRAMES
+    assert [c["id"] for c in document["categories"]] == list(range(59))
+    assert document["categories"][58]["name"] == "unknown sign"
+    assert {c["supercategory"] for c in document["categories"]} == {"sign"}
+    assert document["info"]["config"]["width"] == SMALL.width
+    expected_keys = {
+        "id",
+        "image_id",
+        "category_id",
+        "ctsrd_class",
+        "bbox",
+        "area",
+        "segmentation",
+        "iscrowd",
+        "ignore",
+        "visible",
+        "source",
+    }
+    for annotation in document["annotations"]:
+        assert set(annotation) == expected_keys
+        assert all(isinstance(v, int) for v in annotation["bbox"])
+    for frame, scene in zip(frames, scenes, strict=True):
+        assert frame.image_path == written / "images" / f"{frame.image_id:06d}.jpg"
+        image = read_rgb(frame.image_path)
+        assert image.shape == scene.image.shape
+        # The file is the scene as rendered, JPEG compressed once (to within JPEG's error).
+        assert np.abs(image.astype(int) - scene.image.astype(int)).mean() < 3
+        assert len(frame.instances) == len(scene.signs)
+        for instance, sign in zip(frame.instances, scene.signs, strict=True):
+            assert instance.box == sign.box
+            assert np.array_equal(
+                instance_mask(instance, frame.height, frame.width),
+                sign.full_mask(frame.height, frame.width),
+            )
+            assert instance.class_id == sign.class_id  # synthetic signs: always a CTSRD class
+            assert instance.category == sign_classes("ctsrd")[sign.class_id].name
+            assert instance.ignore == sign.ignore
+            assert instance.area == sign.mask.sum()
+
+
+def test_family_shapes():
+    assert [tt100k_shape(c) for c in ("pl40", "pne", "pn", "pb", "i5", "il60", "w57")] == [
+        "disc",
+        "disc",
+        "disc",
+        "disc",
+        "disc",
+        "disc",
+        "triangle",
+    ]
+    assert [tt100k_shape(c) for c in ("pg", "ps", "ip", "io", "po", "wo")] == [
+        "inverted",
+        "octagon",
+        "square",
+        None,
+        None,
+        None,
+    ]
+    by_name = {c.name: c.class_id for c in sign_classes("ctsrd")}
+    assert ctsrd_shape(by_name["Stop"]) == "octagon"
+    assert ctsrd_shape(by_name["Give way"]) == "inverted"
+    assert ctsrd_shape(by_name["Speed limit 40 km/h"]) == "disc"
+    assert ctsrd_shape(by_name["Turn left"]) == "disc"
+    assert ctsrd_shape(by_name["Road works"]) == "triangle"
+    disc, triangle = shape_alpha("disc", 40, 40), shape_alpha("triangle", 40, 40)
+    assert abs((disc >= 128).mean() - np.pi / 4) < 0.05
+    assert abs((triangle >= 128).mean() - 0.5) < 0.06
+    assert triangle[3, 3] == 0 and triangle[36, 3] > 0  # point up, base down
+    inverted = shape_alpha("inverted", 40, 40)
+    assert inverted[3, 3] > 0 and inverted[36, 3] == 0
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="min_size <= max_size"):
+        SceneConfig(min_size=50, max_size=20)
+    with pytest.raises(ValueError, match="signs per frame"):
+        SceneConfig(signs=(3, 1))
+    with pytest.raises(ValueError, match="unknown background"):
+        SceneSources(backgrounds=("beach",))
+    with pytest.raises(ValueError, match="no sign source available"):
+        SceneGenerator(SceneSources(signs=("tt100k",)), SMALL)
+
+
+def test_real_sources(scene_data_root):
+    config = SceneConfig(width=256, height=144, min_size=10, max_size=60, signs=(3, 5))
+    for background in ("video", "negatives", "dfg"):
+        for signs in (("tt100k",), ("tsrd",)):
+            sources = SceneSources.from_data_root(
+                scene_data_root, backgrounds=(background,), signs=signs
+            )
+            scene = SceneGenerator(sources, config).render(0, 1)
+            assert scene.background.split(":")[0] == background
+            assert scene.signs and all(s.source.startswith(signs[0]) for s in scene.signs)
+            for sign in scene.signs:
+                assert mask_box(sign.mask) == (0, 0, *sign.mask.shape[::-1])
+                if signs == ("tsrd",):
+                    assert sign.class_id is not None
+
+
+def test_cli_writes_scenes(tmp_path, capsys):
+    out = tmp_path / "out"
+    empty_root = tmp_path / "no-data"
+    empty_root.mkdir()
+    arguments = ["data", "scenes", str(out), "--frames", "2", "--seed", "1"]
+    arguments += ["--width", "128", "--height", "96", "--max-size", "30", "--signs", "1", "3"]
+    assert main([*arguments, "--data-root", str(empty_root)]) == 0
+    printed = capsys.readouterr().out
+    assert "images/min" in printed and "procedural" in printed and "median" in printed
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.jpg", "000001.jpg"]
+    assert len(read_coco_frames(out)) == 2
+    assert main([*arguments, "--signs", "3", "1"]) == 2
+    assert "signs per frame" in capsys.readouterr().err
