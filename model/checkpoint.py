@@ -68,6 +68,10 @@ class ModelInfo:
     config: NetConfig
     class_names: list[str]
     dataset: str = "ctsrd"
+    # "crops": reads one sign that fills the picture (classification and its mask);
+    # "scenes": marks the sign pixels of whole road frames (its segmentation head is what
+    # model/detect.py uses; its classifier is untrained).
+    task: str = "crops"
     method: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     split: dict[str, Any] = field(default_factory=dict)
@@ -144,6 +148,7 @@ def _read_model(path: Path | str) -> tuple[SignNet, ModelInfo]:
         config=config,
         class_names=list(state["class_names"]),
         dataset=state.get("dataset", "ctsrd"),
+        task=state.get("task", "crops"),
         method=state.get("method", ""),
         metrics=dict(state.get("metrics", {})),
         split=dict(state.get("split", {})),

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from data.tiles import IGNORE_LABEL
+
 
 def dice_loss(mask_logits: Tensor, masks: Tensor, smooth: float = 1.0) -> Tensor:
     """Soft Dice loss per image, averaged; `smooth` keeps empty masks finite."""
@@ -47,7 +49,14 @@ def module_loss(
     beta == 0 leaves it out (plain greedy cross-entropy, or end-to-end SGD). `mask_known`:
     see `mask_loss`.
     """
-    ce = F.cross_entropy(class_logits, labels, label_smoothing=label_smoothing)
+    # Labels of -100 (a scene tile, which has no one class) score no class: without any
+    # class label in the batch the term is 0, not the NaN of an empty mean.
+    if bool((labels == IGNORE_LABEL).all()):
+        ce = class_logits.sum() * 0.0
+    else:
+        ce = F.cross_entropy(
+            class_logits, labels, label_smoothing=label_smoothing, ignore_index=IGNORE_LABEL
+        )
     seg = mask_loss(mask_logits, masks, mask_known)
     reg_term = reg if reg is not None else torch.zeros((), device=ce.device)
     total = ce + lambda_mask * seg + beta * reg_term

@@ -138,11 +138,12 @@ class EvalAccumulator:
             raise ValueError("no images were evaluated")
         labels, best, best_known_probability = self.arrays()
         answers = answers_at(best, best_known_probability, self.num_known, threshold)
-        rows = np.minimum(labels, self.num_labels)  # labels beyond the model share a last row
+        labelled = labels >= 0
+        rows = np.minimum(labels[labelled], self.num_labels)  # beyond the model: a last row
         confusion = np.zeros((self.num_labels + 1, self.num_labels), dtype=np.int64)
-        np.add.at(confusion, (rows, answers), 1)
+        np.add.at(confusion, (rows, answers[labelled]), 1)
 
-        known = labels < self.num_known
+        known = (labels >= 0) & (labels < self.num_known)  # < 0: no class to score (tiles)
         open_set = (labels >= self.num_known) & (labels < self.num_labels)
         correct_per_class = confusion.diagonal()[: self.num_known]
         total_per_class = confusion[: self.num_known].sum(axis=1)

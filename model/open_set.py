@@ -63,13 +63,14 @@ def operating_points(
 ) -> list[dict[str, float | None]]:
     """Per threshold: accuracy on images of known classes (an open-set answer is wrong there)
     and the rejection rate (share of unknown-sign and no-sign images answered with either)."""
-    known = labels < num_known
+    known = (labels >= 0) & (labels < num_known)
+    open_set = labels >= num_known
     points = []
     for threshold in thresholds:
         answers = answers_at(best, best_known_probability, num_known, float(threshold))
         accuracy = float((answers[known] == labels[known]).mean()) if known.any() else None
-        rejected = answers[~known] >= num_known
-        rejection = float(rejected.mean()) if (~known).any() else None
+        rejected = answers[open_set] >= num_known
+        rejection = float(rejected.mean()) if open_set.any() else None
         points.append(
             {"threshold": float(threshold), "accuracy": accuracy, "rejection_rate": rejection}
         )

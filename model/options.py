@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model.choices import ARCH_NAMES, DATA_SPLITS, METHODS, REGULARISERS, SCHEDULES
+from model.choices import ARCH_NAMES, DATA_SPLITS, METHODS, REGULARISERS, SCHEDULES, TASKS
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -35,6 +35,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         type=int,
         default=40,
         help="images per class of the synthetic set used without --data",
+    )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="crops",
+        help="crops: read sign crops (classes, open set, mask); scenes: mark sign pixels in "
+        "whole road frames (--data from greedysign data scenes; --image-size is the tile)",
     )
     parser.add_argument("--method", choices=METHODS, default="greedy-dib")
     parser.add_argument(

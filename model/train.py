@@ -32,10 +32,12 @@ from tqdm import tqdm
 
 from data.classes import label_names
 from data.dataset import SignDataset
+from data.frames import FrameRecord, read_coco_frames
 from data.load import load_datasets
 from data.near_twins import novel
 from data.records import SignRecord
 from data.split import cross_split_copies, train_test_split
+from data.tiles import SceneTiles
 from model.checkpoint import (
     CHECKPOINT_FORMAT,
     ModelInfo,
@@ -66,8 +68,8 @@ SYNTHETIC_CACHE = Path(".cache")
 
 @dataclass
 class TrainData:
-    train: list[SignRecord]
-    test: list[SignRecord]
+    train: list[SignRecord] | list[FrameRecord]  # whole frames for the "scenes" task
+    test: list[SignRecord] | list[FrameRecord]
     dataset: str
     label_names: list[str]  # the classes, then "unknown sign" and "no sign"
     num_known: int
@@ -78,6 +80,8 @@ class TrainData:
 def load_data(args: argparse.Namespace) -> TrainData:
     """Read the datasets, add synthetic images for classes that have no real one, and cut
     the leakage-free split (the official one, if the data has one)."""
+    if args.task == "scenes":
+        return load_scene_data(args)
     roots = list(args.data) if args.data else [synthetic_dataset(args.synthetic_per_class)]
     index = load_datasets(roots)
     num_known = len(index.class_names)
@@ -139,6 +143,31 @@ def load_data(args: argparse.Namespace) -> TrainData:
     )
 
 
+def load_scene_data(args: argparse.Namespace) -> TrainData:
+    """Whole frames with their signs (COCO folders: `greedysign data scenes`), split by frame
+    with the seed."""
+    if not args.data:
+        raise SystemExit("--task scenes needs --data: a folder written by greedysign data scenes")
+    frames = [frame for root in args.data for frame in read_coco_frames(root)]
+    order = torch.randperm(len(frames), generator=torch.Generator().manual_seed(args.seed))
+    test_count = max(1, round(len(frames) * args.test_fraction))
+    if len(frames) - test_count < 1:
+        raise SystemExit(f"{len(frames)} frames: too few to train and test on")
+    test = [frames[i] for i in sorted(order[:test_count].tolist())]
+    train = [frames[i] for i in sorted(order[test_count:].tolist())]
+    split = {
+        "kind": "frames, random",
+        "test_fraction": args.test_fraction,
+        "seed": args.seed,
+        "train_images": len(train),
+        "test_images": len(test),
+        "data": [str(root) for root in args.data],
+    }
+    digest = hashlib.sha1("\n".join(str(f.image_path) for f in train + test).encode())
+    names = label_names("ctsrd")
+    return TrainData(train, test, "ctsrd", names, len(names) - 2, split, digest.hexdigest())
+
+
 def synthetic_dataset(per_class: int, seed: int = 0, classes: Sequence[int] | None = None) -> Path:
     """A synthetic CTSRD set (every class, or `classes`), generated on first use and kept in
     .cache/."""
@@ -165,8 +194,12 @@ def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader,
     """The training loader reshuffles and re-augments each epoch from (seed, epoch) alone
     (`set_epoch`), so an interrupted run resumes exactly; its workers are started afresh
     each epoch to see the epoch."""
-    train_set = SignDataset(data.train, args.image_size, train=True, seed=args.seed)
-    test_set = SignDataset(data.test, args.image_size, train=False)
+    if args.task == "scenes":
+        train_set = SceneTiles(data.train, args.image_size, train=True, seed=args.seed)
+        test_set = SceneTiles(data.test, args.image_size, train=False, seed=args.seed)
+    else:
+        train_set = SignDataset(data.train, args.image_size, train=True, seed=args.seed)
+        test_set = SignDataset(data.test, args.image_size, train=False)
     train_loader = DataLoader(
         train_set,
         args.batch_size,
@@ -367,6 +400,7 @@ def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) ->
         config=model.config,
         class_names=data.label_names,
         dataset=data.dataset,
+        task=args.task,
         method=args.method,
         split=data.split,
         data_fingerprint=data.fingerprint,
@@ -498,10 +532,12 @@ def final_metrics(
         part = evaluate_loader(model, loader, device, data.num_known, data.label_names)
         return _summary(part.compute(threshold))
 
-    metrics["datasets"] = {origin: score(part) for origin, part in by_origin(data.test).items()}
-    flags = novel(data.train, data.test)
-    novel_test = [record for record, flag in zip(data.test, flags, strict=True) if flag]
-    metrics["novel"] = score(novel_test) if novel_test else None
+    if args.task == "crops":
+        origins = by_origin(data.test)
+        metrics["datasets"] = {origin: score(part) for origin, part in origins.items()}
+        flags = novel(data.train, data.test)
+        novel_test = [record for record, flag in zip(data.test, flags, strict=True) if flag]
+        metrics["novel"] = score(novel_test) if novel_test else None
     # Each module's own auxiliary heads: headline figures only, the full confusion is
     # the final model's.
     metrics["modules"] = {
@@ -560,7 +596,8 @@ def write_run(
     history: list[dict[str, Any]],
     class_names: list[str],
 ) -> None:
-    """model.pt, metrics.json, history.csv and plots; then the run becomes the newest."""
+    """model.pt, metrics.json, history.csv and plots; then a crop model's run becomes the
+    newest."""
     from model.plots import plot_confusion, plot_gradients, plot_history
 
     export_model(model, info, run_dir / MODEL_FILE)
@@ -585,5 +622,8 @@ def write_run(
     plot_history(history, run_dir / "curves.png")
     plot_gradients(history, run_dir / "gradients.png")
     plot_confusion(metrics["confusion"], class_names, run_dir / "confusion.png")
-    mark_latest(run_dir)
+    if info.task == "crops":
+        # The newest run is what eval, predict and the service read signs with; a scene model
+        # is given to them by name.
+        mark_latest(run_dir)
     print(f"run written to {run_dir}")

@@ -268,3 +268,21 @@ def test_each_method_gets_its_classification_head():
     # The exported inference model of either rebuilds from its config and loads strictly.
     for model in (greedy, sgd):
         SignNet(model.config, with_aux=False).load_state_dict(model.inference_state_dict())
+
+
+def test_scene_task_trains_the_segmentation_of_whole_frames(tmp_path, monkeypatch):
+    from data.scenes import SceneConfig, SceneSources, write_scenes
+
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    scenes = tmp_path / "scenes"
+    config = SceneConfig(width=256, height=160, min_size=16, max_size=40, signs=(2, 3))
+    write_scenes(
+        scenes, frames=6, seed=0, config=config, sources=SceneSources(signs=("synthetic",))
+    )
+    out = tmp_path / "scene-run"
+    metrics = main(_args(scenes, out, "--task", "scenes", "--method", "sgd"))
+    assert metrics["accuracy"] is None  # a tile has no one class
+    assert 0 <= metrics["mask_miou"] <= 1
+    _, info = load_model(out / "model.pt")
+    assert info.task == "scenes"
+    assert latest_run(tmp_path) is None, "a scene model is not the newest sign reader"

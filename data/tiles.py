@@ -1,0 +1,151 @@
+"""Square tiles of whole road frames, with the sign pixels marked: what a scene model (whose
+segmentation head finds signs in a frame) trains on.
+
+A frame of `greedysign data scenes` is 1280x720 with signs of 12-150 px; a scene model reads
+a whole frame shrunk to about 960 px wide (model/detect.py), so tiles are cut at a random
+scale around that (`scale`: frame pixels per original pixel), `tile` x `tile` pixels after
+scaling, most of them around a sign (the rest anywhere: the model must also learn the
+street). An item has the shape of data.dataset.SignDataset's: (image float32 [3, T, T]
+normalised, mask float32 [1, T, T] = the union of the tile's sign masks, label
+IGNORE_LABEL (a tile has no one class), box: the bounding box of the marked pixels, or
+(0, 0, 0, 0) for a tile with none, mask_known True).
+
+Frames are decoded when a tile is cut (JPEG draft mode decodes at the scale needed), so a
+set of any size costs no memory. Tiles depend on (seed, epoch, index) alone, like
+SignDataset's augmentation; an evaluation set (`train=False`) cuts the same tiles every time
+and leaves the pixels as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from data.frames import FrameRecord, instance_mask
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+IGNORE_LABEL = -100  # torch's cross-entropy ignore_index: a tile scores no class
+SIGN_CENTRED = 0.8  # share of tiles cut around a sign
+
+
+class SceneTiles(Dataset):
+    def __init__(
+        self,
+        frames: Sequence[FrameRecord],
+        tile: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        scale: tuple[float, float] = (0.45, 1.0),
+        tiles_per_frame: int = 4,
+    ):
+        if not frames:
+            raise ValueError("no frames to cut tiles from")
+        self.frames = list(frames)
+        self.tile = tile
+        self.train = train
+        self.seed = seed
+        self.scale = scale
+        self.tiles_per_frame = tiles_per_frame
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.frames) * self.tiles_per_frame
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int):
+        epoch = self.epoch if self.train else 0
+        rng = np.random.default_rng([self.seed, epoch, i, int(self.train)])
+        frame = self.frames[i // self.tiles_per_frame]
+        scale = float(np.exp(rng.uniform(*np.log(self.scale))))
+        window = self.tile / scale  # the tile's side in original pixels
+        x0, y0 = _window_origin(frame, window, rng)
+        image = _cut(_decode(frame, scale), x0 * scale, y0 * scale, self.tile)
+        mask = _cut(_sign_mask(frame), x0, y0, window, self.tile)
+        if self.train:
+            image = _photometric(image, rng)
+            if rng.random() < 0.5:  # a scene mirrored is still a scene; the signs are not read
+                image, mask = image[:, ::-1], mask[:, ::-1]
+        tensor = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return (
+            torch.from_numpy(np.ascontiguousarray(tensor.transpose(2, 0, 1), np.float32)),
+            torch.from_numpy(np.ascontiguousarray(mask[None], np.float32)),
+            IGNORE_LABEL,
+            _bounding_box(mask),
+            True,
+        )
+
+
+def _bounding_box(mask: np.ndarray) -> torch.Tensor:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return torch.zeros(4)
+    return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+
+
+def _window_origin(frame: FrameRecord, window: float, rng: np.random.Generator):
+    """Top-left corner (original pixels) of a window around a random sign, or anywhere."""
+    signs = [s for s in frame.instances if not s.ignore]
+    if signs and rng.random() < SIGN_CENTRED:
+        x1, y1, x2, y2 = signs[rng.integers(len(signs))].box
+        cx = rng.uniform(x1, x2) + rng.normal(0, window / 6)
+        cy = rng.uniform(y1, y2) + rng.normal(0, window / 6)
+    else:
+        cx, cy = rng.uniform(0, frame.width), rng.uniform(0, frame.height)
+    x0 = np.clip(cx - window / 2, 0, max(0.0, frame.width - window))
+    y0 = np.clip(cy - window / 2, 0, max(0.0, frame.height - window))
+    return float(x0), float(y0)
+
+
+def _decode(frame: FrameRecord, scale: float) -> np.ndarray:
+    """The frame as RGB at `scale` of its size (JPEG decodes at up to 1/8 scale directly)."""
+    size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+    with Image.open(frame.image_path) as image:
+        image.draft("RGB", size)
+        rgb = np.asarray(image.convert("RGB"))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _sign_mask(frame: FrameRecord) -> np.ndarray:
+    mask = np.zeros((frame.height, frame.width), np.float32)
+    for sign in frame.instances:
+        mask[instance_mask(sign, frame.height, frame.width)] = 1.0
+    return mask
+
+
+def _cut(picture: np.ndarray, x0: float, y0: float, side: float, out: int | None = None):
+    """The side x side window at (x0, y0) of `picture`, padded with zeros where it leaves the
+    picture, resized to out x out (area averaging; a mask becomes 0/1 at its middle)."""
+    out = out or round(side)
+    affine = np.array([[out / side, 0, -x0 * out / side], [0, out / side, -y0 * out / side]])
+    is_mask = picture.ndim == 2
+    shrinking = side > out
+    interpolation = cv2.INTER_AREA if shrinking and not is_mask else cv2.INTER_LINEAR
+    if is_mask and shrinking:
+        # Area-average the mask before thresholding, so thin signs do not vanish.
+        picture = cv2.resize(
+            picture, None, fx=out / side, fy=out / side, interpolation=cv2.INTER_AREA
+        )
+        affine = np.array([[1.0, 0, -x0 * out / side], [0, 1.0, -y0 * out / side]])
+    cut = cv2.warpAffine(
+        picture, affine, (out, out), flags=interpolation, borderMode=cv2.BORDER_CONSTANT
+    )
+    return (cut >= 0.5).astype(np.float32) if is_mask else cut
+
+
+def _photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Exposure, contrast and a little blur or noise: the camera, once more."""
+    out = image.astype(np.float32)
+    out = (out - out.mean()) * rng.uniform(0.75, 1.25) + out.mean() * rng.uniform(0.75, 1.25)
+    if rng.random() < 0.2:
+        out = cv2.GaussianBlur(out, (3, 3), 0)
+    if rng.random() < 0.2:
+        out += rng.normal(0, rng.uniform(2, 8), out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)

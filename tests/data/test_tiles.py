@@ -1,0 +1,58 @@
+"""Scene tiles: cut around signs at a random scale, with the sign pixels marked exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data.frames import instance_mask, read_coco_frames
+from data.scenes import SceneConfig, SceneSources, write_scenes
+from data.tiles import IGNORE_LABEL, SceneTiles
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Four small procedural scenes (no real data needed), two to four signs each."""
+    root = tmp_path_factory.mktemp("scenes")
+    config = SceneConfig(width=320, height=192, min_size=16, max_size=48, signs=(2, 4))
+    write_scenes(root, frames=4, seed=2, config=config, sources=SceneSources(signs=("synthetic",)))
+    return read_coco_frames(root)
+
+
+def test_items_have_the_crop_datasets_shape(scenes):
+    tiles = SceneTiles(scenes, 64, train=True, seed=0)
+    assert len(tiles) == 4 * tiles.tiles_per_frame
+    image, mask, label, box, mask_known = tiles[0]
+    assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+    assert label == IGNORE_LABEL and mask_known is True
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    if mask.any():
+        ys, xs = torch.nonzero(mask[0], as_tuple=True)
+        assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_tiles_depend_on_seed_epoch_and_index_alone(scenes):
+    first, same = (SceneTiles(scenes, 48, train=True, seed=s) for s in (1, 1))
+    assert all(torch.equal(first[i][0], same[i][0]) for i in (3, 0, 7))
+    first.set_epoch(1)
+    assert not all(torch.equal(first[i][0], same[i][0]) for i in range(4))
+    evaluation = SceneTiles(scenes, 48, train=False, seed=1)
+    before = evaluation[2][0]
+    evaluation.set_epoch(5)
+    assert torch.equal(before, evaluation[2][0]), "evaluation tiles never change"
+
+
+def test_most_tiles_hold_a_sign_and_marks_follow_the_masks(scenes):
+    tiles = SceneTiles(scenes, 64, train=False, seed=0, scale=(1.0, 1.0))
+    with_sign = sum(bool(tiles[i][1].any()) for i in range(len(tiles)))
+    assert with_sign >= len(tiles) // 2
+    # At scale 1 a tile is a window of the frame: its marked pixels are the frame's sign
+    # pixels in that window (the union of the instance masks).
+    frame = scenes[0]
+    union = np.zeros((frame.height, frame.width), bool)
+    for sign in frame.instances:
+        union |= instance_mask(sign, frame.height, frame.width)
+    assert union.sum() > 0
+    _, mask, *_ = tiles[0]
+    assert 0 < mask.sum() <= union.sum()
