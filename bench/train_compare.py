@@ -1,14 +1,17 @@
-"""Greedy-DIB, greedy-CE and end-to-end SGD side by side: same data, split, augmentation and
-epoch budget, several seeds. Prints mean ± std of accuracy, macro accuracy, box IoU, mask mIoU
-and training time, writes the table as Markdown, and plots the first-layer gradient norm of
-each module for SGD and Greedy-DIB.
+"""Training methods side by side: same data, split, augmentation and epoch budget, several
+seeds. Prints mean ± std of each figure and writes the table as Markdown (and JSON), and
+plots the first-layer gradient norm of each module for SGD and Greedy-DIB.
 
     .venv/bin/python bench/train_compare.py --data ../shared/data/ctsrd-real --seeds 0,1,2 \\
         --epochs 30 --out runs/compare
+    .venv/bin/python bench/train_compare.py --data runs/tsrd-official-sample --seeds 0,1,2 \\
+        --epochs 30 --out runs/compare-official -- --split official
 
-Each run is a normal `greedysign train` run folder under --out (finished runs are reused, so
-an interrupted comparison continues where it stopped). Extra arguments after `--` go to
-every `greedysign train` call.
+A variant is a method, optionally with a schedule (`greedy-dib:simultaneous`), or a name
+with any flags (`beta0.1=--method greedy-dib --beta 0.1`, given with --variant). Each run is a
+normal `greedysign train` run folder under --out (finished runs are reused, so an
+interrupted comparison continues where it stopped). Extra arguments after `--` go to every
+`greedysign train` call. With several collections (TSRD, TT100K) each gets its own columns.
 """
 
 from __future__ import annotations
@@ -26,64 +29,83 @@ METHODS = ("greedy-dib", "greedy-ce", "sgd")
 COLUMNS = (
     ("accuracy", "accuracy"),
     ("macro_accuracy", "macro acc."),
+    ("rejection_rate", "rejected"),
+    ("novel_accuracy", "novel acc."),
     ("box_iou", "box IoU"),
     ("mask_miou", "mask mIoU"),
     ("train_seconds", "train time (s)"),
 )
 
 
-def run_one(method: str, seed: int, args: argparse.Namespace, extra: list[str]) -> dict:
-    out = args.out / f"{method}-seed{seed}"
+def variant_flags(variant: str, named: dict[str, str]) -> list[str]:
+    if variant in named:
+        return named[variant].split()
+    method, _, schedule = variant.partition(":")
+    return ["--method", method, *(["--schedule", schedule] if schedule else [])]
+
+
+def run_one(variant: str, seed: int, args: argparse.Namespace, extra: list[str]) -> dict:
+    out = args.out / f"{variant.replace(':', '-')}-seed{seed}"
     metrics_file = out / "metrics.json"
     if not metrics_file.is_file():
-        command = [
-            sys.executable,
-            "-m",
-            "app",
-            "train",
-            "--data",
-            str(args.data),
-            "--method",
-            method,
-            "--seed",
-            str(seed),
-            "--epochs",
-            str(args.epochs),
-            "--out",
-            str(out),
+        command = [sys.executable, "-m", "app", "train"]
+        for data in args.data:
+            command += ["--data", str(data)]
+        command += [
+            *variant_flags(variant, args.named),
+            *("--seed", str(seed), "--epochs", str(args.epochs), "--out", str(out)),
             *extra,
         ]
         if (out / "checkpoint.pth").is_file():
             command.append("--resume")
         print("$", " ".join(command), flush=True)
         subprocess.run(command, check=True)
-    return json.loads(metrics_file.read_text())
+    return flatten(json.loads(metrics_file.read_text()))
 
 
-def mean_std(percentages: list[float]) -> str:
-    if len(percentages) == 1:
-        return f"{percentages[0]:.2f}"
-    return f"{statistics.mean(percentages):.2f} ± {statistics.stdev(percentages):.2f}"
+def flatten(metrics: dict) -> dict:
+    """The headline figures of a run, each collection's under 'origin/figure'."""
+    row = {key: metrics.get(key) for key, _ in COLUMNS}
+    row["novel_accuracy"] = (metrics.get("novel") or {}).get("accuracy")
+    for origin, part in (metrics.get("datasets") or {}).items():
+        for key in ("accuracy", "macro_accuracy", "rejection_rate"):
+            row[f"{origin}/{key}"] = part.get(key)
+    row["wall_seconds"] = metrics.get("wall_seconds")
+    return row
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def table(results: dict[str, list[dict]]) -> str:
-    lines = [
-        "| method | runs | " + " | ".join(label for _, label in COLUMNS) + " |",
-        "|---|---|" + "---|" * len(COLUMNS),
+    keys = [key for key, _ in COLUMNS]
+    keys += sorted({k for runs in results.values() for run in runs for k in run if "/" in k})
+    labels = dict(COLUMNS)
+    shown = [
+        k for k in keys if any(run.get(k) is not None for runs in results.values() for run in runs)
     ]
-    for method, runs in results.items():
+    lines = [
+        "| variant | runs | " + " | ".join(labels.get(k, k) for k in shown) + " |",
+        "|---|---|" + "---|" * len(shown),
+    ]
+    for variant, runs in results.items():
         cells = []
-        for key, _ in COLUMNS:
-            values = [run[key] for run in runs]
-            if key == "train_seconds":
+        for key in shown:
+            values = [run[key] for run in runs if run.get(key) is not None]
+            if not values:
+                cells.append("—")
+            elif key == "train_seconds":
                 cells.append(f"{statistics.mean(values):.0f}")
             else:
                 cells.append(mean_std([100 * v for v in values]))
-        lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot_gradient_health(args: argparse.Namespace, seed: int, path: Path) -> None:
+def plot_gradient_health(out: Path, seed: int, path: Path) -> None:
     """First-layer gradient norm per module over training: SGD and Greedy-DIB, one seed."""
     import matplotlib
 
@@ -92,7 +114,7 @@ def plot_gradient_health(args: argparse.Namespace, seed: int, path: Path) -> Non
 
     figure, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for ax, method in zip(axes, ("sgd", "greedy-dib"), strict=True):
-        with open(args.out / f"{method}-seed{seed}" / "history.csv") as file:
+        with open(out / f"{method}-seed{seed}" / "history.csv") as file:
             rows = list(csv.DictReader(file))
         keys = sorted(
             (k for k in rows[0] if k.startswith("grad_norm_")),
@@ -121,21 +143,39 @@ def main() -> None:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, action="append", required=True)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--variants",
+        default=",".join(METHODS),
+        help="comma-separated: methods, method:schedule, or names given with --variant",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help='a named variant, e.g. "beta0.1=--method greedy-dib --beta 0.1"',
+    )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     args = parser.parse_args(argv)
+    args.named = dict(item.split("=", 1) for item in args.variant)
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = args.methods.split(",")
-    results = {m: [run_one(m, s, args, extra) for s in seeds] for m in methods}
+    variants = args.variants.split(",")
+    # Seed by seed, so that an interrupted comparison has every variant at the same seeds.
+    results: dict[str, list[dict]] = {v: [] for v in variants}
+    for seed in seeds:
+        for variant in variants:
+            results[variant].append(run_one(variant, seed, args, extra))
     markdown = table(results)
     print(markdown)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(markdown + "\n")
-    if {"sgd", "greedy-dib"} <= set(methods):
-        plot_gradient_health(args, seeds[0], args.out / "gradient_health.png")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if {"sgd", "greedy-dib"} <= set(variants):
+        plot_gradient_health(args.out, seeds[0], args.out / "gradient_health.png")
         print(f"gradient plot: {args.out / 'gradient_health.png'}")
 
 

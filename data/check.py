@@ -14,7 +14,9 @@ from pathlib import Path
 
 from data.classes import NO_SIGN, OPEN_SET_NAMES, UNKNOWN_SIGN
 from data.load import DatasetIndex, load_dataset
+from data.near_twins import twin_groups
 from data.records import SignRecord
+from data.split import unique_by_content
 
 # How many duplicate groups, leaked images and skipped records the text report lists one by
 # one (the full release has 1500+ duplicate groups); to_dict() lists them all.
@@ -48,6 +50,9 @@ class CheckReport:
     box_coverage: Spread | None  # box area / image area, over records with a box
     duplicate_groups: list[list[str]]  # file names (relative to root) sharing one content
     cross_split: list[dict[str, list[str]]]  # {"train": [...], "test": [...]} per content
+    # Groups that the split keeps on one side (data/near_twins.py): same content, same scene,
+    # or near-twins; sizes of the groups of two or more distinct images.
+    twin_group_sizes: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "file:line: fault" per skipped record
 
     @property
@@ -80,6 +85,9 @@ class CheckReport:
             "errors": len(self.skipped),
             "skipped": self.skipped,
             "duplicate_groups": self.duplicate_groups,
+            "twin_groups": len(self.twin_group_sizes),
+            "images_in_twin_groups": sum(self.twin_group_sizes),
+            "largest_twin_group": max(self.twin_group_sizes, default=0),
             "cross_split": self.cross_split,
         }
 
@@ -119,6 +127,11 @@ class CheckReport:
             f"duplicates  {len(self.duplicate_groups)} groups of identical images ({copies} files)"
         )
         lines += _first_items([", ".join(group) for group in self.duplicate_groups])
+        lines.append(
+            f"twins       {len(self.twin_group_sizes)} groups hold {sum(self.twin_group_sizes)} "
+            "distinct images of one sign or scene (largest "
+            f"{max(self.twin_group_sizes, default=0)}); a split keeps each on one side"
+        )
         if self.split_counts.keys() >= {"train", "test"}:
             lines.append(f"cross-split {len(self.cross_split)} images in both train and test")
             lines += _first_items(
@@ -198,9 +211,16 @@ def report_index(index: DatasetIndex) -> CheckReport:
             [(r.box[2] - r.box[0]) * (r.box[3] - r.box[1]) / (r.width * r.height) for r in boxed]
         ),
         duplicate_groups=duplicate_groups,
+        twin_group_sizes=_twin_group_sizes(records),
         cross_split=cross_split,
         skipped=[str(error) for error in index.skipped],
     )
+
+
+def _twin_group_sizes(records: list[SignRecord]) -> list[int]:
+    distinct = unique_by_content(records)
+    sizes = Counter(twin_groups(distinct))
+    return sorted((n for n in sizes.values() if n > 1), reverse=True)
 
 
 def check_dataset(path: Path | str, *, on_error: str = "raise") -> CheckReport:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,9 @@ from data.transforms import eval_transform, train_transform
 _TRAIN_CACHE_SCALE = 2
 # Augmentation draws that may push the whole sign out of frame before giving up on them.
 _AUGMENT_TRIES = 10
+# decode="auto" reads images lazily above this many records.
+LAZY_ABOVE = 20_000
+DECODE_MODES = ("auto", "eager", "lazy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +35,12 @@ class _CachedSample:
 
 
 class SignDataset(Dataset):
-    """Every image is decoded once, in the constructor, and kept in memory (the real TSRD
-    sample is 1191 crops of about 131x122 px); a bad file fails here, naming its record.
+    """Eager decoding (`decode="eager"`, and "auto" up to LAZY_ABOVE records): every image is
+    decoded once, in the constructor, and kept in memory (the real TSRD sample is 1191 crops
+    of about 131x122 px); a bad file fails here, naming its record. Lazy decoding ("lazy",
+    and "auto" above LAZY_ABOVE records): an image is read from disk when it is drawn, and
+    the most recently drawn ones are kept up to `cache_mb` of pixels (in each DataLoader
+    worker); a bad file fails when it is drawn, naming its record. Both give the same items.
 
     An item is (image float32 [3, S, S] normalised, mask float32 [1, S, S] in {0, 1},
     label, box float32 [4] (x1, y1, x2, y2) in the S x S output's pixels, mask_known bool).
@@ -43,7 +51,9 @@ class SignDataset(Dataset):
 
     With a `seed`, item i of epoch e (`set_epoch`) is augmented from the seed (seed, e, i)
     alone: the same pixels in any process and worker, in any order, before or after a
-    resumed run. Without one, each DataLoader worker reseeds from its torch worker seed,
+    resumed run. An index i beyond the records asks for record i mod n again, with its own
+    augmentation: a sampler that draws a record twice in an epoch gets two views of it.
+    Without one, each DataLoader worker reseeds from its torch worker seed,
     since forked workers would otherwise all replay one copied random state.
     """
 
@@ -54,7 +64,11 @@ class SignDataset(Dataset):
         *,
         train: bool,
         seed: int | None = None,
+        decode: str = "auto",
+        cache_mb: float = 256,
     ):
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, not {decode!r}")
         self.records = list(records)
         self.image_size = image_size
         self.train = train
@@ -63,8 +77,12 @@ class SignDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         # Eval samples stay at full size so they equal preprocess() of the original exactly.
-        longest_side = _TRAIN_CACHE_SCALE * image_size if train else None
-        self._samples = [_decode(record, longest_side) for record in self.records]
+        self._longest_side = _TRAIN_CACHE_SCALE * image_size if train else None
+        self.lazy = decode == "lazy" or (decode == "auto" and len(self.records) > LAZY_ABOVE)
+        self._samples: list[_CachedSample] = []
+        self._cache = _DecodeCache(int(cache_mb * 2**20))
+        if not self.lazy:
+            self._samples = [_decode(record, self._longest_side) for record in self.records]
         self._worker_seed: int | None = None
 
     def __len__(self) -> int:
@@ -78,7 +96,7 @@ class SignDataset(Dataset):
             self.transform.set_random_seed(_item_seed(self.seed, self.epoch, i))
         else:
             self._seed_for_worker()
-        sample, record = self._samples[i], self.records[i]
+        sample, record = self._sample(i % len(self)), self.records[i % len(self)]
         out = _transformed(self.transform, sample)
         if self.train and len(out["bboxes"]) < len(sample.box):
             out = self._redraw(sample)
@@ -87,6 +105,11 @@ class SignDataset(Dataset):
         if len(out["bboxes"]):
             box = torch.as_tensor(out["bboxes"][0], dtype=torch.float32)
         return out["image"], mask, record.class_id, box, record.mask_known
+
+    def _sample(self, i: int) -> _CachedSample:
+        if not self.lazy:
+            return self._samples[i]
+        return self._cache.get(i, lambda: _decode(self.records[i], self._longest_side))
 
     def _seed_for_worker(self) -> None:
         worker = get_worker_info()
@@ -102,6 +125,36 @@ class SignDataset(Dataset):
         # Only a tiny box at the very edge can keep leaving the frame; show it unaugmented
         # rather than return a sample whose sign is gone.
         return _transformed(eval_transform(self.image_size), sample)
+
+
+class _DecodeCache:
+    """Decoded samples by record index, the least recently used dropped first once they hold
+    more than `max_bytes` of pixels."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._samples: OrderedDict[int, _CachedSample] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def get(self, i: int, decode: Callable[[], _CachedSample]) -> _CachedSample:
+        sample = self._samples.get(i)
+        if sample is not None:
+            self._samples.move_to_end(i)
+            return sample
+        sample = decode()
+        if _nbytes(sample) <= self.max_bytes:
+            self._samples[i] = sample
+            self.bytes += _nbytes(sample)
+            while self.bytes > self.max_bytes:
+                self.bytes -= _nbytes(self._samples.popitem(last=False)[1])
+        return sample
+
+
+def _nbytes(sample: _CachedSample) -> int:
+    return sample.image.nbytes + sample.mask.nbytes + sample.box.nbytes
 
 
 def _item_seed(seed: int, epoch: int, index: int) -> int:

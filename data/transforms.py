@@ -51,6 +51,18 @@ class _Occlusion(A.CoarseDropout):
         return bboxes
 
 
+class _Reframe(A.BBoxSafeRandomCrop):
+    """A random crop that keeps the whole sign box: from the photo's own framing down to the
+    box itself. TSRD photos show the sign at 40-90 % of the picture, TT100K crops are tight
+    around it, and a user may send either: both framings are seen in training. An image
+    without a box (a tight crop, a patch with no sign) is left as it is; the stock transform
+    would crop it anywhere and could cut the sign off."""
+
+    def _get_coords_no_bbox(self, image_shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        height, width = image_shape
+        return 0, 0, width, height
+
+
 def _to_network_input(image_size: int) -> list[A.BasicTransform]:
     """The last steps of both pipelines: square resize, ImageNet normalisation, CHW tensor."""
     return [
@@ -67,6 +79,7 @@ def train_transform(image_size: int) -> A.Compose:
     sign into a "turn right" one."""
     return A.Compose(
         [
+            _Reframe(erosion_rate=0.0, p=0.5),
             # One warp per sample: albumentations carries a box through each warp as an
             # axis-aligned box, so a second warp bends the first one's corners and loosens it
             # (by up to 9 px on a 120 px crop, measured); after one warp the box stays within

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from model.network import NetConfig, SignNet
+from model.network import AUX_PREFIXES, NetConfig, SignNet
 
 MODEL_FORMAT = "greedysign-model/1"
 CHECKPOINT_FORMAT = "greedysign-checkpoint/1"
@@ -137,9 +137,7 @@ def _read_model(path: Path | str) -> tuple[SignNet, ModelInfo]:
     config = NetConfig(**state["config"])
     model = SignNet(config, with_aux=False)
     weights = {
-        name: value
-        for name, value in state["model"].items()
-        if not name.startswith(("aux_cls.", "aux_mask."))
+        name: value for name, value in state["model"].items() if not name.startswith(AUX_PREFIXES)
     }
     model.load_state_dict(
         {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, strict=True

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.choices import METHODS, SCHEDULES
@@ -47,6 +48,10 @@ class LossSettings:
     reg: str = "entropy"
     pool_to: int | None = 4
     label_smoothing: float = 0.1
+    # InfoPro's information-preserving term for greedy modules: weight of the error of
+    # rebuilding the input image (shrunk to `recon_size`) from T_k. 0: off.
+    lambda_recon: float = 0.0
+    recon_size: int = 32
 
 
 @dataclass
@@ -132,6 +137,12 @@ def _module_loss(
     class_logits, mask_logits = model.aux_forward(k, t_k, images.shape[-2:])
     reg = information_term(losses, t_in, t_k)
     terms = supervised_loss(losses, class_logits, mask_logits, labels, masks, mask_known, reg)
+    if losses.lambda_recon > 0:
+        side = min(losses.recon_size, images.shape[-1])
+        target = F.adaptive_avg_pool2d(images, side)
+        recon = F.mse_loss(model.aux_reconstruction(k, t_k, (side, side)), target)
+        terms["recon"] = recon
+        terms["total"] = terms["total"] + losses.lambda_recon * recon
     return LocalLoss(terms, class_logits, mask_logits)
 
 
@@ -228,7 +239,7 @@ def build_phases(
     K = model.num_stages
     decoder = [model.seg_decoder, model.seg_head]
     if schedule == "simultaneous":
-        everything = [model.stages, model.aux_cls, model.aux_mask, *decoder]
+        everything = [model.stages, model.aux_cls, model.aux_mask, model.aux_recon, *decoder]
         step = simultaneous_step(model, losses)
         return [Phase("modules", None, 0, everything, step, epochs, reads=everything)]
     phases = [
@@ -236,10 +247,10 @@ def build_phases(
             f"module{k + 1}",
             k,
             k,
-            [model.stages[k], model.aux_cls[k], model.aux_mask[k]],
+            [model.stages[k], model.aux_cls[k], model.aux_mask[k], model.aux_recon[k]],
             module_step(model, k, losses),
             epochs,
-            reads=[*model.stages[: k + 1], model.aux_cls[k], model.aux_mask[k]],
+            reads=[*model.stages[: k + 1], model.aux_cls[k], model.aux_mask[k], model.aux_recon[k]],
         )
         for k in range(K)
     ]

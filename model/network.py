@@ -32,6 +32,8 @@ from model.splits import DEFAULT_SPLIT, LAYERS, resolve_split, tap_units
 ARCHS = {"resnet18": resnet18, "resnet34": resnet34}
 assert tuple(ARCHS) == ARCH_NAMES, "model/options.py lists the same architectures"
 CLS_HEADS = ("aux", "linear")
+# State-dict prefixes of the auxiliary heads: training only, never exported.
+AUX_PREFIXES = ("aux_cls.", "aux_mask.", "aux_recon.")
 LINEAR_HEAD_DROPOUT = 0.2
 
 
@@ -146,6 +148,7 @@ class SignNet(nn.Module):
 
         self.aux_cls: nn.ModuleList | None = None
         self.aux_mask: nn.ModuleList | None = None
+        self.aux_recon: nn.ModuleList | None = None
         if with_aux:
             if config.cls_head != "aux":
                 raise ValueError("with aux heads, the classification head is the last aux one")
@@ -155,6 +158,11 @@ class SignNet(nn.Module):
             )
             self.aux_cls.append(self.cls_head)
             self.aux_mask = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in self.stage_channels)
+            # InfoPro's information-preserving term: the input image rebuilt from T_k (used
+            # only with a reconstruction weight, model/greedy.py).
+            self.aux_recon = nn.ModuleList(
+                nn.Conv2d(c, 3, 3, padding=1) for c in self.stage_channels
+            )
 
     @property
     def num_stages(self) -> int:
@@ -241,16 +249,24 @@ class SignNet(nn.Module):
 
     def _module_parts(self, k: int) -> list[nn.Module]:
         """Greedy-DIB module k: its stage and, when built with them, its auxiliary heads."""
-        if self.aux_cls is None or self.aux_mask is None:
+        if self.aux_cls is None or self.aux_mask is None or self.aux_recon is None:
             return [self.stages[k]]
-        return [self.stages[k], self.aux_cls[k], self.aux_mask[k]]
+        return [self.stages[k], self.aux_cls[k], self.aux_mask[k], self.aux_recon[k]]
+
+    def aux_reconstruction(self, k: int, t: Tensor, size: tuple[int, int]) -> Tensor:
+        """Module k's rebuild of the (normalised) input image from T_k, at `size` (H, W)."""
+        if self.aux_recon is None:
+            raise RuntimeError("this SignNet was built with with_aux=False: it has no aux heads")
+        return F.interpolate(
+            self.aux_recon[k](t), size=tuple(size), mode="bilinear", align_corners=False
+        )
 
     def inference_state_dict(self) -> dict[str, Tensor]:
         """The state dict without aux heads: what `SignNet(config, with_aux=False)` loads."""
         return {
             name: value
             for name, value in self.state_dict().items()
-            if not name.startswith(("aux_cls.", "aux_mask."))
+            if not name.startswith(AUX_PREFIXES)
         }
 
     def _probe_shapes(self) -> tuple[list[int], list[int], list[int]]:

@@ -286,3 +286,49 @@ def test_scene_task_trains_the_segmentation_of_whole_frames(tmp_path, monkeypatc
     _, info = load_model(out / "model.pt")
     assert info.task == "scenes"
     assert latest_run(tmp_path) is None, "a scene model is not the newest sign reader"
+
+
+def test_balanced_sampling_lifts_small_collections_and_rare_labels():
+    from pathlib import Path
+
+    from data.records import SignRecord
+    from model.train import EpochShuffle, balanced_weights
+
+    def records(origin, label, count):
+        return [
+            SignRecord(Path(f"{origin}{i}"), label, None, 8, 8, origin=origin) for i in range(count)
+        ]
+
+    train = records("tt100k", 0, 900) + records("tt100k", 1, 100) + records("tsrd", 2, 100)
+    weights = balanced_weights(train)
+    share = {origin: float(weights[[r.origin == origin for r in train]].sum() / weights.sum())
+             for origin in ("tt100k", "tsrd")}  # fmt: skip
+    # sqrt(1000) : sqrt(100) = 3.16 : 1 per collection, against 10 : 1 by count.
+    assert share["tsrd"] == pytest.approx(1 / (1 + 1000**0.5 / 100**0.5), rel=1e-6)
+    # Within TT100K the labels of 900 and 100 crops share sqrt(900) : sqrt(100) = 3 : 1 of
+    # its draws, so a crop of the rare label weighs 3 times as much.
+    assert weights[900] / weights[0] == pytest.approx(3.0)
+
+    sampler = EpochShuffle(len(train), seed=4, weights=weights)
+    sampler.set_epoch(2)
+    drawn = list(sampler)
+    assert drawn == list(sampler), "an epoch's draws depend on (seed, epoch) alone"
+    assert len(drawn) == len(train) and len(set(drawn)) == len(drawn)  # repeats get new indices
+    from_tsrd = sum(train[i % len(train)].origin == "tsrd" for i in drawn) / len(drawn)
+    assert from_tsrd == pytest.approx(share["tsrd"], abs=0.05)
+
+
+def test_reconstruction_term_trains_module_k_to_keep_its_input():
+    torch.manual_seed(0)
+    model = SignNet(NetConfig(image_size=SIZE))
+    phases = build_phases(model, "greedy-dib", LossSettings(lambda_recon=1.0))
+    k = 1
+    model.freeze_stages(k)
+    (local,) = phases[k].step(*_batch())
+    assert local.terms["recon"] > 0
+    local.terms["total"].backward()
+    assert all(p.grad is not None for p in model.aux_recon[k].parameters())
+    untouched = [model.stages[0], model.aux_recon[0], model.aux_recon[2]]
+    assert all(p.grad is None for m in untouched for p in m.parameters())
+    # The exported model has no auxiliary head of any kind.
+    assert not any(name.startswith("aux_") for name in model.inference_state_dict())
