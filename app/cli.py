@@ -9,6 +9,7 @@ import sys
 
 from app.commands import analyze as analyze_commands
 from app.commands import data as data_commands
+from app.commands import detect as detect_commands
 from app.commands import predict as predict_commands
 from app.commands import serve as serve_commands
 from app.commands import train as train_commands
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(commands)
     train_commands.register(commands)
     predict_commands.register(commands)
+    detect_commands.register(commands)
     serve_commands.register(commands)
     analyze_commands.register(commands)
     return parser

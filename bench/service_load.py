@@ -5,7 +5,8 @@
 Phases, in order (the baselines run before the server starts, so nothing competes):
 1. model:    Predictor.predict_batch on pre-decoded batches of max_batch_size (the ceiling);
 2. engine:   the service's path without HTTP: N concurrent in-process clients, each image
-             decoded and preprocessed in a thread, then Engine.submit (dynamic batching);
+             taking service/pipeline.py's steps (decode and prepare in a thread, the
+             batching engine, encode in a thread), the very code the routes run;
 3. service:  uvicorn in a subprocess on loopback, N concurrent clients (keep-alive, a light
              raw-socket client) POSTing the same images to /v1/predict for a bounded time;
 4. overload: open-loop arrivals at --overload-factor times the service's measured
@@ -15,6 +16,10 @@ Phases, in order (the baselines run before the server starts, so nothing compete
 5. video:    frames/s of /v1/video on the dashcam clip;
 6. stream:   a WebSocket client pushing JPEG frames at --ws-fps; end-to-end latency of the
              answered frames and how many were dropped (latest frame wins).
+
+With --scene-model, the video and stream phases run in scene mode (mode=scene: every sign of
+each frame found, read and tracked) and a `scene` phase measures /v1/detect's pipeline on
+the clip's frames in process.
 
 Images are the real CTSRD sample when ../shared/data is present, else synthetic scenes.
 Prints throughput, p50/p95/p99 latency, error counts and the ratio service / engine.
@@ -44,10 +49,14 @@ import torch
 import websockets
 from PIL import Image
 
+from model.detect import DetectConfig, SceneSegmenter
 from model.inference import Predictor
 from model.runs import resolve_model
 from service.decode import ImageLimits, prepare_image
 from service.engine import Engine
+from service.limits import PixelBudget
+from service.pipeline import Options, Pipeline
+from service.schemas import MaskFormat
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GREEDYSIGN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -68,6 +77,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--video", type=Path, default=SHARED_DATA / "video" / "traffic.mp4")
     parser.add_argument("--ws-fps", type=float, default=30.0)
     parser.add_argument("--skip", nargs="*", default=[], help="phases to skip, e.g. video")
+    parser.add_argument(
+        "--scene-model", type=Path, help="run video, stream and a scene phase in scene mode"
+    )
+    parser.add_argument("--scene-long-side", type=int, default=1024)
     return parser
 
 
@@ -152,16 +165,29 @@ def measure_model(predictor: Predictor, images: list[bytes], batch: int, seconds
     return load
 
 
-async def measure_engine(predictor: Predictor, images: list[bytes], args) -> Load:
-    """The service's work without HTTP: decode in a thread, then the batching engine."""
+async def measure_engine(
+    predictor: Predictor,
+    images: list[bytes],
+    args,
+    scene: SceneSegmenter | None = None,
+    clients: int | None = None,
+) -> Load:
+    """The service's work without HTTP: service/pipeline.py's answer() per image, as the
+    routes call it (in scene mode with `scene`)."""
+    config = DetectConfig(long_side=args.scene_long_side)
     engine = Engine(
         predictor,
+        scene=scene,
+        scene_input=(736, 1280),
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         queue_size=args.queue_size,
     )
     await engine.start()
     limits = ImageLimits(max_pixels=10**8)
+    pipeline = Pipeline(engine, predictor, PixelBudget(10**9, 600), limits, config)
+    mode = pipeline.mode("scene" if scene is not None else "classify")
+    options = Options(5, MaskFormat(args.mask_format))
     load = Load()
     deadline = time.perf_counter() + args.seconds
 
@@ -169,15 +195,12 @@ async def measure_engine(predictor: Predictor, images: list[bytes], args) -> Loa
         index = offset
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            prepared = await asyncio.to_thread(
-                prepare_image, images[index % len(images)], limits, predictor.preprocess
-            )
-            await engine.submit(prepared.tensor, prepared.size, top_k=5)
+            await pipeline.answer(images[index % len(images)], mode, options)
             load.record(200, t0)
             index += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(args.clients)))
+    await asyncio.gather(*(client(i) for i in range(clients or args.clients)))
     load.seconds = time.perf_counter() - started
     await engine.stop()
     return load
@@ -289,13 +312,13 @@ async def drive_open_loop(port: int, requests: list[bytes], rate: float, seconds
     return load, timeline
 
 
-async def measure_video(url: str, path: Path, mask_format: str) -> dict:
+async def measure_video(url: str, path: Path, mask_format: str, mode: str = "classify") -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=600) as http:
         started = time.perf_counter()
         with path.open("rb") as file:
             response = await http.post(
                 "/v1/video",
-                params={"mask_format": mask_format},
+                params={"mask_format": mask_format, "mode": mode},
                 files={"file": (path.name, file, "video/mp4")},
             )
         seconds = time.perf_counter() - started
@@ -310,9 +333,12 @@ async def measure_video(url: str, path: Path, mask_format: str) -> dict:
     }
 
 
-async def measure_stream(url: str, frames: list[bytes], fps: float, mask_format: str) -> dict:
+async def measure_stream(
+    url: str, frames: list[bytes], fps: float, mask_format: str, mode: str = "classify"
+) -> dict:
     """Push frames at `fps` regardless of answers; latency = answer time - send time."""
-    ws_url = url.replace("http://", "ws://") + f"/v1/stream?mask_format={mask_format}"
+    query = f"mask_format={mask_format}&mode={mode}"
+    ws_url = url.replace("http://", "ws://") + f"/v1/stream?{query}"
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
     errors = 0
@@ -376,6 +402,10 @@ def running_service(model: Path, args):
         "GREEDYSIGN_MAX_WAIT_MS": str(args.max_wait_ms),
         "GREEDYSIGN_QUEUE_SIZE": str(args.queue_size),
         "GREEDYSIGN_MAX_VIDEO_FRAMES": "100000",
+        "GREEDYSIGN_MAX_VIDEO_DECODED_FRAMES": "100000",
+        "GREEDYSIGN_SCENES": "true" if args.scene_model else "false",
+        "GREEDYSIGN_SCENE_LONG_SIDE": str(args.scene_long_side),
+        **({"GREEDYSIGN_SCENE_MODEL": str(args.scene_model)} if args.scene_model else {}),
     }
     command = [
         sys.executable,
@@ -444,6 +474,14 @@ def main(args: argparse.Namespace) -> int:
     print(raw.line("model") + "   (latency: the batch's)")
     engine = asyncio.run(measure_engine(predictor, images, args))
     print(engine.line("engine"))
+    mode = "classify"
+    if args.scene_model is not None and "scene" not in args.skip and args.video.is_file():
+        mode = "scene"
+        scene = SceneSegmenter.load(args.scene_model, predictor.device)
+        frames = video_frames_as_jpeg(args.video, 32)
+        detected = asyncio.run(measure_engine(predictor, frames, args, scene, clients=2))
+        print(detected.line("scene") + f"   (/v1/detect's pipeline, {args.video.name} frames)")
+        del scene
     del predictor
 
     with running_service(model, args) as (port, url):
@@ -481,9 +519,9 @@ def main(args: argparse.Namespace) -> int:
                 )
 
         if "video" not in args.skip and args.video.is_file():
-            video = asyncio.run(measure_video(url, args.video, args.mask_format))
+            video = asyncio.run(measure_video(url, args.video, args.mask_format, mode))
             print(
-                f"\nvideo {args.video.name}: {video['frames']} frames in "
+                f"\nvideo {args.video.name} ({mode}): {video['frames']} frames in "
                 f"{video['seconds']:.1f} s = {video['fps']:.1f} frames/s "
                 f"(status {video['status']}, last line {video['last']})"
             )
@@ -491,9 +529,9 @@ def main(args: argparse.Namespace) -> int:
         if "stream" not in args.skip and args.video.is_file():
             count = int(args.ws_fps * args.seconds)
             frames = video_frames_as_jpeg(args.video, count)
-            stream = asyncio.run(measure_stream(url, frames, args.ws_fps, args.mask_format))
+            stream = asyncio.run(measure_stream(url, frames, args.ws_fps, args.mask_format, mode))
             print(
-                f"\nstream at {args.ws_fps:g} frames/s: {stream['sent']} sent, "
+                f"\nstream ({mode}) at {args.ws_fps:g} frames/s: {stream['sent']} sent, "
                 f"{stream['answered']} answered ({stream['answers_per_s']:.1f}/s), "
                 f"{stream['dropped']} dropped, {stream['errors']} errors; end-to-end "
                 f"p50 {stream['p50_ms']:.1f} ms, p95 {stream['p95_ms']:.1f} ms"

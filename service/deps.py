@@ -10,12 +10,12 @@ from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader
 from starlette.requests import HTTPConnection
 
-from model.inference import Predictor
 from service.decode import ImageLimits
 from service.engine import Engine
 from service.errors import NotReady, Unauthorized
 from service.limits import PixelBudget
 from service.metrics import ServiceMetrics
+from service.pipeline import Pipeline
 from service.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
@@ -37,8 +37,9 @@ def get_engine(connection: HTTPConnection) -> Engine:
     return engine
 
 
-def get_predictor(engine: Annotated[Engine, Depends(get_engine)]) -> Predictor:
-    return engine.predictor
+def get_pipeline(engine: Annotated[Engine, Depends(get_engine)], connection: HTTPConnection):
+    pipeline: Pipeline = connection.app.state.pipeline
+    return pipeline
 
 
 def get_pixel_budget(connection: HTTPConnection) -> PixelBudget:
@@ -48,7 +49,7 @@ def get_pixel_budget(connection: HTTPConnection) -> PixelBudget:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 PixelBudgetDep = Annotated[PixelBudget, Depends(get_pixel_budget)]
 
 

@@ -86,6 +86,20 @@ class NotReady(ServiceError):
         super().__init__(message, headers={"Retry-After": "1"})
 
 
+class NoSceneModel(ServiceError):
+    """Scene mode asked of a service started without a scene model."""
+
+    status_code, code = 503, "no_scene_model"
+
+    def __init__(
+        self,
+        message: str = "this service has no scene model, so it cannot find signs in whole "
+        "frames: start it with --scene-model FILE (or GREEDYSIGN_SCENE_MODEL), a model "
+        "trained with `greedysign train --task scenes`",
+    ):
+        super().__init__(message)
+
+
 class Overloaded(ServiceError):
     status_code, code = 503, "overloaded"
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from model.detect import box_mask_rle, frame_mask
 from model.inference import mask_to_png_base64, mask_to_rle
 from service.decode import PreparedImage
 from service.engine import EngineResult
@@ -63,6 +64,43 @@ class Prediction(BaseModel):
     timings_ms: Timings
 
 
+class Sign(BaseModel):
+    box: tuple[int, int, int, int] = Field(
+        description="[x1, y1, x2, y2] in original pixels (x2, y2 exclusive): the mask's box"
+    )
+    mask: Mask | None = Field(description="this sign's mask over the whole image")
+    kind: Literal["sign", "unknown_sign"] = Field(
+        description="sign: one of the model's classes; unknown_sign: a sign of none of them"
+    )
+    class_id: int | None = Field(description="the class; null for unknown_sign")
+    class_name: str = Field(description='the class name, or "unknown sign"')
+    confidence: float = Field(description="the classifier's probability of the answer")
+    score: float = Field(description="the segmentation's: mean sign probability of its pixels")
+
+
+class TrackedSign(Sign):
+    track_id: int = Field(
+        description="the same physical sign keeps its id from frame to frame; its class is "
+        "the vote of the frames it was seen in so far"
+    )
+
+
+class SceneTimings(Timings):
+    segment: float = Field(description="the scene model's batch, ms")
+    instances: float = Field(description="instances from the mask and their crops, ms")
+    classify: float = Field(description="the crop model's batches, ms")
+
+
+class Detections(BaseModel):
+    signs: list[Sign] = Field(description="every sign found, best segmentation score first")
+    image_size: tuple[int, int] = Field(description="[height, width], upright (EXIF applied)")
+    timings_ms: SceneTimings
+
+
+class TrackedDetections(Detections):
+    signs: list[TrackedSign]
+
+
 class BatchPrediction(Prediction):
     filename: str | None
 
@@ -88,6 +126,17 @@ class OpenSet(BaseModel):
     )
 
 
+class SceneModelDescription(BaseModel):
+    file: str
+    method: str
+    arch: str
+    metrics: dict[str, Any]
+    long_side: int = Field(description="frames are resized to this longer side")
+    tile: int = Field(description="0: whole frames; else the tile side")
+    threshold: float
+    split_touching: bool = Field(description="signs that touch are split at their neck")
+
+
 class ModelDescription(BaseModel):
     file: str
     dataset: str
@@ -102,6 +151,9 @@ class ModelDescription(BaseModel):
     data_fingerprint: str
     device: str
     fp16: bool
+    scene_model: SceneModelDescription | None = Field(
+        description="the model that finds signs in whole frames (scene mode); null: none"
+    )
 
 
 def encode_mask(mask: np.ndarray, mask_format: MaskFormat) -> Mask | None:
@@ -109,6 +161,20 @@ def encode_mask(mask: np.ndarray, mask_format: MaskFormat) -> Mask | None:
         return None
     height, width = mask.shape
     data = mask_to_png_base64(mask) if mask_format is MaskFormat.png else mask_to_rle(mask)
+    return Mask(format=mask_format.value, size=(height, width), data=data)
+
+
+def encode_box_mask(
+    mask: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int], mask_format: MaskFormat
+) -> Mask | None:
+    """A box-shaped instance mask, encoded over the whole image."""
+    if mask_format is MaskFormat.none:
+        return None
+    height, width = size
+    if mask_format is MaskFormat.png:
+        data: str | list[int] = mask_to_png_base64(frame_mask(mask, box, height, width))
+    else:
+        data = box_mask_rle(mask, box, height, width)
     return Mask(format=mask_format.value, size=(height, width), data=data)
 
 

@@ -22,6 +22,31 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
 
+    # Scene mode (/v1/detect, mode=scene on /v1/video and /v1/stream): a scene model finds
+    # the signs of a whole frame, the model above reads each one.
+    scene_model: Path | None = Field(
+        None,
+        description="scene model file (task 'scenes'); default: the shipped scene model, "
+        "when the package has one",
+    )
+    scenes: bool = Field(
+        True, description="serve scene mode; false: no scene model is loaded (scene routes 503)"
+    )
+    scene_long_side: int = Field(
+        1024, ge=32, le=4096, description="frames are resized to this longer side (px)"
+    )
+    scene_tile: int = Field(
+        0, ge=0, le=4096, description="0: the whole frame at once; else tiles of this side"
+    )
+    scene_threshold: float = Field(0.5, gt=0, lt=1, description="sign probability threshold")
+    scene_split_touching: bool = Field(
+        True, description="split signs that touch (stacked on one pole) at their neck"
+    )
+    scene_max_batch_size: int = Field(2, ge=1, le=64, description="frames per scene batch")
+    web_dir: Path | None = Field(
+        None, description="folder of the browser app, served at / (greedysign serve sets it)"
+    )
+
     # Dynamic batching: a batch goes when it holds max_batch_size images or when its oldest
     # image has waited max_wait_ms. The queue bounds the backlog; past it requests get 503.
     max_batch_size: int = Field(16, ge=1, le=512)
@@ -78,6 +103,13 @@ class Settings(BaseSettings):
         if not _DEVICE.fullmatch(device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
         return device
+
+    @field_validator("scene_tile")
+    @classmethod
+    def _tile_stride(cls, tile: int) -> int:
+        if tile % 32:
+            raise ValueError(f"scene_tile must be 0 or a multiple of 32, got {tile}")
+        return tile
 
     @field_validator("cors_origins", mode="before")
     @classmethod

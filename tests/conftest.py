@@ -63,6 +63,41 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_model(model, info, tmp_path_factory.mktemp("model") / "model.pt")
 
 
+def export_tiny_scene_model(path: Path, sign_logit: float | None = None) -> Path:
+    """A scene model (task "scenes") with random weights; with `sign_logit`, its segmentation
+    head answers that logit for every pixel (positive: the whole frame is one sign; negative:
+    no sign anywhere), whatever the picture."""
+    torch.manual_seed(1)
+    config = NetConfig(image_size=32, num_classes=len(label_names("ctsrd")))
+    model = SignNet(config, with_aux=False).eval()
+    if sign_logit is not None:
+        with torch.no_grad():
+            model.seg_head[0].weight.zero_()
+            model.seg_head[0].bias.fill_(sign_logit)
+    info = ModelInfo(
+        config=config, class_names=label_names("ctsrd"), task="scenes", method="greedy-dib"
+    )
+    return export_model(model, info, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_scene_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight scene model (whose segmentation head marks some pixels or none)."""
+    return export_tiny_scene_model(tmp_path_factory.mktemp("scene") / "scene.pt")
+
+
+@pytest.fixture(scope="session")
+def whole_frame_scene_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scene model that marks every pixel: each frame is one sign, its box the frame."""
+    return export_tiny_scene_model(tmp_path_factory.mktemp("scene") / "whole.pt", 8.0)
+
+
+@pytest.fixture(scope="session")
+def empty_scene_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scene model that marks no pixel: no frame has a sign."""
+    return export_tiny_scene_model(tmp_path_factory.mktemp("scene") / "empty.pt", -8.0)
+
+
 @pytest.fixture(scope="session")
 def dfg_frames() -> Path:
     """The real DFG road frames: annotations.json (COCO, polygons, `ignore`) + images/."""

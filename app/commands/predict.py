@@ -64,6 +64,7 @@ def run_predict(args: argparse.Namespace) -> int:
         (prediction,) = predictor.predict_images([image], top_k=args.top_k)
         line = {
             "image": str(path),
+            "kind": prediction.kind,  # sign, unknown_sign or no_sign (then class_id is null)
             "class_id": prediction.class_id,
             "class_name": prediction.class_name,
             "confidence": round(prediction.confidence, 4),

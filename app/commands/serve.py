@@ -6,13 +6,24 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
 # Flags that override a GREEDYSIGN_* setting when given; the rest come from the environment.
-_SETTING_FLAGS = ("model", "device", "max_batch_size", "max_wait_ms")
+_SETTING_FLAGS = (
+    "model",
+    "scene_model",
+    "scene_long_side",
+    "device",
+    "max_batch_size",
+    "max_wait_ms",
+    "web_dir",
+)
+# The browser app, served at / by the service (which finds it only because it is told).
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -25,6 +36,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--model", help="model file or run folder (default: newest run, else the shipped model)"
+    )
+    serve.add_argument(
+        "--scene-model",
+        help="scene model file for /v1/detect and mode=scene (default: the shipped one, if any)",
+    )
+    serve.add_argument(
+        "--scene-long-side", type=int, help="frames are resized to this longer side (px)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     serve.add_argument("--port", type=int, default=8000)
@@ -45,7 +63,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the flags given on the command line on top."""
     from service.settings import Settings
 
-    overrides = {name: getattr(args, name) for name in _SETTING_FLAGS}
+    overrides = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
+    overrides.setdefault("web_dir", None)
+    if overrides["web_dir"] is None and "GREEDYSIGN_WEB_DIR" not in os.environ:
+        overrides["web_dir"] = WEB_DIR
     return Settings(**{name: value for name, value in overrides.items() if value is not None})
 
 
@@ -64,22 +85,28 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from model.checkpoint import ModelFileError, load_model
+    from model.detect import SceneSegmenter
     from model.runs import resolve_model
+    from service.app import scene_model_path
 
     try:
         model = resolve_model(settings.model)
-        # Read it once here, so a file that is not a model is one line, not the traceback
+        # Read them once here, so a file that is not a model is one line, not the traceback
         # of a failed application start-up.
         load_model(model)
+        scene_model = scene_model_path(settings)
+        if scene_model is not None:
+            SceneSegmenter.load(scene_model, "cpu")
     except (FileNotFoundError, ModelFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    settings = settings.model_copy(update={"model": model})
+    settings = settings.model_copy(update={"model": model, "scene_model": scene_model})
     # The service's own log lines (which model, which device) beside uvicorn's.
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:  %(message)s")
 
     url = f"http://{args.host}:{args.port}"
     print(f"GreedySign service on {url}  (API docs: {url}/docs), model {model}")
+    print(f"scene model (whole frames, /v1/detect): {scene_model or 'none'}")
     print(f"try: curl -F file=@sign.png '{url}/v1/predict?mask_format=none'", flush=True)
     # WebSocket frames may be as large as an upload; uvicorn's default cap is 16 MiB.
     server_options = {
@@ -91,7 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), **server_options)
+        uvicorn.run(create_app(settings, web_dir=settings.web_dir), **server_options)
         return 0
     # Worker processes build their own app from the environment: pass the flags on there.
     for name in _SETTING_FLAGS:

@@ -1,4 +1,4 @@
-"""GET /v1/model: what the served model is, as its file describes it."""
+"""GET /v1/model: what the served models are, as their files describe them."""
 
 from __future__ import annotations
 
@@ -6,16 +6,31 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from service.deps import PredictorDep
+from service.deps import PipelineDep
 from service.errors import ERROR_RESPONSES
-from service.schemas import ModelClass, ModelDescription, OpenSet
+from service.schemas import ModelClass, ModelDescription, OpenSet, SceneModelDescription
 
 router = APIRouter(prefix="/v1", tags=["model"])
 
 
 @router.get("/model", responses=ERROR_RESPONSES)
-async def model(predictor: PredictorDep) -> ModelDescription:
+async def model(pipeline: PipelineDep) -> ModelDescription:
+    predictor = pipeline.predictor
     info = predictor.info
+    scene = None
+    if pipeline.scene is not None:
+        segmenter, config = pipeline.engine.scene, pipeline.scene.config
+        assert segmenter is not None
+        scene = SceneModelDescription(
+            file=Path(segmenter.info.path).name,
+            method=segmenter.info.method,
+            arch=segmenter.info.config.arch,
+            metrics=segmenter.info.metrics,
+            long_side=config.long_side,
+            tile=config.tile,
+            threshold=config.threshold,
+            split_touching=config.split_touching,
+        )
     return ModelDescription(
         file=Path(info.path).name,
         dataset=info.dataset,
@@ -34,4 +49,5 @@ async def model(predictor: PredictorDep) -> ModelDescription:
         data_fingerprint=info.data_fingerprint,
         device=str(predictor.device),
         fp16=predictor.fp16,
+        scene_model=scene,
     )

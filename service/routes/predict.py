@@ -8,12 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 
-from service.decode import ImageLimits
-from service.deps import EngineDep, ImageLimitsDep, PixelBudgetDep
-from service.engine import Engine
+from service.deps import PipelineDep
 from service.errors import ERROR_RESPONSES, ErrorDetail, ServiceError
-from service.limits import PixelBudget
-from service.pipeline import predict_image
+from service.pipeline import Options, Pipeline
 from service.schemas import (
     MAX_TOP_K,
     BatchError,
@@ -34,65 +31,37 @@ IMAGE_HELP = "JPEG, PNG, WebP, GIF, BMP, TIFF or PPM (judged by content, not by 
 @router.post("/predict", responses=ERROR_RESPONSES)
 async def predict(
     file: Annotated[UploadFile, File(description=f"the image: {IMAGE_HELP}")],
-    engine: EngineDep,
-    budget: PixelBudgetDep,
-    limits: ImageLimitsDep,
+    pipeline: PipelineDep,
     top_k: TopK = 5,
     mask_format: MaskFormatQuery = MaskFormat.png,
 ) -> Prediction:
     """Class, top-k, sign box and mask of one image."""
-    return await predict_image(
-        file.file,
-        engine=engine,
-        budget=budget,
-        limits=limits,
-        top_k=top_k,
-        mask_format=mask_format,
-        started=time.perf_counter(),
+    return await pipeline.answer(
+        file.file, pipeline.classify, Options(top_k, mask_format), started=time.perf_counter()
     )
 
 
 @router.post("/predict/batch", responses=ERROR_RESPONSES)
 async def predict_batch(
     files: Annotated[list[UploadFile], File(description=f"the images: {IMAGE_HELP}")],
-    engine: EngineDep,
-    budget: PixelBudgetDep,
-    limits: ImageLimitsDep,
+    pipeline: PipelineDep,
     top_k: TopK = 5,
     mask_format: MaskFormatQuery = MaskFormat.png,
 ) -> list[BatchPrediction | BatchError]:
     """One item per file, in order: a prediction, or that file's own error (the others are
     still answered). The files are queued together, so they share inference batches."""
     started = time.perf_counter()
+    options = Options(top_k, mask_format)
     return list(
-        await asyncio.gather(
-            *(
-                _batch_item(file, engine, budget, limits, top_k, mask_format, started)
-                for file in files
-            )
-        )
+        await asyncio.gather(*(_batch_item(file, pipeline, options, started) for file in files))
     )
 
 
 async def _batch_item(
-    file: UploadFile,
-    engine: Engine,
-    budget: PixelBudget,
-    limits: ImageLimits,
-    top_k: int,
-    mask_format: MaskFormat,
-    started: float,
+    file: UploadFile, pipeline: Pipeline, options: Options, started: float
 ) -> BatchPrediction | BatchError:
     try:
-        prediction = await predict_image(
-            file.file,
-            engine=engine,
-            budget=budget,
-            limits=limits,
-            top_k=top_k,
-            mask_format=mask_format,
-            started=started,
-        )
+        prediction = await pipeline.answer(file.file, pipeline.classify, options, started=started)
     except ServiceError as error:
         return BatchError(
             filename=file.filename, error=ErrorDetail(code=error.code, message=error.message)

@@ -8,15 +8,20 @@ the newest frames, each saying how many frames were dropped since the previous a
 in all. A bad frame or message is answered with an error and the socket stays open. Frames
 take the pipeline of /v1/predict (service/pipeline.py), pixel budget included.
 
+With `mode=scene` each frame is answered as /v1/detect answers, and a tracker kept for the
+connection gives each sign its `track_id` and its track's class (a dropped frame is one the
+tracker does not see). Without a scene model the socket sends the `no_scene_model` error
+and closes (1011).
+
 Answers (JSON text messages):
-    {"frame_id", ...the fields of /v1/predict..., "dropped": {"since_last", "total"}}
+    {"frame_id", ...the fields of /v1/predict or /v1/detect..., "dropped": {"since_last", "total"}}
     {"frame_id", "error": {"code", "message"}, "dropped": {...}}     a frame that failed
     {"frame_id", "error": {"code": "payload_too_large", ...}}         refused on arrival
     {"error": {"code": "invalid_message", "message"}}                 a malformed text message
-Query parameters: top_k, mask_format (as /v1/predict), api_key (when the service has one and
-the client cannot send the X-API-Key header). Close codes: 1008 wrong key or an origin the
-CORS rule does not allow (checked by service/access.py before the handshake completes),
-1013 not ready.
+Query parameters: mode (classify, scene), top_k, mask_format (as /v1/predict), api_key (when
+the service has one and the client cannot send the X-API-Key header). Close codes: 1008 wrong
+key or an origin the CORS rule does not allow (checked by service/access.py before the
+handshake completes), 1011 no scene model for mode=scene, 1013 not ready.
 """
 
 from __future__ import annotations
@@ -29,14 +34,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
-from service.decode import ImageLimits
+from model.track import Tracker
 from service.deps import API_KEY_HEADER, MetricsDep, SettingsDep, api_key_matches
-from service.engine import Engine
 from service.errors import PayloadTooLarge, ServiceError, error_body
-from service.limits import PixelBudget
 from service.metrics import ServiceMetrics
-from service.pipeline import predict_image
+from service.pipeline import CLASSIFY, SCENE, Mode, Options, Pipeline
 from service.routes.predict import MaskFormatQuery, TopK
+from service.routes.video import ModeQuery
 from service.schemas import MaskFormat
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ router = APIRouter(prefix="/v1", tags=["stream"])
 
 # WebSocket close codes (RFC 6455 and the IANA registry).
 POLICY_VIOLATION = 1008
+UNAVAILABLE = 1011
 TRY_AGAIN_LATER = 1013
 # A frame header is `{"frame_id": ...}`: longer text is refused before it is parsed.
 MAX_TEXT_CHARS = 1024
@@ -94,6 +99,7 @@ async def stream(
     metrics: MetricsDep,
     top_k: TopK = 5,
     mask_format: MaskFormatQuery = MaskFormat.png,
+    mode: ModeQuery = CLASSIFY,
     api_key: Annotated[
         str | None, Query(description=f"for browsers, which cannot set {API_KEY_HEADER}")
     ] = None,
@@ -101,42 +107,49 @@ async def stream(
     if not api_key_matches(websocket.headers.get(API_KEY_HEADER) or api_key, settings):
         await websocket.close(POLICY_VIOLATION, f"missing or wrong {API_KEY_HEADER}")
         return
-    engine: Engine | None = websocket.app.state.engine
-    if engine is None or not engine.ready:
+    engine = websocket.app.state.engine
+    pipeline: Pipeline | None = websocket.app.state.pipeline
+    if engine is None or not engine.ready or pipeline is None:
         await websocket.close(TRY_AGAIN_LATER, "the model is not loaded yet")
         return
     await websocket.accept()
-    budget: PixelBudget = websocket.app.state.pixel_budget
-    session = _StreamSession(websocket, engine, budget, settings.max_upload_bytes, metrics)
-    limits = ImageLimits(settings.max_pixels, settings.min_image_side)
-    await session.run(limits, top_k, mask_format)
+    try:
+        chosen = pipeline.mode(mode)
+    except ServiceError as error:  # scene mode without a scene model
+        await websocket.send_text(json.dumps(error.body()))
+        await websocket.close(UNAVAILABLE, error.code)
+        return
+    session = _StreamSession(websocket, pipeline, chosen, settings.max_upload_bytes, metrics)
+    await session.run(Options(top_k, mask_format))
 
 
 class _StreamSession:
     def __init__(
         self,
         websocket: WebSocket,
-        engine: Engine,
-        budget: PixelBudget,
+        pipeline: Pipeline,
+        mode: Mode,
         max_frame_bytes: int,
         metrics: ServiceMetrics,
     ):
         self.websocket = websocket
-        self.engine = engine
-        self.budget = budget
+        self.pipeline = pipeline
+        self.mode = mode
+        # The connection's own tracker: its frames are one drive.
+        self.tracker = Tracker() if mode.name == SCENE else None
         self.max_frame_bytes = max_frame_bytes
         self.metrics = metrics
         self.latest = LatestFrame()
         # Both tasks answer on the socket; one sender at a time keeps messages whole.
         self._send_lock = asyncio.Lock()
 
-    async def run(self, limits: ImageLimits, top_k: int, mask_format: MaskFormat) -> None:
+    async def run(self, options: Options) -> None:
         receiver = asyncio.create_task(self._receive())
         try:
             while (item := await self.latest.take()) is not None:
                 frame_id, data, dropped = item
                 self.metrics.stream_frames.labels("dropped").inc(dropped)
-                message = await self._answer(frame_id, data, limits, top_k, mask_format)
+                message = await self._answer(frame_id, data, options)
                 message["dropped"] = {"since_last": dropped, "total": self.latest.dropped_total}
                 await self._send(message)
         except WebSocketDisconnect:
@@ -145,20 +158,12 @@ class _StreamSession:
             receiver.cancel()
             await asyncio.gather(receiver, return_exceptions=True)
 
-    async def _answer(
-        self, frame_id: Any, data: bytes, limits: ImageLimits, top_k: int, mask_format: MaskFormat
-    ) -> dict:
+    async def _answer(self, frame_id: Any, data: bytes, options: Options) -> dict:
         started = time.perf_counter()
         try:
-            with self.engine.admit():
-                prediction = await predict_image(
-                    data,
-                    engine=self.engine,
-                    budget=self.budget,
-                    limits=limits,
-                    top_k=top_k,
-                    mask_format=mask_format,
-                    started=started,
+            with self.pipeline.engine.admit():
+                prediction = await self.pipeline.answer(
+                    data, self.mode, options, started=started, tracker=self.tracker
                 )
         except ServiceError as error:
             self.metrics.stream_frames.labels("error").inc()

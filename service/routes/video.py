@@ -2,12 +2,15 @@
 summary line at the end (or an error line, when the video turns out corrupt, over a limit or
 past its deadline mid-way).
 
+`mode=classify` (default) answers each frame as /v1/predict does; `mode=scene` as /v1/detect,
+with a tracker for the request: each sign carries its `track_id` and its track's class.
+
 The first frame is decoded before the answer starts, so a video whose frames cannot be
 read or are over max_pixels gets a 4xx like any bad upload. Frames then take the steps of
-service/pipeline.py: each reserves its pixels in the pixel budget before it is decoded and
-keeps them until its line is written (its mask comes back at full size), so a video of large
-frames keeps fewer of them in flight; decoding stops at `max_video_decoded_frames` and at
-`video_deadline_s`.
+service/pipeline.py (prepare, infer, encode): each reserves its pixels in the pixel budget
+before it is decoded and keeps them until its line is written (its mask comes back at full
+size), so a video of large frames keeps fewer of them in flight; decoding stops at
+`max_video_decoded_frames` and at `video_deadline_s`.
 """
 
 from __future__ import annotations
@@ -19,23 +22,22 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
+from model.track import Tracker
 from service import memory
-from service.decode import PreparedImage
-from service.deps import EngineDep, MetricsDep, PixelBudgetDep, SettingsDep
-from service.engine import Engine, EngineResult
+from service.deps import MetricsDep, PipelineDep, SettingsDep
 from service.errors import ERROR_RESPONSES, InferenceTimeout, ServiceError, error_body
 from service.limits import PixelBudget
 from service.metrics import ServiceMetrics
-from service.pipeline import LARGE_IMAGE_PIXELS, shrink_side
+from service.pipeline import CLASSIFY, LARGE_IMAGE_PIXELS, SCENE, Mode, Options
 from service.routes.predict import MaskFormatQuery, TopK
-from service.schemas import MaskFormat, prediction_response
+from service.schemas import MaskFormat
 from service.settings import Settings
 from service.video_frames import VideoFrame, VideoReader
 
@@ -44,11 +46,19 @@ router = APIRouter(prefix="/v1", tags=["video"])
 
 NDJSON = "application/x-ndjson"
 _LINES_DOC = (
-    "NDJSON: one line per processed frame, `{frame_index, pts_s, ...prediction}` (the "
-    'fields of /v1/predict), then `{"summary": {...}}`; a video found corrupt or cut short '
-    "while decoding, a frame over the pixel limit, or the video deadline passing, ends "
-    'with `{"error": {code, message}}` instead of the summary.'
+    "NDJSON: one line per processed frame, `{frame_index, pts_s, ...answer}` (the fields "
+    "of /v1/predict, or with mode=scene those of /v1/detect, each sign with its track_id), "
+    'then `{"summary": {...}}`; a video found corrupt or cut short while decoding, a frame '
+    "over the pixel limit, or the video deadline passing, ends with "
+    '`{"error": {code, message}}` instead of the summary.'
 )
+ModeQuery = Annotated[
+    Literal["classify", "scene"],
+    Query(
+        description="classify: each frame is one sign (as /v1/predict); scene: every sign in "
+        "the frame, tracked (as /v1/detect, plus track_id)"
+    ),
+]
 
 
 @router.post(
@@ -58,8 +68,7 @@ _LINES_DOC = (
 )
 async def video(
     file: Annotated[UploadFile, File(description="mp4, mov, mkv, webm or avi (by content)")],
-    engine: EngineDep,
-    budget: PixelBudgetDep,
+    pipeline: PipelineDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     fps: Annotated[
@@ -68,20 +77,29 @@ async def video(
     ] = None,
     top_k: TopK = 5,
     mask_format: MaskFormatQuery = MaskFormat.png,
+    mode: ModeQuery = CLASSIFY,
 ) -> StreamingResponse:
     """Predict the frames of a video. The container and its first frame are checked before
     the stream starts (an image or other non-video gets 415, frames over the pixel limit
-    422); at most `max_video_frames` frames are processed."""
+    422; mode=scene without a scene model 503); at most `max_video_frames` frames are
+    processed."""
     started = time.perf_counter()
+    chosen = pipeline.mode(mode)
     deadline = time.monotonic() + settings.video_deadline_s
     reader = await run_in_threadpool(VideoReader, file.file, settings.max_pixels)
-    feed = _FrameFeed(reader, engine, budget, settings, fps, deadline)
+    feed = _FrameFeed(reader, chosen, pipeline.budget, settings, fps, deadline)
     try:
         first = await feed.next()
     except BaseException:
         feed.close()
         raise
-    lines = _video_lines(feed, first, metrics, top_k, mask_format, started)
+    engine, scene = pipeline.engine, chosen.name == SCENE
+    tracker = Tracker() if scene else None
+    # Frames in flight: one batch, and in scene mode one more being cut while a batch runs.
+    window = engine.scene_max_batch_size + 1 if scene else engine.max_batch_size
+    lines = _video_lines(
+        feed, first, metrics, Options(top_k, mask_format), window, tracker, started
+    )
     return _VideoResponse(lines, feed)
 
 
@@ -103,7 +121,7 @@ class _VideoResponse(StreamingResponse):
 @dataclass
 class _Decoded:
     frame: VideoFrame
-    prepared: PreparedImage
+    prepared: Any  # what the mode's prepare made of the frame
     started: float
     pixels: int  # held in the pixel budget until the frame's line is written
 
@@ -122,14 +140,14 @@ class _FrameFeed:
     def __init__(
         self,
         reader: VideoReader,
-        engine: Engine,
+        mode: Mode,
         budget: PixelBudget,
         settings: Settings,
         fps: float | None,
         deadline: float,
     ):
         self.reader = reader
-        self.engine = engine
+        self.mode = mode
         self.budget = budget
         self.fps = fps
         self.max_frames = settings.max_video_frames
@@ -140,7 +158,7 @@ class _FrameFeed:
             settings.max_video_frames,
             max_decoded=settings.max_video_decoded_frames,
             deadline=deadline,
-            shrink_to=shrink_side(engine),
+            shrink_to=mode.shrink_to,
         )
         declared = reader.info.width * reader.info.height
         self.expected = max(1, min(declared, settings.max_pixels, budget.largest))
@@ -197,15 +215,14 @@ class _FrameFeed:
         self.held += pixels
 
     def _prepare_next(self) -> _Decoded | None:
-        """In a worker thread: the next sampled frame, decoded and preprocessed."""
+        """In a worker thread: the next sampled frame, decoded and prepared."""
         frame_started = time.perf_counter()
         frame = next(self.frames, None)
         if frame is None:
             return None
-        tensor = self.engine.predictor.preprocess(frame.rgb)
         decode_ms = (time.perf_counter() - frame_started) * 1000
-        frame.rgb = frame.rgb[:0]  # the network input is all that is needed from here on
-        prepared = PreparedImage(tensor, frame.size, decode_ms)
+        prepared = self.mode.prepare(frame.rgb, frame.size, decode_ms)
+        frame.rgb = frame.rgb[:0]  # what the mode prepared is all that is needed from here on
         return _Decoded(frame, prepared, frame_started, min(frame.pixels, self.budget.largest))
 
 
@@ -213,22 +230,22 @@ async def _video_lines(
     feed: _FrameFeed,
     first: _Decoded | None,
     metrics: ServiceMetrics,
-    top_k: int,
-    mask_format: MaskFormat,
+    options: Options,
+    window: int,
+    tracker: Tracker | None,
     started: float,
 ) -> AsyncIterator[bytes]:
-    """Keep up to one batch of frames in the engine at a time (fewer when the pixel budget
-    runs short), so consecutive frames share batches; lines still leave in frame order."""
-    engine = feed.engine
-    window = engine.max_batch_size
-    pending: deque[tuple[_Decoded, asyncio.Task[EngineResult]]] = deque()
+    """Keep up to `window` frames (one batch) in the engine at a time (fewer when the pixel
+    budget runs short), so consecutive frames share batches; lines still leave in frame
+    order, which is the order the tracker sees them in."""
+    mode = feed.mode
+    pending: deque[tuple[_Decoded, asyncio.Task]] = deque()
     ready: deque[bytes] = deque()  # lines written, waiting to leave
     processed = 0
     stop: ServiceError | None = None
 
     def submit(item: _Decoded) -> None:
-        tensor, size = item.prepared.tensor, item.prepared.size
-        task = asyncio.create_task(engine.submit(tensor, size, top_k, wait_for_room=True))
+        task = asyncio.create_task(mode.infer(item.prepared, options, wait_for_room=True))
         pending.append((item, task))
 
     async def write_oldest() -> bool:
@@ -237,7 +254,7 @@ async def _video_lines(
             return False
         item, task = pending.popleft()
         try:
-            ready.append(await _frame_line(item, task, mask_format))
+            ready.append(await _frame_line(item, task, mode, options, tracker))
         finally:
             feed.release(item.pixels)
         processed += 1
@@ -284,6 +301,8 @@ async def _video_lines(
             "seconds": round(seconds, 3),
             "fps": round(processed / seconds, 2) if seconds > 0 else None,
             "sample_fps": feed.fps,
+            "mode": mode.name,
+            **({"tracks": tracker.started} if tracker is not None else {}),
             "frame_cap_reached": processed >= feed.max_frames,
             "decode_cap_reached": reader.decode_cap_reached,
             "video": reader.info.to_dict(),
@@ -296,17 +315,17 @@ async def _video_lines(
 
 
 async def _frame_line(
-    item: _Decoded, task: asyncio.Task[EngineResult], mask_format: MaskFormat
+    item: _Decoded, task: asyncio.Task, mode: Mode, options: Options, tracker: Tracker | None
 ) -> bytes:
     result = await task
-    prediction = await run_in_threadpool(
-        prediction_response, result, item.prepared, mask_format, item.started
+    answer = await run_in_threadpool(
+        mode.encode, result, item.prepared, options, item.started, tracker
     )
     return _line(
         {
             "frame_index": item.frame.index,
             "pts_s": round(item.frame.pts_s, 6),
-            **prediction.model_dump(mode="json"),
+            **answer.model_dump(mode="json"),
         }
     )
 

@@ -55,7 +55,11 @@ def test_predict_prints_one_json_line_per_image(tiny_model_path, synthetic, caps
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["image"] for line in lines] == [str(p) for p in images]
     for line in lines:
-        assert 0 <= line["class_id"] < 58 and len(line["top_k"]) == 5
+        assert line["kind"] in {"sign", "unknown_sign", "no_sign"} and len(line["top_k"]) == 5
+        if line["kind"] == "sign":
+            assert 0 <= line["class_id"] < 58
+        else:
+            assert line["class_id"] is None and line["class_name"] in {"unknown sign", "no sign"}
         assert sum(line["mask"]["counts"]) == line["mask"]["size"][0] * line["mask"]["size"][1]
 
 
@@ -68,6 +72,31 @@ def test_eval_prints_the_metrics(tiny_model_path, synthetic, capsys):
     assert metrics["images"] == 58
     for key in ("accuracy", "macro_accuracy", "mask_miou", "mask_iou", "box_iou"):
         assert 0.0 <= metrics[key] <= 1.0
+
+
+def test_eval_on_crops_scores_known_signs_and_rejections(tiny_model_path, tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "classes.csv").write_text("code,name,ctsrd_class_id\npl40,Speed limit 40,3\n")
+    crops = (("pl40", "1_0.png"), ("pl40", "2_1.png"), ("pl100", "3_2.png"))
+    for shade, (folder, name) in enumerate(crops):
+        (tmp_path / folder).mkdir(exist_ok=True)  # distinct pixels: eval reads each content once
+        Image.new("RGB", (30, 34), (200, 30 + 40 * shade, 30)).save(tmp_path / folder / name)
+    (tmp_path / "negative").mkdir()
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(tmp_path / "negative" / "4.jpg")
+    args = ["eval", "--model", str(tiny_model_path), "--data", str(tmp_path), "--subset", "all"]
+    assert main([*args, "--per-class"]) == 0
+    metrics = _json(capsys)
+    assert (metrics["images"], metrics["known_images"], metrics["open_set_images"]) == (4, 2, 2)
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["rejection_rate"] <= 1
+    assert metrics["box_iou"] is metrics["mask_miou"] is None  # crops have no box
+    assert set(metrics["per_class"]) <= {"3"}
+
+
+def test_eval_refuses_a_dataset_of_other_classes(tiny_model_path, gtsrb_real, capsys):
+    args = ["eval", "--model", str(tiny_model_path), "--data", str(gtsrb_real), "--subset", "all"]
+    assert main(args) == 2
+    assert "GTSRB's but" in capsys.readouterr().err
 
 
 def test_missing_model_is_a_clear_error(tmp_path, capsys):

@@ -27,6 +27,9 @@ TEST_LIMITS = {
     "max_video_bytes": 2 * 1024 * 1024,
     "max_pixels": 1_000_000,
     "max_video_frames": 40,
+    # No scene model unless a test asks for one (tests/service/test_detect.py): the shipped
+    # one, when there is one, would be loaded and warmed up by every app.
+    "scenes": False,
 }
 
 

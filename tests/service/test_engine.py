@@ -32,6 +32,18 @@ class GatedPredictor(Predictor):
         return super().predict_batch(batch, original_sizes, top_k)
 
 
+class FailingPredictor(Predictor):
+    """A model that fails on the batch after `fail_next` is set."""
+
+    fail_next = False
+
+    def predict_batch(self, batch, original_sizes, top_k=5):
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("the model broke")
+        return super().predict_batch(batch, original_sizes, top_k)
+
+
 class ShortPredictor(Predictor):
     """A broken model that returns one prediction too few."""
 
@@ -183,14 +195,16 @@ def test_requests_past_their_deadline_time_out_and_are_never_run(predictor: Pred
 
 
 def test_a_batch_error_reaches_every_waiter_and_the_engine_goes_on(predictor: Predictor) -> None:
+    failing = FailingPredictor(predictor.model, predictor.info, predictor.device, predictor.fp16)
+
     async def scenario():
-        engine = Engine(predictor, max_batch_size=2, max_wait_ms=50)
+        engine = Engine(failing, max_batch_size=2, max_wait_ms=50)
         await engine.start()
         try:
-            # Two inputs of different sizes cannot be stacked: the batch fails as a whole.
+            failing.fail_next = True
             failed = await asyncio.gather(
                 engine.submit(image(32), (32, 32)),
-                engine.submit(image(16), (16, 16)),
+                engine.submit(image(32), (32, 32)),
                 return_exceptions=True,
             )
             after = await engine.submit(image(32), (32, 32))
@@ -202,6 +216,29 @@ def test_a_batch_error_reaches_every_waiter_and_the_engine_goes_on(predictor: Pr
     assert all(isinstance(error, InferenceFailed) for error in failed)
     assert failed[0].status_code == 500
     assert after.prediction.mask.shape == (32, 32)
+
+
+def test_batches_hold_one_input_shape_and_every_job_is_answered(predictor: Predictor) -> None:
+    batches: list[int] = []
+
+    async def scenario():
+        engine = Engine(
+            predictor, max_batch_size=4, max_wait_ms=30, on_batch=lambda n, s: batches.append(n)
+        )
+        await engine.start()
+        try:
+            return await asyncio.gather(
+                *(engine.submit(image(size), (size, size)) for size in (32, 16, 32, 16, 32))
+            )
+        finally:
+            await engine.stop()
+
+    results = run(scenario())
+    assert [r.prediction.mask.shape for r in results] == [(s, s) for s in (32, 16, 32, 16, 32)]
+    assert sorted(batches) == [2, 3]  # one batch per shape, none mixing them
+    assert {r.batch_size for r in results[::2]} == {3} and {
+        r.batch_size for r in results[1::2]
+    } == {2}
 
 
 def test_the_number_of_outputs_is_checked(predictor: Predictor) -> None:

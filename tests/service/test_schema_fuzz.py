@@ -18,12 +18,15 @@ from service.app import create_app
 EXAMPLES_PER_OPERATION = 15
 
 
-def test_no_operation_answers_with_a_server_error(make_settings) -> None:
+def test_no_operation_answers_with_a_server_error(make_settings, tiny_scene_model_path) -> None:
     # Schemathesis drives the ASGI app itself, lifespan included, until shutdown_lifespans.
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(make_settings()))
+    # With a (tiny) scene model, so that /v1/detect and mode=scene are fuzzed too.
+    app_settings = make_settings(scenes=True, scene_model=tiny_scene_model_path, scene_long_side=64)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(app_settings))
     try:
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert {op.path for op in operations} >= {"/v1/predict", "/v1/predict/batch", "/v1/video"}
+        paths = {op.path for op in operations}
+        assert paths >= {"/v1/predict", "/v1/predict/batch", "/v1/video", "/v1/detect"}
         for operation in operations:
 
             @given(case=operation.as_strategy())

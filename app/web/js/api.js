@@ -64,6 +64,15 @@ export function predictImage(file, { topK = 5 } = {}) {
   return requestJson(`/v1/predict?${query}`, { method: "POST", body: form });
 }
 
+/** POST /v1/detect for one file: every sign of a street scene, each with box, mask (RLE),
+ * class and scores. */
+export function detectImage(file) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  const query = new URLSearchParams({ mask_format: MASK_FORMAT });
+  return requestJson(`/v1/detect?${query}`, { method: "POST", body: form });
+}
+
 /** GET /v1/model: method, architecture, classes, image size, measured metrics. */
 export function getModel() {
   return requestJson("/v1/model");
@@ -71,9 +80,10 @@ export function getModel() {
 
 /** The URL of WS /v1/stream. Browsers cannot set headers on a WebSocket, so the key (if
  * any) goes in the query, which the service accepts for exactly this reason. */
-export function streamUrl({ topK = 5 } = {}) {
+export function streamUrl({ topK = 5, mode = "classify" } = {}) {
   const url = new URL("/v1/stream", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("mode", mode);
   url.searchParams.set("top_k", topK);
   url.searchParams.set("mask_format", MASK_FORMAT);
   const key = getApiKey();
@@ -96,6 +106,7 @@ const ERROR_TITLES = {
   timeout: "The service took too long to answer",
   network_error: "The service cannot be reached",
   validation_error: "The request was not accepted",
+  no_scene_model: "This service cannot find signs in street scenes (it has no scene model)",
 };
 
 /** {title, detail} for any error thrown by the calls above (or anything else). */

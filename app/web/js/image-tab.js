@@ -1,9 +1,11 @@
 // The Images tab: drop or pick images; each gets a card with the picture, the predicted mask
-// and box drawn over it, the class with its confidence, the top-5 and the request time.
+// and box drawn over it, the class with its confidence, the top-5 and the request time. In
+// scene mode (a street scene) every sign found gets its mask, box and label, and the card
+// lists them.
 
-import { describeError, predictImage } from "./api.js";
+import { describeError, detectImage, predictImage } from "./api.js";
 import { el, milliseconds, percent } from "./format.js";
-import { createOverlay } from "./overlay.js";
+import { createOverlay, signLabel } from "./overlay.js";
 
 // Requests in flight at once. The service batches concurrent requests anyway; a small cap
 // keeps each card's request time about its own image rather than the browser's queue.
@@ -21,7 +23,8 @@ export function initImageTab(panel) {
   async function handleFiles(files) {
     if (files.length === 0) return;
     clearButton.disabled = false;
-    const batch = files.map(createCard);
+    const mode = panel.querySelector('input[name="image-mode"]:checked').value;
+    const batch = files.map((file) => createCard(file, mode));
     results.prepend(...batch.map((card) => card.element));
     cards.push(...batch);
     await runWithLimit(batch, PARALLEL_REQUESTS, async (card) => {
@@ -62,7 +65,7 @@ async function runWithLimit(items, limit, worker) {
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
-function createCard(file) {
+function createCard(file, mode) {
   const url = URL.createObjectURL(file);
   const picture = el("img", { src: url, alt: `Uploaded image ${file.name}` });
   const maskLayer = el("canvas", { className: "mask-layer", "aria-hidden": "true" });
@@ -78,12 +81,13 @@ function createCard(file) {
     "div",
     { className: "result-body" },
     el("h3", { className: "file-name", title: file.name }, file.name),
-    el("p", { className: "pending-note" }, "Reading the sign…"),
+    el("p", { className: "pending-note" }, mode === "scene" ? "Finding the signs…" : "Reading the sign…"),
   );
   const element = el("article", { className: "result", "aria-busy": "true" }, frame, body);
   const overlay = createOverlay(maskLayer, boxLayer);
   return {
     file,
+    mode,
     element,
     frame,
     body,
@@ -99,6 +103,11 @@ function createCard(file) {
 async function predictCard(card) {
   const started = performance.now();
   try {
+    if (card.mode === "scene") {
+      const scene = await detectImage(card.file);
+      showScene(card, scene, performance.now() - started);
+      return `${card.file.name}: ${countText(scene.signs.length)}`;
+    }
     const prediction = await predictImage(card.file, { topK: TOP_K });
     showPrediction(card, prediction, performance.now() - started);
     return `${card.file.name}: ${prediction.class_name}, ${percent(prediction.confidence, 0)} confidence`;
@@ -148,6 +157,59 @@ function showPrediction(card, prediction, requestMs) {
     el("p", { className: "hint" }, `${KIND_TEXT[prediction.kind](prediction)} · ${width} × ${height} px · ${where}`),
     known ? topK : el("div", {}, el("p", { className: "hint" }, "Closest known classes:"), topK),
     timing,
+  );
+}
+
+function countText(count) {
+  return count === 0 ? "no sign found" : `${count} sign${count === 1 ? "" : "s"} found`;
+}
+
+function timingLine(requestMs, timings) {
+  return el(
+    "p",
+    { className: "timing" },
+    `Request ${milliseconds(requestMs)} · server ${milliseconds(timings.total)} `,
+    el(
+      "span",
+      { className: "hint" },
+      `(decode ${milliseconds(timings.decode)}, queue ${milliseconds(timings.queue)}, ` +
+        `model ${milliseconds(timings.inference)})`,
+    ),
+  );
+}
+
+/** A street scene's card: every sign drawn, and listed with its class and scores. */
+function showScene(card, scene, requestMs) {
+  const [height, width] = scene.image_size;
+  card.frame.style.setProperty("aspect-ratio", `${width} / ${height}`);
+  card.overlay.show(scene);
+  const signs = el(
+    "ol",
+    { className: "signs", "aria-label": "Signs found" },
+    ...scene.signs.map((sign) =>
+      el(
+        "li",
+        { className: sign.kind === "sign" ? "" : "open-set" },
+        el("span", { className: "class-name" }, signLabel(sign)),
+        el(
+          "span",
+          { className: "hint" },
+          ` at x ${sign.box[0]}–${sign.box[2]}, y ${sign.box[1]}–${sign.box[3]} · ` +
+            `sign pixels ${percent(sign.score, 0)} sure`,
+        ),
+      ),
+    ),
+  );
+  card.body.replaceChildren(
+    el("h3", { className: "file-name", title: card.file.name }, card.file.name),
+    el(
+      "p",
+      { className: "prediction scene-count" },
+      el("span", { className: "class-name" }, countText(scene.signs.length)),
+    ),
+    el("p", { className: "hint" }, `street scene · ${width} × ${height} px`),
+    signs,
+    timingLine(requestMs, scene.timings_ms),
   );
 }
 

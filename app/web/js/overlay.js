@@ -1,4 +1,5 @@
-// Drawing a prediction over a picture or a playing video.
+// Drawing a prediction over a picture or a playing video: one sign (/v1/predict), or every
+// sign of a scene (/v1/detect, the stream in scene mode), each with its box and label.
 //
 // Two stacked canvases sit over the media, both stretched to its box by CSS:
 //  - the mask layer has the prediction's own pixel size, so each mask pixel is one canvas
@@ -33,16 +34,21 @@ export function decodeRle(counts, height, width) {
   return pixels;
 }
 
-function paintMask(canvas, mask) {
+/** Paints the union of `masks` (each {size, data}: RLE over the whole image), or clears. */
+function paintMasks(canvas, masks) {
   const context = canvas.getContext("2d");
-  if (!mask) {
+  if (!masks.length) {
     context.clearRect(0, 0, canvas.width, canvas.height);
     return;
   }
-  const [height, width] = mask.size;
+  const [height, width] = masks[0].size;
   canvas.width = width; // resizing also clears
   canvas.height = height;
-  const sign = decodeRle(mask.data, height, width);
+  const sign = new Uint8Array(height * width);
+  for (const mask of masks) {
+    const one = decodeRle(mask.data, height, width);
+    for (let i = 0; i < one.length; i++) sign[i] |= one[i];
+  }
   const image = context.createImageData(width, height);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
@@ -58,70 +64,96 @@ function paintMask(canvas, mask) {
   context.putImageData(image, 0, 0);
 }
 
-function paintBox(canvas, prediction) {
+/** Draws each item ({box, kind, text}) of a picture of `imageSize` ([height, width]). */
+function paintBoxes(canvas, imageSize, items) {
   const ratio = window.devicePixelRatio || 1;
   const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
   const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
   canvas.width = width;
   canvas.height = height;
-  if (!prediction || !prediction.box) return;
+  if (!imageSize || !items.length) return;
   const context = canvas.getContext("2d");
-  const [imageHeight, imageWidth] = prediction.image_size;
+  const [imageHeight, imageWidth] = imageSize;
   const sx = width / imageWidth;
   const sy = height / imageHeight;
-  const [x1, y1, x2, y2] = prediction.box;
-  const left = x1 * sx;
-  const top = y1 * sy;
-  const boxWidth = (x2 - x1) * sx;
-  const boxHeight = (y2 - y1) * sy;
+  for (const item of items) {
+    const [x1, y1, x2, y2] = item.box;
+    const left = x1 * sx;
+    const top = y1 * sy;
+    const boxWidth = (x2 - x1) * sx;
+    const boxHeight = (y2 - y1) * sy;
 
-  // A dark outline under the colored line keeps the box visible on any background.
-  context.lineJoin = "round";
-  context.strokeStyle = BOX_OUTLINE;
-  context.lineWidth = 4 * ratio;
-  context.strokeRect(left, top, boxWidth, boxHeight);
-  const color = prediction.kind === "unknown_sign" ? UNKNOWN_BOX_COLOR : BOX_COLOR;
-  context.strokeStyle = color;
-  context.lineWidth = 2 * ratio;
-  context.strokeRect(left, top, boxWidth, boxHeight);
+    // A dark outline under the colored line keeps the box visible on any background.
+    context.lineJoin = "round";
+    context.strokeStyle = BOX_OUTLINE;
+    context.lineWidth = 4 * ratio;
+    context.strokeRect(left, top, boxWidth, boxHeight);
+    const color = item.kind === "unknown_sign" ? UNKNOWN_BOX_COLOR : BOX_COLOR;
+    context.strokeStyle = color;
+    context.lineWidth = 2 * ratio;
+    context.strokeRect(left, top, boxWidth, boxHeight);
 
-  const text = `${prediction.class_name} ${Math.round(prediction.confidence * 100)}%`;
-  const fontSize = Math.round(12 * ratio);
-  context.font = `600 ${fontSize}px system-ui, sans-serif`;
-  const padding = 4 * ratio;
-  const labelWidth = Math.min(width, context.measureText(text).width + 2 * padding);
-  const labelHeight = fontSize + 2 * padding;
-  // Above the box when there is room, else just inside its top edge; never off the canvas.
-  const labelTop = top - labelHeight >= 0 ? top - labelHeight : Math.min(top, height - labelHeight);
-  const labelLeft = Math.min(Math.max(0, left - 1 * ratio), width - labelWidth);
-  context.fillStyle = color;
-  context.fillRect(labelLeft, labelTop, labelWidth, labelHeight);
-  context.fillStyle = LABEL_TEXT;
-  context.textBaseline = "middle";
-  context.fillText(text, labelLeft + padding, labelTop + labelHeight / 2, labelWidth - 2 * padding);
+    const fontSize = Math.round(12 * ratio);
+    context.font = `600 ${fontSize}px system-ui, sans-serif`;
+    const padding = 4 * ratio;
+    const labelWidth = Math.min(width, context.measureText(item.text).width + 2 * padding);
+    const labelHeight = fontSize + 2 * padding;
+    // Above the box when there is room, else just inside its top edge; never off the canvas.
+    const labelTop = top - labelHeight >= 0 ? top - labelHeight : Math.min(top, height - labelHeight);
+    const labelLeft = Math.min(Math.max(0, left - 1 * ratio), width - labelWidth);
+    context.fillStyle = color;
+    context.fillRect(labelLeft, labelTop, labelWidth, labelHeight);
+    context.fillStyle = LABEL_TEXT;
+    context.textBaseline = "middle";
+    context.fillText(item.text, labelLeft + padding, labelTop + labelHeight / 2, labelWidth - 2 * padding);
+  }
 }
 
-/** The overlay of one picture or video: `show(prediction)` draws it, `clear()` removes it.
- * It redraws the box layer when its element is resized (a narrower window, a rotated
- * phone), which is the state this object exists to keep. */
+/** The label of a sign: its track id in a tracked scene, its class and confidence. */
+export function signLabel(sign) {
+  const track = sign.track_id !== undefined ? `#${sign.track_id} ` : "";
+  return `${track}${sign.class_name} ${Math.round(sign.confidence * 100)}%`;
+}
+
+/** What to draw for an answer: every sign of a scene, or the one sign of a prediction. */
+function drawn(answer) {
+  if (!answer) return { masks: [], items: [], size: null };
+  if (answer.signs) {
+    return {
+      masks: answer.signs.map((sign) => sign.mask).filter(Boolean),
+      items: answer.signs.map((sign) => ({ box: sign.box, kind: sign.kind, text: signLabel(sign) })),
+      size: answer.image_size,
+    };
+  }
+  const text = `${answer.class_name} ${Math.round(answer.confidence * 100)}%`;
+  return {
+    masks: answer.mask ? [answer.mask] : [],
+    items: answer.box ? [{ box: answer.box, kind: answer.kind, text }] : [],
+    size: answer.image_size,
+  };
+}
+
+/** The overlay of one picture or video: `show(answer)` draws a prediction or a scene's
+ * signs, `clear()` removes them. It redraws the box layer when its element is resized (a
+ * narrower window, a rotated phone), which is the state this object exists to keep. */
 export function createOverlay(maskCanvas, boxCanvas) {
-  let current = null;
-  const observer = new ResizeObserver(() => paintBox(boxCanvas, current));
+  let current = drawn(null);
+  const observer = new ResizeObserver(() => paintBoxes(boxCanvas, current.size, current.items));
   observer.observe(boxCanvas);
   return {
-    show(prediction) {
-      if (prediction.kind === "no_sign") {
+    show(answer) {
+      if (!answer.signs && answer.kind === "no_sign") {
         this.clear(); // the model says there is no sign: nothing to outline
         return;
       }
-      current = prediction;
-      paintMask(maskCanvas, prediction.mask);
-      paintBox(boxCanvas, prediction);
+      current = drawn(answer);
+      paintMasks(maskCanvas, current.masks);
+      paintBoxes(boxCanvas, current.size, current.items);
     },
     clear() {
-      current = null;
-      paintMask(maskCanvas, null);
-      paintBox(boxCanvas, null);
+      current = drawn(null);
+      paintMasks(maskCanvas, []);
+      paintBoxes(boxCanvas, null, []);
     },
     disconnect() {
       observer.disconnect();

@@ -1,14 +1,16 @@
 // The Video tab: a local video file or the webcam plays in a <video>; at the chosen rate the
 // current frame is drawn to a canvas, sent as JPEG over WS /v1/stream, and each answer is
-// drawn over the video as it arrives, with frames/s, latency and dropped frames.
+// drawn over the video as it arrives, with frames/s, latency and dropped frames. In scene
+// mode every sign of the frame is drawn with its track id and class.
 
 import { ApiError, describeError, streamUrl } from "./api.js";
 import { milliseconds, percent } from "./format.js";
-import { createOverlay } from "./overlay.js";
+import { createOverlay, signLabel } from "./overlay.js";
 
-// Bigger frames are scaled down before sending: the model works at a few dozen pixels, so
-// this only bounds the JPEG encode and the upload, not the accuracy.
-const MAX_FRAME_WIDTH = 640;
+// Bigger frames are scaled down before sending: a close-up is read at a few dozen pixels, so
+// this only bounds the JPEG encode and the upload, not the accuracy. A street scene keeps
+// more: its signs are a few dozen pixels themselves.
+const MAX_FRAME_WIDTH = { classify: 640, scene: 1280 };
 const JPEG_QUALITY = 0.8;
 // While the socket still holds this much unsent data, a new frame is not sent: it would only
 // wait behind older ones. The service already keeps just the newest frame it has received.
@@ -20,6 +22,7 @@ const TOP_K = 5;
 // Why the service closed the socket, by WebSocket close code (see service/routes/stream.py).
 const CLOSE_REASONS = {
   1008: "The service needs an API key for the stream (enter it under Settings).",
+  1011: "This service cannot find signs in street scenes (it has no scene model): choose “One sign, close up”.",
   1013: "The model is still loading: try again in a moment.",
 };
 
@@ -31,6 +34,7 @@ export function initVideoTab(panel) {
   const startButton = panel.querySelector("#video-start");
   const stopButton = panel.querySelector("#video-stop");
   const rateSelect = panel.querySelector("#video-rate");
+  const modeSelect = panel.querySelector("#video-mode");
   const thresholdSelect = panel.querySelector("#video-threshold");
   const status = panel.querySelector("#video-status");
   const liveLabel = panel.querySelector("#video-label");
@@ -56,6 +60,7 @@ export function initVideoTab(panel) {
     startButton.disabled = running || !(fileUrl || webcam);
     stopButton.disabled = !running;
     rateSelect.disabled = running;
+    modeSelect.disabled = running;
   }
 
   function releaseSource() {
@@ -130,16 +135,29 @@ export function initVideoTab(panel) {
     resetStats(stats);
     setRunning(true);
     setStatus("Connecting…");
-    stream = openStream(video, Number(rateSelect.value), {
+    const mode = modeSelect.value;
+    stream = openStream(video, Number(rateSelect.value), mode, {
       onOpen() {
         video.play().catch((error) => setStatus(`The video cannot play: ${error.message}`));
-        setStatus(`Streaming at ${rateSelect.value} frames/s.`);
+        const what = mode === "scene" ? " (street scene: every sign, tracked)" : "";
+        setStatus(`Streaming at ${rateSelect.value} frames/s${what}.`);
       },
       onAnswer(message, counters) {
+        const threshold = Number(thresholdSelect.value);
+        if (message.signs) {
+          // A street scene: every sign at or above the threshold, with its track id.
+          const shown = message.signs.filter((sign) => sign.confidence >= threshold);
+          overlay.show({ ...message, signs: shown });
+          const hidden = message.signs.length - shown.length;
+          liveLabel.textContent =
+            (shown.length ? shown.map(signLabel).join(" · ") : "No sign") +
+            (hidden ? ` (${hidden} below ${percent(threshold, 0)})` : "");
+          showStats(stats, counters);
+          return;
+        }
         // The model reads one sign that fills the picture; on a wide street scene it still
         // names a class, with low confidence. The threshold (changeable while streaming)
         // keeps such guesses off the video while still saying what they were.
-        const threshold = Number(thresholdSelect.value);
         const guess = `${message.class_name} · ${percent(message.confidence, 0)}`;
         if (message.kind === "no_sign") {
           overlay.clear();
@@ -181,8 +199,8 @@ export function initVideoTab(panel) {
 
 /** One streaming session over WS /v1/stream. Calls back with every answer and the running
  * counters; `close(reason)` ends it, and so does the service closing the socket. */
-function openStream(video, rate, callbacks) {
-  const socket = new WebSocket(streamUrl({ topK: TOP_K }));
+function openStream(video, rate, mode, callbacks) {
+  const socket = new WebSocket(streamUrl({ topK: TOP_K, mode }));
   const capture = document.createElement("canvas");
   const sentAt = new Map(); // frame_id -> performance.now() when its pixels were taken
   const counters = { answered: 0, skipped: 0, droppedByService: 0, answerTimes: [], latencies: [] };
@@ -199,7 +217,7 @@ function openStream(video, rate, callbacks) {
     }
     encoding = true;
     try {
-      const scale = Math.min(1, MAX_FRAME_WIDTH / video.videoWidth);
+      const scale = Math.min(1, MAX_FRAME_WIDTH[mode] / video.videoWidth);
       capture.width = Math.round(video.videoWidth * scale);
       capture.height = Math.round(video.videoHeight * scale);
       capture.getContext("2d").drawImage(video, 0, 0, capture.width, capture.height);
@@ -235,6 +253,7 @@ function openStream(video, rate, callbacks) {
       callbacks.onFrameError(message);
       return;
     }
+    if (message.frame_id === undefined) return; // not an answer to a frame
     counters.answered += 1;
     counters.answerTimes.push(now);
     while (now - counters.answerTimes[0] > FPS_WINDOW_MS) counters.answerTimes.shift();

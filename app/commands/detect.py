@@ -1,0 +1,322 @@
+"""`greedysign detect PATH...` (every sign in road frames: images, or a video with tracking and
+an annotated copy) and `greedysign eval-detect --data FOLDER` (precision, recall, F1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from data.records import DataError
+
+VIDEO_CODECS = ("libx264", "mpeg4")  # the first this FFmpeg build has writes the overlay
+KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
+UNKNOWN_COLOR = (200, 200, 200)
+MASK_COLOR = (60, 255, 130)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    detect = commands.add_parser(
+        "detect",
+        help="find every sign in whole road frames (images, or a video: tracked, annotated)",
+        description="The scene model marks the sign pixels of each frame; each region is cut "
+        "from the original with a margin and read by the sign model. Images: one line each "
+        "(--json: one JSON line). A video: one JSON line per frame with track ids, and with "
+        "--out a copy with every sign drawn on it.",
+    )
+    detect.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="images or a video")
+    detect.add_argument("--json", action="store_true", help="one JSON line per image or frame")
+    detect.add_argument("--out", type=Path, help="video: write the annotated video here (mp4)")
+    detect.add_argument(
+        "--fps", type=float, help="video: frames per second to read (default: every frame)"
+    )
+    _add_model_options(detect)
+    detect.set_defaults(handler=run_detect)
+
+    evaluate = commands.add_parser(
+        "eval-detect",
+        help="precision, recall and F1 of scene detection on annotated frames (JSON)",
+        description="Class-agnostic matching at IoU 0.5 (pycocotools); signs marked ignore "
+        "neither count nor penalise. Prints one JSON object: precision, recall, F1, recall by "
+        "size (longer box side), false signs per frame, mask IoU, frames/s.",
+    )
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="COCO frames folder: ../shared/data/dfg-frames or one from greedysign data scenes",
+    )
+    evaluate.add_argument("--limit", type=int, help="only the first N frames")
+    _add_model_options(evaluate)
+    evaluate.set_defaults(handler=run_eval_detect)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scene-model",
+        type=Path,
+        help="scene model (task scenes; default: the shipped one, if the package has it)",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="sign model that reads each crop (default: newest run, else the shipped one)",
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--long-side", type=int, default=1024, help="frames resized to this longer side (px)"
+    )
+    parser.add_argument("--tile", type=int, default=0, help="tile side (0: whole frames)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="sign probability")
+    parser.add_argument(
+        "--split-touching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="split signs that touch (stacked on one pole) at their neck (default: on)",
+    )
+    parser.add_argument(
+        "--upscale", action="store_true", help="enlarge frames smaller than --long-side"
+    )
+
+
+def _load_detector(args: argparse.Namespace):
+    """The Detector, or an error line and None."""
+    from model.checkpoint import ModelFileError
+    from model.detect import SHIPPED_SCENE_MODEL, DetectConfig, Detector
+    from model.runs import resolve_model
+
+    try:
+        config = DetectConfig(
+            long_side=args.long_side,
+            tile=args.tile,
+            threshold=args.threshold,
+            split_touching=args.split_touching,
+            upscale=args.upscale,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    scene_model = args.scene_model
+    if scene_model is None:
+        if not SHIPPED_SCENE_MODEL.is_file():
+            print(
+                "error: no scene model: give --scene-model FILE (a model trained with "
+                "`greedysign train --task scenes`)",
+                file=sys.stderr,
+            )
+            return None
+        scene_model = SHIPPED_SCENE_MODEL
+    try:
+        return Detector.load(scene_model, resolve_model(args.model), args.device, config)
+    except (FileNotFoundError, ModelFileError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+
+
+def _sign(detection, track=None) -> dict:
+    sign = {
+        "box": list(detection.box),
+        "class_id": detection.class_id,
+        "class_name": detection.class_name,
+        "kind": detection.kind,
+        "confidence": round(detection.confidence, 4),
+        "score": round(detection.score, 4),
+    }
+    if track is not None:
+        kind, class_id, class_name, confidence = track.label
+        sign.update(
+            track_id=track.track_id,
+            kind=kind,
+            class_id=class_id,
+            class_name=class_name,
+            confidence=round(confidence, 4),
+        )
+    return sign
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from data.images import read_rgb
+    from service.video_frames import sniff_container
+
+    videos = [path for path in args.paths if path.is_file() and _is_video(path, sniff_container)]
+    if args.out is not None and (len(videos) != 1 or len(args.paths) != 1):
+        print("error: --out writes the annotated copy of one video: give one", file=sys.stderr)
+        return 2
+    detector = _load_detector(args)
+    if detector is None:
+        return 2
+    failures = 0
+    for path in args.paths:
+        if path in videos:
+            failures += _detect_video(detector, path, args)
+            continue
+        try:
+            rgb = read_rgb(path)
+        except DataError as error:
+            print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
+            failures += 1
+            continue
+        signs = [_sign(d) for d in detector.detect(rgb)]
+        if args.json:
+            print(json.dumps({"image": str(path), "signs": signs}), flush=True)
+        else:
+            found = ", ".join(
+                f"{s['class_name']} {s['confidence']:.0%} at {s['box']}" for s in signs
+            )
+            count = f"{len(signs)} sign{'s' * (len(signs) != 1)}"
+            print(f"{path}: {count}: {found}" if found else f"{path}: {count}")
+    return 1 if failures else 0
+
+
+def _is_video(path: Path, sniff) -> bool:
+    with path.open("rb") as file:
+        return sniff(file.read(16)) is not None
+
+
+def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
+    """Every (sampled) frame: detected, tracked, printed with --json, drawn into --out."""
+    import av
+
+    from model.track import Tracker
+
+    tracker = Tracker()
+    frames = 0
+    started = time.perf_counter()
+    writer = None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = args.fps or (float(stream.average_rate) if stream.average_rate else 25.0)
+            next_time = None
+            for index, frame in enumerate(container.decode(stream)):
+                pts = float(frame.time) if frame.time is not None else index / rate
+                if args.fps:
+                    if next_time is not None and pts + 1e-6 < next_time:
+                        continue
+                    next_time = (next_time or pts) + 1 / args.fps
+                rgb = frame.to_ndarray(format="rgb24")
+                detections = detector.detect(rgb)
+                tracks = tracker.update(detections)
+                signs = [_sign(d, t) for d, t in zip(detections, tracks, strict=True)]
+                if args.json:
+                    line = {"video": str(path), "frame_index": index, "pts_s": round(pts, 6)}
+                    print(json.dumps({**line, "signs": signs}), flush=True)
+                if args.out is not None:
+                    if writer is None:
+                        writer = _VideoWriter(args.out, rate, rgb.shape[1], rgb.shape[0])
+                    writer.write(draw_signs(rgb, detections, signs))
+                frames += 1
+    except (av.FFmpegError, OSError) as error:
+        print(json.dumps({"video": str(path), "error": f"cannot read the video ({error})"}))
+        return 1
+    finally:
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - started
+    summary = {
+        "video": str(path),
+        "frames": frames,
+        "tracks": tracker.started,
+        "seconds": round(seconds, 2),
+        "frames_per_s": round(frames / seconds, 2) if seconds > 0 else None,
+        "out": str(args.out) if args.out else None,
+    }
+    print(json.dumps({"summary": summary}), file=sys.stdout if args.json else sys.stderr)
+    return 0
+
+
+class _VideoWriter:
+    """H.264 (else MPEG-4) in an mp4, yuv420p (even width and height: odd ones lose a pixel)."""
+
+    def __init__(self, path: Path, rate: float, width: int, height: int):
+        from fractions import Fraction
+
+        import av
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.width, self.height = max(2, width - width % 2), max(2, height - height % 2)
+        self.container = av.open(str(path), "w", format="mp4")
+        codec = next(name for name in VIDEO_CODECS if name in av.codecs_available)
+        self.stream = self.container.add_stream(codec, rate=Fraction(rate).limit_denominator(1000))
+        self.stream.width, self.stream.height = self.width, self.height
+        self.stream.pix_fmt = "yuv420p"
+
+    def write(self, rgb) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(rgb[: self.height, : self.width].copy(), format="rgb24")
+        self.container.mux(self.stream.encode(frame))
+
+    def close(self) -> None:
+        self.container.mux(self.stream.encode())
+        self.container.close()
+
+
+def draw_signs(rgb, detections, signs):
+    """A copy of the frame with each sign's mask tinted, its box and its label
+    (#track class confidence) drawn."""
+    import cv2
+    import numpy as np
+
+    out = rgb.copy()
+    height, width = out.shape[:2]
+    thickness = max(1, round(max(height, width) / 640))
+    scale = 0.4 * thickness
+    for detection, sign in zip(detections, signs, strict=True):
+        x1, y1, x2, y2 = detection.box
+        region = out[y1:y2, x1:x2]
+        region[detection.mask] = (0.6 * region[detection.mask] + 0.4 * np.array(MASK_COLOR)).astype(
+            np.uint8
+        )
+        color = KNOWN_COLOR if sign["kind"] == "sign" else UNKNOWN_COLOR
+        cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), (0, 0, 0), thickness + 2)
+        cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, thickness)
+        track = f"#{sign['track_id']} " if "track_id" in sign else ""
+        label = f"{track}{sign['class_name']} {sign['confidence']:.0%}"
+        label = label.encode("ascii", "replace").decode("ascii")
+        (text_width, text_height), baseline = cv2.getTextSize(
+            label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness
+        )
+        top = y1 - text_height - baseline - 2 if y1 - text_height - baseline - 2 >= 0 else y2
+        left = min(max(0, x1), max(0, width - text_width - 2))
+        cv2.rectangle(
+            out, (left, top), (left + text_width + 2, top + text_height + baseline + 2), color, -1
+        )
+        cv2.putText(
+            out,
+            label,
+            (left + 1, top + text_height + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (17, 17, 17),
+            thickness,
+            cv2.LINE_AA,
+        )
+    return out
+
+
+def run_eval_detect(args: argparse.Namespace) -> int:
+    from model.detect_eval import evaluate_folder
+
+    detector = _load_detector(args)
+    if detector is None:
+        return 2
+    try:
+        result = evaluate_folder(args.data, detector.detect, args.limit)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    header = {
+        "data": str(args.data),
+        "scene_model": detector.segmenter.info.path,
+        "model": detector.predictor.info.path,
+        "device": str(detector.segmenter.device),
+        "config": asdict(detector.config),
+        "class_agnostic": True,
+    }
+    print(json.dumps({**header, **result}, indent=2))
+    return 0

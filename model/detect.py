@@ -1,0 +1,527 @@
+"""Every sign in a whole road frame: found by a scene model's segmentation head, read by the
+crop classifier.
+
+    frame ─▶ prepare_frame ─▶ SceneSegmenter ─▶ stitch ─▶ find_instances ─▶ crop_inputs ─▶ Predictor
+             long side resized,  sign probability   tiles     connected         crops of the
+             padded to /32,      per pixel          merged    components        original frame,
+             tiled if asked                                                     15 % margin
+
+A scene model is a SignNet (model/network.py) whose segmentation head was trained to mark sign
+pixels in tiles of whole frames (`ModelInfo.task == "scenes"`); its classifier is not used.
+The crop model is any classification model (the Predictor of model/inference.py): each
+instance is cut from the ORIGINAL frame at full resolution with a margin and read as one
+sign; its answer "no sign" drops the instance as a false detection.
+
+The steps are functions, so that the service (service/pipeline.py) runs the same code with
+its batching engine between them; `Detector` chains them for scripts and the CLI.
+Boxes are (x1, y1, x2, y2) in original pixels with exclusive ends; an instance's mask is
+box-shaped (the frame's mask[y1:y2, x1:x2]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from data.records import Box
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from model.checkpoint import ModelFileError, ModelInfo, load_model
+from model.device import autocast_for, resolve_device
+from model.inference import NO_SIGN, Prediction, Predictor, mask_to_rle
+from model.network import SignNet
+
+SCENE_TASK = "scenes"
+SHIPPED_SCENE_MODEL = Path(__file__).resolve().parent / "shipped" / "greedysign-scenes-resnet18.pt"
+STRIDE = 32  # the network's output stride: inputs are padded to a multiple of it
+_MEAN = np.asarray(IMAGENET_MEAN, np.float32) * 255
+_INV_STD = 1 / (np.asarray(IMAGENET_STD, np.float32) * 255)
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """How a frame is searched.
+
+    `long_side`: the frame is resized so that its longer side is this many pixels (never
+    enlarged unless `upscale`) and padded to a multiple of 32. `tile`: 0 runs the whole
+    resized frame at once; else it runs in tile x tile pieces (a multiple of 32) that overlap
+    by `overlap` pixels, their probabilities merged by maximum (bounds the memory of a large
+    `long_side`; the answers are those of the whole frame up to the tiles' edges).
+    `threshold`: a pixel is a sign pixel from this probability on. `min_area`: components
+    smaller than this many pixels at the working size are noise. `margin`: the crop read by
+    the classifier extends the box by this share of its width (height) on each side.
+    `split_touching`: split components at the necks of their distance transform (watershed),
+    for signs that touch (stacked on one pole): on the DFG frames 27 of 88 signs share a
+    component of the true mask with another, and with the true masks as the model's output
+    splitting raises recall from 0.68 to 0.90 at 1024 px (precision 0.90 -> 0.99;
+    bench/detect_oracle.py). `max_signs`: at most this many instances
+    per frame, the best scores (a frame is read in one batch of crops).
+    """
+
+    long_side: int = 1024
+    tile: int = 0
+    overlap: int = 64
+    upscale: bool = False
+    threshold: float = 0.5
+    min_area: int = 12
+    margin: float = 0.15
+    split_touching: bool = True
+    max_signs: int = 64
+
+    def __post_init__(self) -> None:
+        if self.long_side < STRIDE:
+            raise ValueError(f"long_side must be at least {STRIDE}, got {self.long_side}")
+        if self.tile and (self.tile < STRIDE or self.tile % STRIDE):
+            raise ValueError(f"tile must be 0 or a multiple of {STRIDE}, got {self.tile}")
+        if self.tile and not 0 <= self.overlap < self.tile:
+            raise ValueError(f"overlap must lie in [0, tile), got {self.overlap}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+        if self.min_area < 1 or self.max_signs < 1 or self.margin < 0:
+            raise ValueError("min_area and max_signs must be positive, margin non-negative")
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Where the original frame lies in the network's input. `scale` is (sy, sx), working
+    pixels per original pixel on each axis."""
+
+    size: tuple[int, int]  # (H, W) of the original
+    resized: tuple[int, int]  # (h, w) of the frame in the network's input
+    padded: tuple[int, int]  # (h, w) padded to multiples of 32
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return self.resized[0] / self.size[0], self.resized[1] / self.size[1]
+
+
+def frame_geometry(height: int, width: int, config: DetectConfig) -> FrameGeometry:
+    if height < 1 or width < 1:
+        raise ValueError(f"a frame needs pixels, got {width}x{height}")
+    scale = config.long_side / max(height, width)
+    if not config.upscale:
+        scale = min(scale, 1.0)
+    resized = (max(1, round(height * scale)), max(1, round(width * scale)))
+    padded = tuple(max(STRIDE, -(-side // STRIDE) * STRIDE) for side in resized)
+    return FrameGeometry((height, width), resized, padded)
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Start of each tile along an axis of `length` pixels: the first at 0, the last ending at
+    `length`, consecutive ones overlapping by at least `overlap`."""
+    if length <= tile:
+        return [0]
+    count = 1 + math.ceil((length - tile) / (tile - overlap))
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+@dataclass
+class FrameInput:
+    """The network's input for one frame: the padded frame whole (N = 1) or its tiles."""
+
+    tensor: torch.Tensor  # float32 [N, 3, th, tw], normalised
+    origins: list[tuple[int, int]]  # (y, x) of each tile in the padded frame
+    geometry: FrameGeometry
+
+
+def prepare_frame(rgb: np.ndarray, config: DetectConfig) -> FrameInput:
+    """HxWx3 uint8 RGB -> the normalised, padded input (the padding is the mean colour,
+    zero after normalisation, as the training tiles' borders)."""
+    height, width = rgb.shape[:2]
+    geometry = frame_geometry(height, width, config)
+    (h, w), (ph, pw) = geometry.resized, geometry.padded
+    if (h, w) != (height, width):
+        shrinking = h * w < height * width
+        rgb = cv2.resize(
+            rgb, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        )
+    padded = np.zeros((ph, pw, 3), np.float32)
+    padded[:h, :w] = (rgb.astype(np.float32) - _MEAN) * _INV_STD
+    whole = torch.from_numpy(padded.transpose(2, 0, 1).copy())
+    if not config.tile or (ph <= config.tile and pw <= config.tile):
+        return FrameInput(whole[None], [(0, 0)], geometry)
+    th, tw = min(config.tile, ph), min(config.tile, pw)
+    origins = [
+        (y, x)
+        for y in tile_origins(ph, th, config.overlap)
+        for x in tile_origins(pw, tw, config.overlap)
+    ]
+    tiles = torch.stack([whole[:, y : y + th, x : x + tw] for y, x in origins])
+    return FrameInput(tiles, origins, geometry)
+
+
+def stitch(probabilities: np.ndarray, frame: FrameInput) -> np.ndarray:
+    """[N, th, tw] tile probabilities -> the [h, w] map of the resized frame (padding cut)."""
+    if len(probabilities) != len(frame.origins):
+        raise ValueError(f"{len(probabilities)} maps for {len(frame.origins)} tiles")
+    (h, w), padded = frame.geometry.resized, frame.geometry.padded
+    if len(probabilities) == 1:
+        return probabilities[0][:h, :w]
+    full = np.zeros(padded, np.float32)
+    th, tw = probabilities.shape[1:]
+    for probability, (y, x) in zip(probabilities, frame.origins, strict=True):
+        np.maximum(full[y : y + th, x : x + tw], probability, out=full[y : y + th, x : x + tw])
+    return full[:h, :w]
+
+
+# --- the scene model -------------------------------------------------------------------------
+
+
+class SceneSegmenter:
+    """A scene model on one device: sign probabilities of whole frames or tiles. Called from
+    one thread at a time (the service's inference thread)."""
+
+    def __init__(self, model: SignNet, info: ModelInfo, device: torch.device, fp16: bool):
+        self.model = model
+        self.info = info
+        self.device = device
+        self.fp16 = fp16
+
+    @classmethod
+    def load(
+        cls, path: Path | str, device: str | torch.device = "auto", fp16: bool | None = None
+    ) -> SceneSegmenter:
+        """A scene model file (task "scenes"); a crop model is refused with the reason."""
+        device = resolve_device(device)
+        on_cuda = device.type == "cuda"
+        model, info = load_model(path, device)
+        if info.task != SCENE_TASK:
+            raise ModelFileError(
+                f"{path}: a {info.task!r} model, not a scene model (task {SCENE_TASK!r}: "
+                "train one with `greedysign train --task scenes`)"
+            )
+        if on_cuda:
+            torch.backends.cudnn.benchmark = True
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, info, device, fp16=on_cuda if fp16 is None else fp16 and on_cuda)
+
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        """[N, 3, h, w] (h, w multiples of 32) -> float32 [N, h, w] sign probabilities."""
+        autocast = autocast_for(self.device) if self.fp16 else nullcontext()
+        with torch.inference_mode(), autocast:
+            inputs = batch.to(self.device, non_blocking=True)
+            if self.device.type == "cuda":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            logits = self.model.segment(self.model.encode(inputs), inputs.shape[-2:])
+            return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+    def warmup(self, shape: tuple[int, int]) -> None:
+        """One pass at the input shape most frames will have (cudnn searches once per shape)."""
+        self.probabilities(torch.zeros(1, 3, *shape))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+# --- instances -------------------------------------------------------------------------------
+
+
+@dataclass
+class Instance:
+    """One sign found in the mask, before it is read."""
+
+    box: Box  # original pixels, ends exclusive: the bounding box of `mask`
+    mask: np.ndarray  # bool, box-shaped, at the original resolution
+    score: float  # mean sign probability over its pixels
+
+
+def find_instances(
+    probability: np.ndarray, geometry: FrameGeometry, config: DetectConfig
+) -> list[Instance]:
+    """The connected components of the thresholded [h, w] map (8-connected), each at least
+    `min_area` working pixels, as instances in original pixels, best score first."""
+    binary = (probability >= config.threshold).astype(np.uint8)
+    # In a frame of a few pixels, a quarter of it is no noise.
+    min_area = min(config.min_area, max(1, probability.size // 4))
+    if config.split_touching:
+        labels = split_touching(binary)
+        boxes = _label_boxes(labels)
+    else:
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        boxes = [
+            (
+                int(stats[k, 0]),
+                int(stats[k, 1]),
+                int(stats[k, 0] + stats[k, 2]),
+                int(stats[k, 1] + stats[k, 3]),
+            )
+            if stats[k, cv2.CC_STAT_AREA] >= min_area
+            else None
+            for k in range(count)
+        ]
+    instances = []
+    for k, box in enumerate(boxes):
+        if k == 0 or box is None:
+            continue
+        x1, y1, x2, y2 = box
+        own = labels[y1:y2, x1:x2] == k
+        if own.sum() < min_area:
+            continue
+        values = probability[y1:y2, x1:x2]
+        mask, original = _original_mask(np.where(own, values, 0.0), own, box, geometry, config)
+        instances.append(Instance(original, mask, float(values[own].mean())))
+    instances.sort(key=lambda instance: -instance.score)
+    return instances[: config.max_signs]
+
+
+def split_touching(binary: np.ndarray, dynamic: float = 0.25) -> np.ndarray:
+    """int32 labels of `binary` (0 background) in which a component that is two or more
+    blobs joined at a neck is cut at the neck: two round signs stacked on a pole become two
+    instances, one sign stays one.
+
+    The watershed of the distance to the background: its markers are the h-maxima of the
+    distance (domes that rise at least `dynamic` of the component's largest distance, and
+    2 px, above the saddle to any higher dome), and the rest of the component is flooded
+    from them, deepest first (`_flood`; cv2.watershed floods by colour differences between
+    neighbours, which a distance map does not have, and scipy's watershed_ift left most of
+    a dome to its neighbour's marker here). Blobs joined along a side as wide as themselves
+    (a plate under a plate) have no neck and stay one.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count <= 1:
+        return labels
+    distance = cv2.distanceTransform(binary, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    split = labels.astype(np.int32)
+    next_label = count
+    for k in range(1, count):
+        x, y, w, h, _ = stats[k]
+        own = labels[y : y + h, x : x + w] == k
+        relief = np.where(own, distance[y : y + h, x : x + w], 0).astype(np.float32)
+        height = max(2.0, dynamic * float(relief.max()))
+        if relief.max() <= 2 * height:  # too thin to hold two domes of that height
+            continue
+        # The h-maxima: (relief - height) reconstructed under the relief by dilation cuts
+        # every dome `height` below its top; the regional maxima of what is left are one
+        # plateau per dome that rose `height` above its saddle to a higher one.
+        floor = _reconstruct(np.maximum(relief - height, 0), relief)
+        tops = floor - _reconstruct(np.maximum(floor - 0.01, 0), floor) > 0.005
+        seeds_count, seeds = cv2.connectedComponents((tops & own).astype(np.uint8), 8)
+        if seeds_count <= 2:
+            continue
+        flooded = _flood(relief, seeds, own)
+        region = split[y : y + h, x : x + w]
+        for part in range(2, seeds_count):  # part 1 keeps the component's label
+            region[own & (flooded == part)] = next_label
+            next_label += 1
+    return split
+
+
+def _reconstruct(marker: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Morphological reconstruction by dilation of `marker` under `mask` (marker <= mask)."""
+    kernel = np.ones((3, 3), np.uint8)
+    while True:
+        grown = np.minimum(cv2.dilate(marker, kernel), mask)
+        if np.array_equal(grown, marker):
+            return grown
+        marker = grown
+
+
+def _flood(relief: np.ndarray, seeds: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """The watershed of `relief` within `own`, flooded from `seeds` (labels > 0), highest
+    relief first: in 1-pixel bands from the top down, each labelled region grows into the
+    band's pixels next to it until none is left (where two meet, the larger label wins)."""
+    labels = seeds.astype(np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    for level in np.arange(np.floor(relief.max()), -1.0, -1.0):
+        allowed = own & (relief >= level) & (labels == 0)
+        while allowed.any():
+            grown = cv2.dilate(labels, kernel)
+            new = allowed & (grown > 0)
+            if not new.any():
+                break
+            labels[new] = grown[new]
+            allowed &= ~new
+    return labels.astype(np.int32)
+
+
+def _label_boxes(labels: np.ndarray) -> list[Box | None]:
+    from scipy import ndimage
+
+    boxes: list[Box | None] = [None]
+    for found in ndimage.find_objects(labels):
+        if found is None:
+            boxes.append(None)
+            continue
+        rows, cols = found
+        boxes.append((cols.start, rows.start, cols.stop, rows.stop))
+    return boxes
+
+
+def _original_mask(
+    values: np.ndarray,
+    own: np.ndarray,
+    box: Box,
+    geometry: FrameGeometry,
+    config: DetectConfig,
+) -> tuple[np.ndarray, Box]:
+    """A component's mask at the original resolution (box-shaped) and its box there.
+
+    The probabilities of the component alone (`values`: zero off it) are sampled bilinearly at
+    the centre of each original pixel and thresholded, which keeps the edge smooth; a
+    component too thin to survive that keeps its nearest-neighbour shape."""
+    (height, width), (sy, sx) = geometry.size, geometry.scale
+    x1, y1, x2, y2 = box
+    ox1, oy1 = max(0, math.floor(x1 / sx)), max(0, math.floor(y1 / sy))
+    ox2, oy2 = min(width, math.ceil(x2 / sx)), min(height, math.ceil(y2 / sy))
+    # Working coordinates of the original pixels' centres, relative to the component's box.
+    columns = ((np.arange(ox1, ox2) + 0.5) * sx - 0.5 - x1).astype(np.float32)
+    rows = ((np.arange(oy1, oy2) + 0.5) * sy - 0.5 - y1).astype(np.float32)
+    map_x = np.broadcast_to(columns[None, :], (len(rows), len(columns)))
+    map_y = np.broadcast_to(rows[:, None], (len(rows), len(columns)))
+    sampled = cv2.remap(
+        values.astype(np.float32),
+        np.ascontiguousarray(map_x),
+        np.ascontiguousarray(map_y),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    mask = sampled >= config.threshold
+    if not mask.any():
+        nearest_rows = np.clip(np.round(rows).astype(int), 0, own.shape[0] - 1)
+        nearest_columns = np.clip(np.round(columns).astype(int), 0, own.shape[1] - 1)
+        mask = own[np.ix_(nearest_rows, nearest_columns)]
+    if not mask.any():
+        mask = np.ones_like(mask)
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    mask = mask[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
+    return mask, (ox1 + int(xs[0]), oy1 + int(ys[0]), ox1 + int(xs[-1]) + 1, oy1 + int(ys[-1]) + 1)
+
+
+# --- reading the signs -----------------------------------------------------------------------
+
+
+def crop_box(box: Box, height: int, width: int, margin: float) -> Box:
+    """`box` grown by `margin` of its width (height) on each side, within the frame."""
+    x1, y1, x2, y2 = box
+    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
+    return (
+        max(0, math.floor(x1 - dx)),
+        max(0, math.floor(y1 - dy)),
+        min(width, math.ceil(x2 + dx)),
+        min(height, math.ceil(y2 + dy)),
+    )
+
+
+def crop_inputs(
+    rgb: np.ndarray,
+    instances: Sequence[Instance],
+    preprocess: Callable[[np.ndarray], torch.Tensor],
+    margin: float,
+) -> list[tuple[torch.Tensor, tuple[int, int]]]:
+    """Each instance cut from the original frame with its margin and preprocessed for the
+    crop classifier: (input, (h, w) of the crop)."""
+    height, width = rgb.shape[:2]
+    inputs = []
+    for instance in instances:
+        x1, y1, x2, y2 = crop_box(instance.box, height, width, margin)
+        crop = np.ascontiguousarray(rgb[y1:y2, x1:x2])
+        inputs.append((preprocess(crop), crop.shape[:2]))
+    return inputs
+
+
+@dataclass
+class Detection:
+    """A sign found and read: `kind` "sign" (a known class) or "unknown_sign" (class_id
+    None); `confidence` is the classifier's, `score` the segmentation's (mean probability)."""
+
+    box: Box
+    mask: np.ndarray  # bool, box-shaped
+    score: float
+    class_id: int | None
+    class_name: str
+    kind: str
+    confidence: float
+    top_k: list = field(default_factory=list)
+
+
+def read_signs(instances: Sequence[Instance], predictions: Sequence[Prediction]) -> list[Detection]:
+    """Instances with their crops' answers; an instance read as "no sign" is dropped."""
+    if len(instances) != len(predictions):
+        raise ValueError(f"{len(predictions)} answers for {len(instances)} instances")
+    return [
+        Detection(
+            box=instance.box,
+            mask=instance.mask,
+            score=instance.score,
+            class_id=prediction.class_id,
+            class_name=prediction.class_name,
+            kind=prediction.kind,
+            confidence=prediction.confidence,
+            top_k=prediction.top_k,
+        )
+        for instance, prediction in zip(instances, predictions, strict=True)
+        if prediction.kind != NO_SIGN
+    ]
+
+
+class Detector:
+    """The whole chain in one thread, for the CLI, evaluation and benches."""
+
+    def __init__(self, segmenter: SceneSegmenter, predictor: Predictor, config: DetectConfig):
+        self.segmenter = segmenter
+        self.predictor = predictor
+        self.config = config
+
+    @classmethod
+    def load(
+        cls,
+        scene_model: Path | str,
+        model: Path | str,
+        device: str | torch.device = "auto",
+        config: DetectConfig | None = None,
+    ) -> Detector:
+        segmenter = SceneSegmenter.load(scene_model, device)
+        return cls(segmenter, Predictor.load(model, segmenter.device), config or DetectConfig())
+
+    def instances(self, rgb: np.ndarray) -> list[Instance]:
+        frame = prepare_frame(rgb, self.config)
+        probability = stitch(self.segmenter.probabilities(frame.tensor), frame)
+        return find_instances(probability, frame.geometry, self.config)
+
+    def read(self, rgb: np.ndarray, instances: Sequence[Instance], top_k: int = 1):
+        if not instances:
+            return []
+        crops = crop_inputs(rgb, instances, self.predictor.preprocess, self.config.margin)
+        batch = torch.stack([tensor for tensor, _ in crops])
+        predictions = self.predictor.predict_batch(batch, [size for _, size in crops], top_k)
+        return read_signs(instances, predictions)
+
+    def detect(self, rgb: np.ndarray, top_k: int = 1) -> list[Detection]:
+        """Every sign of an HxWx3 uint8 RGB frame."""
+        return self.read(rgb, self.instances(rgb), top_k)
+
+
+# --- masks in the frame ----------------------------------------------------------------------
+
+
+def frame_mask(mask: np.ndarray, box: Box, height: int, width: int) -> np.ndarray:
+    """A box-shaped mask placed in an HxW frame."""
+    full = np.zeros((height, width), bool)
+    x1, y1, x2, y2 = box
+    full[y1:y2, x1:x2] = mask
+    return full
+
+
+def box_mask_rle(mask: np.ndarray, box: Box, height: int, width: int) -> list[int]:
+    """`mask_to_rle(frame_mask(...))` (COCO RLE counts of the whole frame, column-major,
+    starting with background) at the cost of the box's columns only."""
+    x1, y1, x2, y2 = box
+    strip = np.zeros((height, x2 - x1), bool)
+    strip[y1:y2] = mask
+    counts = mask_to_rle(strip)
+    counts[0] += x1 * height
+    after = (width - x2) * height
+    if after:
+        if len(counts) % 2:  # the last run is background
+            counts[-1] += after
+        else:
+            counts.append(after)
+    return counts

@@ -1,0 +1,174 @@
+"""`greedysign detect` (JSON lines per image, tracked frames and an annotated video) and
+`greedysign eval-detect` (its JSON), run in-process through app.cli.main, with tiny models:
+a scene model that marks every pixel makes each frame one sign whose box is the frame."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.cli import main
+
+torch.set_num_threads(1)
+
+
+def models(scene: Path, crops: Path) -> list[str]:
+    return ["--scene-model", str(scene), "--model", str(crops), "--device", "cpu"]
+
+
+def lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def write_image(path: Path, width: int, height: int, seed: int = 0) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def write_clip(path: Path, frames: int = 5, size: tuple[int, int] = (96, 64)) -> Path:
+    width, height = size
+    with av.open(str(path), "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            image = np.full((height, width, 3), 60 + 20 * index, np.uint8)
+            image[20:40, 10 + 5 * index : 30 + 5 * index] = (230, 30, 30)
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        output.mux(stream.encode())
+    return path
+
+
+def test_json_lines_per_image_in_original_pixels(
+    whole_frame_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    images = [write_image(tmp_path / "a.png", 320, 180), write_image(tmp_path / "b.jpg", 50, 90)]
+    argv = ["detect", *map(str, images), "--json", "--long-side", "64"]
+    assert main(argv + models(whole_frame_scene_model_path, tiny_model_path)) == 0
+    first, second = lines(capsys)
+    assert first["image"] == str(images[0]) and second["image"] == str(images[1])
+    for line, (width, height) in ((first, (320, 180)), (second, (50, 90))):
+        for sign in line["signs"]:  # a sign read as "no sign" is dropped: 0 or 1 of them
+            assert sign["box"] == [0, 0, width, height]
+            assert set(sign) >= {"box", "class_id", "class_name", "score"}
+            assert sign["score"] > 0.99
+
+
+def test_no_sign_anywhere_is_an_empty_list_and_bad_files_are_named(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    image = write_image(tmp_path / "a.png", 64, 64)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    argv = ["detect", str(image), str(broken), "--json", "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 1
+    good, bad = lines(capsys)
+    assert good == {"image": str(image), "signs": []}
+    assert bad["image"] == str(broken) and "broken.png" in bad["error"]
+
+
+def test_without_json_one_readable_line_per_image(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    image = write_image(tmp_path / "a.png", 64, 64)
+    argv = ["detect", str(image), "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
+    assert capsys.readouterr().out == f"{image}: 0 signs\n"
+
+
+def test_a_crop_model_given_as_the_scene_model_is_refused(tiny_model_path, tmp_path, capsys):
+    image = write_image(tmp_path / "a.png", 64, 64)
+    assert main(["detect", str(image)] + models(tiny_model_path, tiny_model_path)) == 2
+    assert "not a scene model" in capsys.readouterr().err
+
+
+def test_a_video_is_tracked_and_written_annotated(
+    whole_frame_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", frames=5)
+    out = tmp_path / "annotated" / "clip.mp4"
+    argv = ["detect", str(clip), "--out", str(out), "--json", "--long-side", "64"]
+    assert main(argv + models(whole_frame_scene_model_path, tiny_model_path)) == 0
+    output = lines(capsys)
+    frames, summary = output[:-1], output[-1]["summary"]
+    assert [f["frame_index"] for f in frames] == list(range(5))
+    signs = [sign for frame in frames for sign in frame["signs"]]
+    assert {sign["track_id"] for sign in signs} <= {1}
+    assert summary["frames"] == 5 and summary["out"] == str(out)
+    with av.open(str(out)) as written:
+        decoded = [f.to_ndarray(format="rgb24") for f in written.decode(video=0)]
+    assert len(decoded) == 5 and decoded[0].shape == (64, 96, 3)
+    source = np.full((64, 96, 3), 60, np.uint8)
+    # The overlay changed the picture: the box is drawn along the frame's edge, the mask
+    # tints every pixel.
+    assert np.abs(decoded[0].astype(int) - source).mean() > 10
+
+
+def test_video_frames_can_be_sampled(empty_scene_model_path, tiny_model_path, tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.mp4", frames=10)
+    argv = ["detect", str(clip), "--json", "--fps", "5", "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
+    frames = lines(capsys)[:-1]
+    assert [f["frame_index"] for f in frames] == [0, 2, 4, 6, 8]
+
+
+def test_out_needs_exactly_one_video(empty_scene_model_path, tiny_model_path, tmp_path, capsys):
+    image = write_image(tmp_path / "a.png", 64, 64)
+    argv = ["detect", str(image), "--out", str(tmp_path / "x.mp4")]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 2
+    assert "one video" in capsys.readouterr().err
+
+
+def test_eval_detect_prints_the_scores(
+    whole_frame_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    from data.scenes import SceneConfig, SceneSources, write_scenes
+
+    scenes = tmp_path / "scenes"
+    config = SceneConfig(width=160, height=96, min_size=12, max_size=40, signs=(1, 3))
+    write_scenes(scenes, frames=3, seed=1, config=config, sources=SceneSources())
+    argv = ["eval-detect", "--data", str(scenes), "--long-side", "64"]
+    assert main(argv + models(whole_frame_scene_model_path, tiny_model_path)) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["frames"] == 3 and result["class_agnostic"] is True
+    assert set(result) >= {
+        "precision",
+        "recall",
+        "f1",
+        "recall_by_size",
+        "mask_iou",
+        "false_signs_per_frame",
+        "frames_per_s",
+    }
+    assert set(result["recall_by_size"]) == {
+        "small (<32)",
+        "medium (32-96)",
+        "large (>96)",
+        "32 and more",
+    }
+    # One frame-filling detection per frame at most, matching no small sign.
+    assert result["detections"] <= 3 and result["true_positives"] == 0
+    assert result["config"]["long_side"] == 64
+
+
+def test_eval_detect_on_a_missing_folder_exits_2(empty_scene_model_path, tiny_model_path, capsys):
+    argv = ["eval-detect", "--data", "/nonexistent/frames"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 2
+    assert "no such frames folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_detect_reads_the_dfg_frames(
+    dfg_frames, empty_scene_model_path, tiny_model_path, capsys
+) -> None:
+    argv = ["eval-detect", "--data", str(dfg_frames), "--limit", "3", "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["frames"] == 3 and result["signs"] > 0
+    assert result["recall"] == 0.0 and result["detections"] == 0

@@ -1,0 +1,372 @@
+"""Scene detection (model/detect.py): geometry and padding, tiles, instances from the mask,
+crop margins, the whole chain on constructed frames, and the evaluation's matching
+(model/detect_eval.py), ignore included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from data.frames import FrameInstance, FrameRecord
+from model.checkpoint import ModelFileError
+from model.detect import (
+    DetectConfig,
+    Detection,
+    Detector,
+    Instance,
+    SceneSegmenter,
+    box_mask_rle,
+    crop_box,
+    crop_inputs,
+    find_instances,
+    frame_geometry,
+    frame_mask,
+    prepare_frame,
+    split_touching,
+    stitch,
+    tile_origins,
+)
+from model.detect_eval import report
+from model.inference import NO_SIGN, SIGN, UNKNOWN_SIGN, Prediction, Predictor, mask_to_rle
+
+torch.set_num_threads(1)
+
+
+# --- geometry ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "config", "resized", "padded"),
+    [
+        ((1080, 1920), DetectConfig(long_side=1024), (576, 1024), (576, 1024)),
+        ((720, 1280), DetectConfig(long_side=1024), (576, 1024), (576, 1024)),
+        ((576, 720), DetectConfig(long_side=1024), (576, 720), (576, 736)),  # never enlarged
+        ((576, 720), DetectConfig(long_side=1024, upscale=True), (819, 1024), (832, 1024)),
+        ((8, 8), DetectConfig(long_side=1024), (8, 8), (32, 32)),  # tiny: padded to 32
+        ((1, 3), DetectConfig(long_side=64), (1, 3), (32, 32)),
+        ((3000, 4000), DetectConfig(long_side=64), (48, 64), (64, 64)),  # huge
+    ],
+)
+def test_frames_keep_their_aspect_and_are_padded_to_32(size, config, resized, padded) -> None:
+    geometry = frame_geometry(*size, config)
+    assert geometry.resized == resized and geometry.padded == padded
+    frame = prepare_frame(np.full((*size, 3), 200, np.uint8), config)
+    assert tuple(frame.tensor.shape) == (1, 3, *padded)
+    h, w = resized
+    # The padding is the mean colour: zero once normalised.
+    assert float(frame.tensor[0, :, h:, :].abs().sum()) == 0
+    assert float(frame.tensor[0, :, :, w:].abs().sum()) == 0
+    assert float(frame.tensor[0, :, :h, :w].abs().min()) > 0
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(736, 256, 64), (576, 256, 32), (64, 256, 0)]
+)
+def test_tiles_cover_the_axis_and_overlap(length, tile, overlap) -> None:
+    origins = tile_origins(length, tile, overlap)
+    assert origins[0] == 0 and origins[-1] + min(tile, length) == length
+    assert all(b - a <= tile - overlap for a, b in zip(origins, origins[1:], strict=False))
+
+
+def test_tiled_probabilities_stitch_back_into_the_frame() -> None:
+    config = DetectConfig(long_side=640, tile=128, overlap=32)
+    frame = prepare_frame(np.zeros((360, 640, 3), np.uint8), config)
+    tiles_per_axis = [len(tile_origins(side, 128, 32)) for side in frame.geometry.padded]
+    assert frame.tensor.shape[-2:] == (128, 128)
+    assert len(frame.origins) == tiles_per_axis[0] * tiles_per_axis[1] == 4 * 7
+    truth = np.random.default_rng(0).random(frame.geometry.padded).astype(np.float32)
+    tiles = np.stack([truth[y : y + 128, x : x + 128] for y, x in frame.origins])
+    np.testing.assert_array_equal(stitch(tiles, frame), truth[:360, :640])
+
+
+# --- instances -----------------------------------------------------------------------------
+
+
+def disc_map(shape, discs) -> np.ndarray:
+    probability = np.zeros(shape, np.float32)
+    for (x, y), radius, value in discs:
+        cv2.circle(probability, (x, y), radius, value, -1)
+    return probability
+
+
+def test_instances_are_components_with_boxes_in_original_pixels() -> None:
+    config = DetectConfig(long_side=640)
+    geometry = frame_geometry(1080, 1920, config)  # a third of the original
+    probability = disc_map((360, 640), [((100, 100), 20, 0.9), ((400, 300), 10, 0.7)])
+    probability[5, 5] = 1.0  # one pixel: noise under min_area
+    first, second = find_instances(probability, geometry, config)
+    assert first.score == pytest.approx(0.9) and second.score == pytest.approx(0.7)
+    # Disc of radius 20 around (100, 100) at 1/3 scale: about 240..363 in the original.
+    assert first.box == pytest.approx((240, 240, 363, 363), abs=3)
+    assert second.box == pytest.approx((1170, 870, 1233, 933), abs=3)
+    for instance in (first, second):
+        x1, y1, x2, y2 = instance.box
+        assert instance.mask.shape == (y2 - y1, x2 - x1)
+        # A disc fills about pi/4 of its box (less when few pixels draw it), and the mask
+        # reaches every edge of its box.
+        assert 0.6 < instance.mask.mean() < 0.85
+        assert instance.mask[0].any() and instance.mask[-1].any()
+        assert instance.mask[:, 0].any() and instance.mask[:, -1].any()
+
+
+def test_an_empty_or_faint_map_has_no_instances() -> None:
+    config = DetectConfig(long_side=640)
+    geometry = frame_geometry(360, 640, config)
+    assert find_instances(np.zeros((360, 640), np.float32), geometry, config) == []
+    faint = disc_map((360, 640), [((100, 100), 30, 0.4)])
+    assert find_instances(faint, geometry, config) == []
+
+
+def test_at_most_max_signs_instances_the_best_first() -> None:
+    config = DetectConfig(long_side=640, max_signs=2)
+    geometry = frame_geometry(360, 640, config)
+    discs = [((50 + 100 * i, 100), 10, 0.6 + 0.1 * i) for i in range(4)]
+    found = find_instances(disc_map((360, 640), discs), geometry, config)
+    assert [round(i.score, 1) for i in found] == [0.9, 0.8]
+
+
+def test_touching_signs_are_split_and_single_signs_are_not() -> None:
+    # Two discs stacked on one pole, touching; a separate disc; a rectangular plate.
+    binary = np.zeros((200, 200), np.uint8)
+    cv2.circle(binary, (50, 50), 20, 1, -1)
+    cv2.circle(binary, (50, 88), 20, 1, -1)
+    cv2.circle(binary, (150, 50), 20, 1, -1)
+    cv2.rectangle(binary, (100, 120), (190, 160), 1, -1)
+    labels = split_touching(binary)
+    assert labels.max() == 4
+    upper, lower = labels[50, 50], labels[88, 50]
+    assert upper != lower and upper > 0 and lower > 0
+    assert len(np.unique(labels[120:161, 100:191])) == 1  # the plate stays whole
+    geometry = frame_geometry(200, 200, DetectConfig(long_side=200))
+    probability = binary.astype(np.float32)
+    whole = find_instances(probability, geometry, DetectConfig(long_side=200, split_touching=False))
+    split = find_instances(probability, geometry, DetectConfig(long_side=200))
+    assert len(whole) == 3 and len(split) == 4
+
+
+# --- crops ---------------------------------------------------------------------------------
+
+
+def test_crops_have_a_15_percent_margin_within_the_frame() -> None:
+    assert crop_box((100, 200, 140, 300), 1080, 1920, 0.15) == (94, 185, 146, 315)
+    assert crop_box((0, 0, 40, 100), 1080, 1920, 0.15) == (0, 0, 46, 115)
+    assert crop_box((1900, 1000, 1920, 1080), 1080, 1920, 0.15) == (1897, 988, 1920, 1080)
+
+
+def test_crops_come_from_the_original_frame_at_full_resolution() -> None:
+    rgb = np.zeros((1080, 1920, 3), np.uint8)
+    rgb[500:600, 1000:1100] = (255, 0, 0)
+    seen = []
+
+    def preprocess(crop: np.ndarray) -> torch.Tensor:
+        seen.append(crop.copy())
+        return torch.zeros(3, 8, 8)
+
+    instance = Instance((1000, 500, 1100, 600), np.ones((100, 100), bool), 0.9)
+    [(_, size)] = crop_inputs(rgb, [instance], preprocess, 0.15)
+    assert size == (130, 130) and seen[0].shape == (130, 130, 3)
+    assert (seen[0][15:115, 15:115] == (255, 0, 0)).all() and seen[0][:15].max() == 0
+
+
+# --- the whole chain -----------------------------------------------------------------------
+
+
+class RednessSegmenter:
+    """Stands in for a scene model (unavoidable for a deterministic frame): the sign
+    probability of a pixel is its redness, read back from the normalised input."""
+
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+        std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+        rgb = batch * std + mean
+        return (rgb[:, 0] - rgb[:, 1:].amax(dim=1)).clamp(0, 1).numpy()
+
+
+class ScriptedPredictor:
+    """A crop classifier that answers by the crop's colour: red crops are class 3, reddish
+    crops ("faded") unknown signs, the rest no sign."""
+
+    image_size = 8
+
+    def preprocess(self, crop: np.ndarray) -> torch.Tensor:
+        centre = crop[crop.shape[0] // 2, crop.shape[1] // 2].astype(np.float32)
+        return torch.from_numpy(centre)[:, None, None]
+
+    def predict_batch(self, batch, sizes, top_k=1):
+        answers = []
+        for colour in batch[:, :, 0, 0]:
+            red = float(colour[0])
+            kind = SIGN if red > 200 else UNKNOWN_SIGN if red > 120 else NO_SIGN
+            answers.append(
+                Prediction(
+                    class_id=3 if kind == SIGN else None,
+                    class_name={SIGN: "Speed limit 40 km/h", UNKNOWN_SIGN: "unknown sign"}.get(
+                        kind, "no sign"
+                    ),
+                    confidence=0.9,
+                    top_k=[],
+                    box=None,
+                    mask=np.zeros(sizes[0], bool),
+                    kind=kind,
+                )
+            )
+        return answers
+
+
+def constructed_frame() -> np.ndarray:
+    rgb = np.full((720, 1280, 3), 90, np.uint8)
+    cv2.circle(rgb, (200, 300), 40, (250, 20, 20), -1)  # a red sign
+    cv2.circle(rgb, (900, 200), 20, (140, 60, 60), -1)  # a faded one
+    rgb[600:700, 1100:1200] = (255, 255, 255)  # a white board: no probability at all
+    return rgb
+
+
+def test_signs_of_a_constructed_frame_are_found_read_and_placed() -> None:
+    config = DetectConfig(long_side=640, threshold=0.2)
+    detector = Detector(RednessSegmenter(), ScriptedPredictor(), config)
+    signs = detector.detect(constructed_frame())
+    assert [s.kind for s in signs] == [SIGN, UNKNOWN_SIGN]
+    red, faded = signs
+    assert red.class_id == 3 and faded.class_id is None
+    assert red.box == pytest.approx((160, 260, 241, 341), abs=3)
+    assert faded.box == pytest.approx((880, 180, 921, 221), abs=3)
+    assert red.mask.mean() == pytest.approx(np.pi / 4, abs=0.05)
+
+
+def test_an_instance_read_as_no_sign_is_dropped() -> None:
+    rgb = constructed_frame()
+    rgb[:] = 90
+    cv2.circle(rgb, (600, 400), 30, (110, 40, 40), -1)  # red enough to mark, too dull to read
+    detector = Detector(
+        RednessSegmenter(), ScriptedPredictor(), DetectConfig(long_side=640, threshold=0.1)
+    )
+    assert len(detector.instances(rgb)) == 1
+    assert detector.detect(rgb) == []
+
+
+@pytest.fixture(scope="module")
+def crop_model(tiny_model_path: Path) -> Predictor:
+    return Predictor.load(tiny_model_path, "cpu")
+
+
+def test_a_crop_model_is_refused_as_a_scene_model(tiny_model_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="not a scene model"):
+        SceneSegmenter.load(tiny_model_path, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "value"),
+    [(720, 1280, 128), (1, 1, 0), (5, 3, 255), (7, 4000, 30), (3000, 2000, 128)],
+)
+def test_grey_tiny_and_huge_frames_get_answers(
+    whole_frame_scene_model_path, crop_model, height, width, value
+) -> None:
+    """The real SignNet path, with a scene model that marks every pixel: the whole frame
+    is one instance, whatever its size, and it is read."""
+    scene = SceneSegmenter.load(whole_frame_scene_model_path, "cpu")
+    detector = Detector(scene, crop_model, DetectConfig(long_side=64))
+    instances = detector.instances(np.full((height, width, 3), value, np.uint8))
+    assert [i.box for i in instances] == [(0, 0, width, height)]
+    assert instances[0].mask.all()
+    signs = detector.detect(np.full((height, width, 3), value, np.uint8))
+    assert len(signs) <= 1 and all(s.box == (0, 0, width, height) for s in signs)
+
+
+def test_frames_with_no_sign_have_none(empty_scene_model_path, crop_model) -> None:
+    scene = SceneSegmenter.load(empty_scene_model_path, "cpu")
+    detector = Detector(scene, crop_model, DetectConfig(long_side=64, tile=32, overlap=8))
+    assert detector.detect(constructed_frame()) == []
+
+
+def test_a_random_scene_model_runs_whole_and_tiled(tiny_scene_model_path, crop_model) -> None:
+    scene = SceneSegmenter.load(tiny_scene_model_path, "cpu")
+    rgb = constructed_frame()
+    for config in (DetectConfig(long_side=128), DetectConfig(long_side=128, tile=64, overlap=16)):
+        for sign in Detector(scene, crop_model, config).detect(rgb):
+            x1, y1, x2, y2 = sign.box
+            assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 720
+            assert sign.mask.shape == (y2 - y1, x2 - x1) and sign.kind != NO_SIGN
+
+
+def test_box_masks_encode_as_the_whole_frame_would() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        height, width = (int(v) for v in rng.integers(1, 20, 2))
+        x1, y1 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        x2, y2 = int(rng.integers(x1 + 1, width + 1)), int(rng.integers(y1 + 1, height + 1))
+        mask = rng.random((y2 - y1, x2 - x1)) < 0.5
+        full = frame_mask(mask, (x1, y1, x2, y2), height, width)
+        assert box_mask_rle(mask, (x1, y1, x2, y2), height, width) == mask_to_rle(full)
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def sign(box, ignore=False, class_id=None) -> FrameInstance:
+    x1, y1, x2, y2 = box
+    polygon = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64)
+    return FrameInstance(box, "sign", 1, ignore, (polygon,), class_id)
+
+
+def found(box, score=0.9, class_id=None) -> Detection:
+    x1, y1, x2, y2 = box
+    return Detection(box, np.ones((y2 - y1, x2 - x1), bool), score, class_id, "x", SIGN, 0.9)
+
+
+def test_matching_counts_hits_misses_and_false_signs_and_ignores_ignored_signs() -> None:
+    frames = [
+        FrameRecord(
+            Path("a.jpg"),
+            200,
+            100,
+            (
+                sign((10, 10, 30, 30)),  # small, found
+                sign((100, 10, 150, 60)),  # medium, missed
+                sign((150, 70, 160, 80), ignore=True),  # ignored: a detection on it is free
+            ),
+        ),
+        FrameRecord(Path("b.jpg"), 200, 100, (sign((0, 0, 120, 100), class_id=5),)),  # large
+    ]
+    detections = [
+        [
+            found((11, 11, 31, 31)),  # IoU 0.82 with the small sign
+            found((150, 70, 160, 80)),  # on the ignored sign: neither right nor wrong
+            found((60, 60, 70, 70), score=0.5),  # nothing there: a false sign
+        ],
+        [found((0, 0, 120, 90), class_id=5)],  # IoU 0.9, right class
+    ]
+    result = report(frames, detections)
+    assert (result["signs"], result["ignored"], result["detections"]) == (3, 1, 4)
+    assert (result["true_positives"], result["false_positives"], result["false_negatives"]) == (
+        2,
+        1,
+        1,
+    )
+    assert result["precision"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["f1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["false_signs_per_frame"] == 0.5
+    sizes = result["recall_by_size"]
+    assert sizes["small (<32)"] == {"recall": 1.0, "signs": 1}
+    assert sizes["medium (32-96)"] == {"recall": 0.0, "signs": 1}
+    assert sizes["large (>96)"] == {"recall": 1.0, "signs": 1}
+    assert sizes["32 and more"] == {"recall": 0.5, "signs": 2}
+    # Mask IoU of the matched: 361/439 (small, shifted by one) and 0.9 (large).
+    assert result["mask_iou"] == pytest.approx((361 / 439 + 0.9) / 2, abs=1e-3)
+    assert result["class_accuracy"] == 1.0 and result["class_accuracy_signs"] == 1
+
+
+def test_a_detection_under_iou_half_is_a_miss_and_a_false_sign() -> None:
+    frames = [FrameRecord(Path("a.jpg"), 100, 100, (sign((0, 0, 40, 40)),))]
+    result = report(frames, [[found((20, 20, 60, 60))]])  # IoU 400 / 2800
+    assert (result["true_positives"], result["false_positives"], result["false_negatives"]) == (
+        0,
+        1,
+        1,
+    )
+    empty = report(frames, [[]])
+    assert empty["recall"] == 0.0 and empty["precision"] is None and empty["detections"] == 0
