@@ -56,3 +56,18 @@ def test_most_tiles_hold_a_sign_and_marks_follow_the_masks(scenes):
     assert union.sum() > 0
     _, mask, *_ = tiles[0]
     assert 0 < mask.sum() <= union.sum()
+
+
+def test_touching_signs_are_marked_with_a_seam_between_them():
+    from data.frames import FrameInstance, FrameRecord
+    from data.tiles import SEAM, _sign_mask
+
+    def square(x1, x2):
+        return FrameInstance((x1, 10, x2, 30), "sign", 0, False, None)
+
+    # Two signs side by side (columns 10-29 and 30-49), a third alone.
+    frame = FrameRecord(None, 80, 40, (square(10, 30), square(30, 50), square(60, 70)))
+    mask = _sign_mask(frame)
+    assert mask[20, 10:30 - SEAM // 2].all() and mask[20, 30 + SEAM // 2 : 50].all()
+    assert not mask[20, 30 - SEAM // 2 : 30 + SEAM // 2].any(), "the seam"
+    assert mask[10:30, 60:70].all(), "a lone sign is marked whole"
