@@ -7,9 +7,14 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 # make train DATA=/path/to/TSRD [EPOCHS=30] [METHOD=greedy-dib|greedy-ce|sgd] [ARGS="..."]
+#   [NPROC=N]: N training processes (torchrun + DDP), one per GPU, or N CPU processes;
+#   on several machines, the same on each with RDZV="--nnodes M --rdzv-backend c10d
+#   --rdzv-endpoint HOST:29400 --rdzv-id JOB" (README: Training on several GPUs).
 DATA   ?=
 EPOCHS ?= 30
 METHOD ?= greedy-dib
+NPROC  ?=
+RDZV   ?= --standalone
 DEMO_IMAGE ?= ../shared/data/ctsrd-real/images/000_0001.png
 # `make serve` serves MODEL, else the newest run, else the shipped model; `make demo` always
 # the shipped one unless MODEL is given, so that it shows the same thing on every machine.
@@ -45,7 +50,8 @@ lint: $(STAMP)
 
 # Without DATA it trains on a synthetic CTSRD set (generated once into .cache/).
 train: $(STAMP)
-	$(BIN)/greedysign train --method $(METHOD) --epochs $(EPOCHS) $(if $(DATA),--data $(DATA)) $(ARGS)
+	$(if $(NPROC),$(BIN)/torchrun $(RDZV) --nproc-per-node $(NPROC) -m app,$(BIN)/greedysign) \
+	  train --method $(METHOD) --epochs $(EPOCHS) $(if $(DATA),--data $(DATA)) $(ARGS)
 
 serve: $(STAMP)
 	$(BIN)/greedysign serve --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))

@@ -1,8 +1,12 @@
-"""GPU check of the service's model path: fp16 against fp32, throughput, memory.
+"""GPU check of training and of the service's model path: fp16 against fp32, throughput, memory.
 
-    .venv/bin/python bench/gpu_check.py [--model RUN] [--images 512] [--seconds 5]
+    .venv/bin/python bench/gpu_check.py [--model RUN] [--images 512] [--seconds 5] [--train-only]
 
 On a CUDA device:
+0. training: images/s of a timed training step (model/train.py's train_one_epoch over one
+   fixed random batch, as training runs on this GPU: bf16 autocast where the GPU has it, else
+   fp16 with a GradScaler; channels_last) for end-to-end SGD, one greedy-dib module of the
+   sequential schedule and the greedy-dib simultaneous schedule, with peak GPU memory;
 1. agreement: the same images through the model in fp32 and under fp16 autocast (what the
    service runs): same top-1 class on >= 99 % of them (exit code 1 otherwise), plus the
    largest confidence difference and the mean IoU of the two masks;
@@ -30,11 +34,22 @@ from service_load import (
     running_service,
 )
 
+from model.device import grad_scaler_for, memory_format_for, training_dtype
+from model.greedy import LossSettings, build_phases, network_for
 from model.inference import Prediction, Predictor
+from model.network import NetConfig
+from model.options import get_args_parser as training_flags
 from model.runs import resolve_model
+from model.train import make_optimizer, train_one_epoch
 from service.decode import ImageLimits, PreparedImage, prepare_image
 
 AGREEMENT_BAR = 0.99
+# (name, method, schedule, phase): the training steps timed.
+TRAINING_STEPS = (
+    ("sgd (end to end)", "sgd", "sequential", 0),
+    ("greedy-dib module1, sequential", "greedy-dib", "sequential", 0),
+    ("greedy-dib, simultaneous", "greedy-dib", "simultaneous", 0),
+)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -49,7 +64,57 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--queue-size", type=int, default=256)
     parser.add_argument("--mask-format", default="png", choices=("png", "rle", "none"))
+    parser.add_argument("--train-batch", type=int, default=64, help="training batch size")
+    parser.add_argument("--train-size", type=int, default=64, help="training image size")
+    parser.add_argument("--train-steps", type=int, default=30, help="timed training steps")
+    parser.add_argument(
+        "--train-only", action="store_true", help="time the training steps, nothing else"
+    )
     return parser
+
+
+def training_throughput(
+    method: str, schedule: str, phase_index: int, args: argparse.Namespace
+) -> tuple[float, float]:
+    """Training images/s of one phase, and peak allocated GPU memory (MiB), on one fixed
+    random batch (the data pipeline is left out: this is the GPU's rate)."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    config = NetConfig(image_size=args.train_size)
+    model = network_for(method, config).to(device, memory_format=memory_format_for(device))
+    reg = "entropy" if method == "greedy-dib" else "none"
+    phase = build_phases(model, method, LossSettings(reg=reg), schedule=schedule)[phase_index]
+    optimizer, scheduler = make_optimizer(phase, training_flags().parse_args([]), 1000, 1)
+    scaler = grad_scaler_for(device)
+    generator = torch.Generator().manual_seed(0)
+    n, size = args.train_batch, args.train_size
+    batch = (
+        torch.randn(n, 3, size, size, generator=generator),
+        (torch.rand(n, 1, size, size, generator=generator) > 0.7).float(),
+        torch.randint(0, config.num_classes, (n,), generator=generator),
+        torch.zeros(n, 4),
+        torch.ones(n, dtype=torch.bool),
+    )
+    step = (model, phase, optimizer, scheduler, scaler)
+    train_one_epoch(*step, [batch] * 3, device, "warm-up")  # cudnn picks its algorithms
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    stats = train_one_epoch(*step, [batch] * args.train_steps, device, "timed")
+    return stats["train_images_per_s"], torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def report_training(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    dtype = str(training_dtype(device)).removeprefix("torch.")
+    print(
+        f"training on {torch.cuda.get_device_name(device)}: {dtype} autocast, channels_last, "
+        f"batch {args.train_batch} at {args.train_size} px, {args.train_steps} steps"
+    )
+    print("  phase                                train img/s   peak MiB")
+    for name, method, schedule, phase_index in TRAINING_STEPS:
+        rate, memory = training_throughput(method, schedule, phase_index, args)
+        print(f"  {name:<36} {rate:11.0f}   {memory:8.0f}")
+    torch.cuda.empty_cache()
 
 
 def predict_all(predictor: Predictor, prepared: list[PreparedImage], batch: int) -> list:
@@ -93,6 +158,9 @@ def raw_throughput(predictor: Predictor, prepared: list[PreparedImage], batch: i
 def main(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: torch.cuda.is_available() is False, so there is nothing to check")
+        return 0
+    report_training(args)
+    if args.train_only:
         return 0
     try:
         model = resolve_model(args.model)

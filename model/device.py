@@ -1,5 +1,11 @@
-"""The device is chosen once, and mixed precision follows from it: fp16 autocast on CUDA,
-plain float32 (a nullcontext) on the CPU."""
+"""The device is chosen once, and mixed precision follows from it.
+
+Inference: fp16 autocast on CUDA (`autocast_for`), plain float32 (a nullcontext) on the CPU.
+Training on CUDA: bf16 autocast where the GPU has it (Ampere and later: no loss scaling), else
+fp16 with a GradScaler (`training_dtype`, `grad_scaler_for`); tensors in channels_last, the
+layout tensor-core convolutions run fastest in (`memory_format_for`). Training on the CPU is
+float32 in the default layout, as it always was.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def autocast_for(device: torch.device) -> AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+def autocast_for(
+    device: torch.device, dtype: torch.dtype | None = torch.float16
+) -> AbstractContextManager:
+    """Autocast to `dtype` on CUDA (fp16 unless told: what the service runs); float32 on the
+    CPU, and wherever `dtype` is None."""
+    if device.type == "cuda" and dtype is not None:
+        return torch.autocast("cuda", dtype=dtype)
     return nullcontext()
+
+
+def training_dtype(device: torch.device) -> torch.dtype | None:
+    """What training autocasts to: bf16 on a CUDA device that supports it, else fp16; None
+    (float32) on the CPU."""
+    if device.type != "cuda":
+        return None
+    with torch.cuda.device(device):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def grad_scaler_for(device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling only where training runs in fp16 (bf16 has float32's range)."""
+    return torch.amp.GradScaler(device.type, enabled=training_dtype(device) == torch.float16)
+
+
+def memory_format_for(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA; on the CPU tensors keep the layout they have."""
+    return torch.channels_last if device.type == "cuda" else torch.preserve_format

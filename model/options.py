@@ -67,6 +67,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "matrix (0: use the full map)",
     )
     parser.add_argument("--lambda-mask", type=float, default=1.0, help="weight of the mask loss")
+    parser.add_argument(
+        "--lambda-recon",
+        type=float,
+        default=0.0,
+        help="greedy modules: weight of rebuilding the input from T_k (InfoPro's "
+        "information-preserving term; 0: off)",
+    )
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--arch", choices=ARCH_NAMES, default="resnet18")
     parser.add_argument(
@@ -103,6 +110,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "(test images also in train are counted and reported)",
     )
     parser.add_argument(
+        "--balance",
+        choices=("sqrt", "none"),
+        default="sqrt",
+        help="sqrt: draw records in proportion to 1/sqrt(size of their collection) x "
+        "1/sqrt(size of their label within it), with replacement; none: each record once "
+        "per epoch",
+    )
+    parser.add_argument(
         "--test-fraction",
         type=float,
         default=0.2,
@@ -110,7 +125,26 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the split, init and order")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--decode",
+        choices=("auto", "eager", "lazy"),
+        default="auto",
+        help="eager: decode every image into memory before training; lazy: read each image "
+        "from disk when it is drawn, keeping a bounded cache; auto: lazy above 20,000 images",
+    )
+    parser.add_argument(
+        "--decode-cache-mb",
+        type=float,
+        default=256,
+        metavar="MB",
+        help="lazy decoding: decoded images kept per data-loading process",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, cuda:1, ... (under torchrun, auto and cuda mean each process's "
+        "own GPU: cuda:LOCAL_RANK)",
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="run folder (default: runs/METHOD-SEED-TIMESTAMP)"
     )

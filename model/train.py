@@ -8,6 +8,9 @@ A run folder holds `checkpoint.pth` (rewritten atomically after every epoch; `--
 continues at the phase and epoch it records), `model.pt` (the exported model), `metrics.json`,
 `history.csv` (one row per phase and epoch, with each module's first-layer gradient norm) and
 the plots.
+
+Launched by torchrun (`make train NPROC=N`), every process runs `main` as one rank of the run:
+model/distributed.py says what the ranks share and split.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from data.near_twins import novel
 from data.records import SignRecord
 from data.split import cross_split_copies, train_test_split
 from data.tiles import SceneTiles
+from model import distributed
 from model.checkpoint import (
     CHECKPOINT_FORMAT,
     ModelInfo,
@@ -46,8 +50,8 @@ from model.checkpoint import (
     save_atomic,
     versions,
 )
-from model.device import autocast_for, resolve_device
-from model.evaluate import by_origin, evaluate_loader, evaluation_loader
+from model.device import autocast_for, grad_scaler_for, memory_format_for, training_dtype
+from model.evaluate import by_origin, evaluate_loader
 from model.greedy import (
     LossSettings,
     Phase,
@@ -55,6 +59,7 @@ from model.greedy import (
     first_layer_weights,
     network_for,
 )
+from model.metrics import EvalAccumulator
 from model.network import NetConfig, SignNet
 from model.open_set import THRESHOLD_GRID, choose_threshold
 from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
@@ -198,28 +203,62 @@ def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader,
         train_set = SceneTiles(data.train, args.image_size, train=True, seed=args.seed)
         test_set = SceneTiles(data.test, args.image_size, train=False, seed=args.seed)
     else:
-        train_set = SignDataset(data.train, args.image_size, train=True, seed=args.seed)
-        test_set = SignDataset(data.test, args.image_size, train=False)
+        decode = {"decode": args.decode, "cache_mb": args.decode_cache_mb}
+        train_set = SignDataset(data.train, args.image_size, train=True, seed=args.seed, **decode)
+        test_set = SignDataset(data.test, args.image_size, train=False, **decode)
+    world = distributed.world_size()
+    if args.batch_size % world:
+        raise SystemExit(
+            f"--batch-size {args.batch_size} is the batch of all {world} processes together: "
+            "make it a multiple of their number"
+        )
     train_loader = DataLoader(
         train_set,
-        args.batch_size,
-        sampler=EpochShuffle(len(train_set), args.seed),
+        args.batch_size // world,  # per process; a step of them all is one batch
+        sampler=distributed.train_sampler(
+            EpochShuffle(
+                len(train_set),
+                args.seed,
+                balanced_weights(data.train)
+                if args.balance == "sqrt" and args.task == "crops"
+                else None,
+            )
+        ),
         # A last short batch is dropped (BatchNorm and the entropy term want a full one),
         # unless it is the only one.
         drop_last=len(train_set) > args.batch_size,
         num_workers=args.workers,
     )
-    test_loader = DataLoader(test_set, args.batch_size * 2, shuffle=False, num_workers=args.workers)
+    test_loader = DataLoader(
+        test_set,
+        args.batch_size * 2,
+        shuffle=False,
+        sampler=distributed.evaluation_sampler(len(test_set)),
+        num_workers=args.workers,
+    )
     return train_loader, test_loader
 
 
-class EpochShuffle(torch.utils.data.Sampler[int]):
-    """A permutation of 0..n-1 drawn from (seed, epoch): the same order for the same epoch in
-    any process, before or after a resume."""
+def evaluation_loader(records: list[SignRecord], args: argparse.Namespace) -> DataLoader:
+    """model.evaluate.evaluation_loader, with only this process's share under torchrun."""
+    dataset = SignDataset(
+        records, args.image_size, train=False, decode=args.decode, cache_mb=args.decode_cache_mb
+    )
+    return DataLoader(
+        dataset, args.batch_size * 2, sampler=distributed.evaluation_sampler(len(dataset))
+    )
 
-    def __init__(self, size: int, seed: int):
+
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """The order of an epoch, drawn from (seed, epoch) alone: the same in any process, before
+    or after a resume. Without weights, a permutation of 0..n-1; with them, n draws with
+    replacement in proportion to the weights, a record's r-th draw of the epoch given as
+    index + r * n (data.dataset.SignDataset augments each draw differently)."""
+
+    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None):
         self.size = size
         self.seed = seed
+        self.weights = weights
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -227,10 +266,40 @@ class EpochShuffle(torch.utils.data.Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        if self.weights is None:
+            return iter(torch.randperm(self.size, generator=generator).tolist())
+        draws = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
+        seen: Counter[int] = Counter()
+        indices = []
+        for index in draws.tolist():
+            indices.append(index + seen[index] * self.size)
+            seen[index] += 1
+        return iter(indices)
 
     def __len__(self) -> int:
         return self.size
+
+
+def balanced_weights(records: list[SignRecord]) -> torch.Tensor:
+    """Sampling weights that lift small collections and rare labels part of the way: each
+    collection gets a share of the draws in proportion to the square root of its size, and
+    within it each label a share in proportion to the square root of its count. With TSRD's
+    1k images beside TT100K's 14k, TSRD gets a fifth of the draws instead of a fifteenth; a
+    label with 30 crops gets 8 times fewer draws than one with 1900, not 60 times (an equal
+    share would only replay its few crops over and over)."""
+    per_origin = Counter(r.origin for r in records)
+    per_label = Counter((r.origin, r.class_id) for r in records)
+    origin_total = sum(n**0.5 for n in per_origin.values())
+    label_total = Counter()
+    for (origin, _label), n in per_label.items():
+        label_total[origin] += n**0.5
+    weights = []
+    for r in records:
+        n = per_label[(r.origin, r.class_id)]
+        origin_share = per_origin[r.origin] ** 0.5 / origin_total
+        label_share = n**0.5 / label_total[r.origin]
+        weights.append(origin_share * label_share / n)
+    return torch.tensor(weights, dtype=torch.float64)
 
 
 # ------------------------------------------------------------------------- optimisation
@@ -288,14 +357,17 @@ def train_one_epoch(
     grad_sums = [0.0] * len(first_layers)
     grad_counts = [0] * len(first_layers)
     correct = seen = batches = 0
+    dtype, layout = training_dtype(device), memory_format_for(device)
     started = time.perf_counter()
-    progress = tqdm(loader, desc=description, leave=False, disable=not sys.stderr.isatty())
+    quiet = not sys.stderr.isatty() or not distributed.is_main()
+    progress = tqdm(loader, desc=description, leave=False, disable=quiet)
     for images, masks, labels, _boxes, mask_known in progress:
-        batch = (images.to(device), masks.to(device), labels.to(device), mask_known.to(device))
+        images = images.to(device, memory_format=layout)
+        batch = (images, masks.to(device), labels.to(device), mask_known.to(device))
         optimizer.zero_grad(set_to_none=True)
         terms: dict[str, float] = {}
         # Each local loss is backpropagated before the step computes the next (greedy.py).
-        with autocast_for(device):
+        with autocast_for(device, dtype):
             for local in phase.step(*batch):
                 scaler.scale(local.terms["total"]).backward()
                 for name, value in local.terms.items():
@@ -317,6 +389,11 @@ def train_one_epoch(
         correct += (class_logits.argmax(dim=1) == labels).sum().item()
         seen += labels.shape[0]
         progress.set_postfix(loss=f"{sums['total'] / batches:.3f}", acc=f"{correct / seen:.3f}")
+    # Under torchrun, the figures of all the processes' batches together.
+    *loss_sums, correct, seen, batches = distributed.all_reduce_sum(
+        [*sums.values(), correct, seen, batches]
+    )
+    sums = dict(zip(sums, loss_sums, strict=True))
     stats = {f"train_{name}": value / max(1, batches) for name, value in sums.items()}
     stats["train_accuracy"] = correct / max(1, seen)
     stats["train_images_per_s"] = seen / max(1e-9, time.perf_counter() - started)
@@ -349,7 +426,15 @@ EpochCallback = Callable[[SignNet, Phase, int, int], None]
 
 def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
     """Train, evaluate on the held-out side, calibrate the open-set threshold, export;
-    returns the final metrics."""
+    returns the final metrics. Under torchrun, as one of the run's processes: rank 0 alone
+    prints, writes files and calls `on_epoch_end`."""
+    with distributed.process_group(args.device) as device:
+        return _train(args, device, on_epoch_end)
+
+
+def _train(
+    args: argparse.Namespace, device: torch.device, on_epoch_end: EpochCallback | None
+) -> dict[str, Any]:
     started = time.perf_counter()
     if args.reg is None:
         args.reg = "entropy" if args.method == "greedy-dib" else "none"
@@ -357,19 +442,21 @@ def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) ->
         raise SystemExit(f"--reg {args.reg} needs --method greedy-dib")
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out: the run folder to continue")
-    args.out = args.out or runs_root() / (
-        f"{args.method}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # Rank 0's name: the processes may not start in the same second.
+    args.out = distributed.broadcast(
+        args.out or runs_root() / f"{args.method}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     checkpoint_path = args.out / CHECKPOINT_FILE
     resumed = _read_resumable(checkpoint_path) if args.resume else None
-    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
 
-    data = load_data(args)
+    with distributed.local_main_first():  # one process per machine generates a synthetic set
+        data = load_data(args)
+    world = distributed.world_size()
     print(
         f"data: {data.split['train_images']} train / {data.split['test_images']} test images "
         f"({data.split['kind']}), {data.num_known} classes + unknown sign + no sign; "
-        f"device {device}",
+        f"device {device}" + (f", {world} processes" if world > 1 else ""),
         flush=True,
     )
     train_loader, test_loader = make_loaders(data, args)
@@ -380,7 +467,7 @@ def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) ->
         image_size=args.image_size,
         split=args.module_split,
     )
-    model = network_for(args.method, config).to(device)
+    model = network_for(args.method, config).to(device, memory_format=memory_format_for(device))
     losses = LossSettings(
         lambda_mask=args.lambda_mask,
         beta=args.beta,
@@ -388,6 +475,7 @@ def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) ->
         reg=args.reg,
         pool_to=args.pool_to or None,
         label_smoothing=args.label_smoothing,
+        lambda_recon=args.lambda_recon,
     )
     phases = build_phases(model, args.method, losses, args.epochs, args.head_epochs, args.schedule)
     if args.stop_after is not None and args.stop_after not in [p.name for p in phases]:
@@ -415,14 +503,16 @@ def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) ->
         if start_phase >= len(phases):
             raise SystemExit(f"{args.out} has finished training: nothing to resume")
         print(f"resuming {args.out} at phase {phases[start_phase].name}, epoch {start_epoch}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    callbacks = [on_epoch_end] if on_epoch_end is not None else []
-    if args.snapshot_every:
-        if resumed is None:
-            save_snapshot(model, args.out, "init", 0, 0)  # global epoch 0: the initial weights
-        callbacks.append(snapshot_callback(args.snapshot_every, args.out))
+    callbacks: list[EpochCallback] = []
+    if distributed.is_main():  # rank 0 alone writes files, and calls what writes them
+        args.out.mkdir(parents=True, exist_ok=True)
+        callbacks += [on_epoch_end] if on_epoch_end is not None else []
+        if args.snapshot_every:
+            if resumed is None:
+                save_snapshot(model, args.out, "init", 0, 0)  # global epoch 0: initial weights
+            callbacks.append(snapshot_callback(args.snapshot_every, args.out))
 
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    scaler = grad_scaler_for(device)
     epochs_done = len(history)
     for phase_index in range(start_phase, len(phases)):
         phase = phases[phase_index]
@@ -441,12 +531,12 @@ def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) ->
             label = (
                 f"{phase.name} ({phase_index + 1}/{len(phases)}) epoch {epoch + 1}/{phase.epochs}"
             )
-            stats = train_one_epoch(
-                model, phase, optimizer, scheduler, scaler, train_loader, device, label
-            )
-            test = evaluate_loader(
-                model, test_loader, device, data.num_known, data.label_names, phase.stage
-            ).compute()
+            # Under torchrun, DDP around what the phase trains, for this epoch.
+            with distributed.data_parallel(model, phase, losses) as parallel:
+                stats = train_one_epoch(
+                    model, parallel, optimizer, scheduler, scaler, train_loader, device, label
+                )
+            test = evaluate(model, test_loader, device, data, phase.stage).compute()
             row = {
                 "phase": phase.name,
                 "module": "" if phase.stage is None else phase.stage + 1,
@@ -470,26 +560,27 @@ def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) ->
                 flush=True,
             )
             finished_phase = epoch + 1 == phase.epochs
-            save_atomic(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "model": model.state_dict(),
-                    # A finished phase's optimizer is never needed again.
-                    "optimizer": None if finished_phase else optimizer.state_dict(),
-                    "scheduler": None if finished_phase else scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    # Where to pick up: the next phase once this one is done.
-                    "phase": phase_index + 1 if finished_phase else phase_index,
-                    "epoch": 0 if finished_phase else epoch + 1,
-                    "history": history,
-                    # Dropout draws from it; order and augmentation come from (seed, epoch).
-                    "torch_rng": torch.get_rng_state(),
-                    "args": recorded_args(args),
-                    "info": {k: v for k, v in info.to_dict().items() if k != "path"},
-                    "versions": versions(),
-                },
-                checkpoint_path,
-            )
+            if distributed.is_main():
+                save_atomic(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "model": model.state_dict(),
+                        # A finished phase's optimizer is never needed again.
+                        "optimizer": None if finished_phase else optimizer.state_dict(),
+                        "scheduler": None if finished_phase else scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        # Where to pick up: the next phase once this one is done.
+                        "phase": phase_index + 1 if finished_phase else phase_index,
+                        "epoch": 0 if finished_phase else epoch + 1,
+                        "history": history,
+                        # Dropout draws from it; order and augmentation come from (seed, epoch).
+                        "torch_rng": torch.get_rng_state(),
+                        "args": recorded_args(args),
+                        "info": {k: v for k, v in info.to_dict().items() if k != "path"},
+                        "versions": versions(),
+                    },
+                    checkpoint_path,
+                )
             for callback in callbacks:
                 callback(model, phase, epoch + 1, epochs_done)
         # The phase's gradients and optimizer state go before the next module's are created;
@@ -506,9 +597,22 @@ def main(args: argparse.Namespace, on_epoch_end: EpochCallback | None = None) ->
     metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     info.open_set = {"threshold": metrics["threshold"]}
     info.metrics = _summary(metrics)
-    write_run(args.out, model, info, metrics, history, data.label_names)
+    if distributed.is_main():
+        write_run(args.out, model, info, metrics, history, data.label_names)
     print(json.dumps(info.metrics, indent=2))
     return metrics
+
+
+def evaluate(
+    model: SignNet,
+    loader: DataLoader,
+    device: torch.device,
+    data: TrainData,
+    stage: int | None = None,
+) -> EvalAccumulator:
+    """model.evaluate.evaluate_loader; under torchrun, of every process's share together."""
+    accumulator = evaluate_loader(model, loader, device, data.num_known, data.label_names, stage)
+    return distributed.gather_accumulator(accumulator)
 
 
 def final_metrics(
@@ -522,14 +626,13 @@ def final_metrics(
     """The held-out side's metrics at the open-set threshold chosen on it
     (model/open_set.py), the threshold sweep, each collection's and the novel signs' figures,
     and each greedy module's auxiliary heads."""
-    accumulator = evaluate_loader(model, test_loader, device, data.num_known, data.label_names)
+    accumulator = evaluate(model, test_loader, device, data)
     threshold = choose_threshold(*accumulator.arrays(), data.num_known)
     metrics = accumulator.compute(threshold)
     metrics["operating_points"] = accumulator.operating_points(THRESHOLD_GRID)
 
     def score(records: list[SignRecord]) -> dict[str, Any]:
-        loader = evaluation_loader(records, args.image_size, args.batch_size * 2)
-        part = evaluate_loader(model, loader, device, data.num_known, data.label_names)
+        part = evaluate(model, evaluation_loader(records, args), device, data)
         return _summary(part.compute(threshold))
 
     if args.task == "crops":
@@ -541,11 +644,7 @@ def final_metrics(
     # Each module's own auxiliary heads: headline figures only, the full confusion is
     # the final model's.
     metrics["modules"] = {
-        phase.name: _summary(
-            evaluate_loader(
-                model, test_loader, device, data.num_known, data.label_names, phase.stage
-            ).compute()
-        )
+        phase.name: _summary(evaluate(model, test_loader, device, data, phase.stage).compute())
         for phase in phases
         if phase.stage is not None
     }
