@@ -106,6 +106,10 @@ class SignDataset(Dataset):
             box = torch.as_tensor(out["bboxes"][0], dtype=torch.float32)
         return out["image"], mask, record.class_id, box, record.mask_known
 
+    def picture(self, i: int) -> np.ndarray:
+        """Item i's picture as decoded (HxWx3 uint8 RGB; at full size for evaluation)."""
+        return self._sample(i % len(self)).image
+
     def _sample(self, i: int) -> _CachedSample:
         if not self.lazy:
             return self._samples[i]

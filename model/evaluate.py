@@ -8,18 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch import Tensor
+from torch.utils.data import DataLoader, default_collate
 
 from data.dataset import SignDataset
 from data.load import DatasetIndex, load_datasets
 from data.near_twins import novel
 from data.records import DataError, SignRecord
 from data.split import unique_by_content
+from data.transforms import preprocess
 from model.checkpoint import load_model
 from model.choices import EVAL_SUBSETS
 from model.device import autocast_for, resolve_device
-from model.metrics import EvalAccumulator
+from model.metrics import EvalAccumulator, mask_boxes
 from model.network import SignNet
+from model.reading import cut, reading_window, scaled
 
 
 @torch.inference_mode()
@@ -30,13 +33,20 @@ def evaluate_loader(
     num_known: int,
     label_names: list[str],
     stage: int | None = None,
+    read: bool = False,
 ) -> EvalAccumulator:
     """Every batch of `loader` through the full network, or through module `stage`'s
-    auxiliary heads; the accumulator holds what any metric or threshold needs."""
+    auxiliary heads; the accumulator holds what any metric or threshold needs.
+
+    `read` answers each picture the way the service and `greedysign predict` do, by finding
+    then reading (model/reading.py): the mask and box figures are pass 1's, the class is
+    read in pass 2 from the sign cut out of the picture (the loader's dataset must be an
+    evaluation SignDataset, whose pictures are kept at full size)."""
     was_training = model.training
     model.eval()
     accumulator = EvalAccumulator(num_known, label_names)
-    for images, masks, labels, boxes, _mask_known in loader:
+    batches = _indexed_batches(loader) if read else ((None, batch) for batch in loader)
+    for indices, (images, masks, labels, boxes, _mask_known) in batches:
         images = images.to(device)
         with autocast_for(device):
             if stage is None:
@@ -44,9 +54,55 @@ def evaluate_loader(
             else:
                 t_k = model.stage_input(stage + 1, images)
                 class_logits, mask_logits = model.aux_forward(stage, t_k, images.shape[-2:])
-        accumulator.update(class_logits.float(), mask_logits.float(), labels, masks, boxes)
+        class_logits = class_logits.float()
+        if indices is not None:
+            class_logits = _read(
+                model, num_known, loader.dataset, indices, class_logits, mask_logits, device
+            )
+        accumulator.update(class_logits, mask_logits.float(), labels, masks, boxes)
     model.train(was_training)
     return accumulator
+
+
+def _indexed_batches(loader: DataLoader):
+    """(dataset indices, collated batch) in the loader's own order and batching."""
+    for indices in loader.batch_sampler:
+        yield indices, default_collate([loader.dataset[i] for i in indices])
+
+
+def _read(
+    model: SignNet,
+    num_known: int,
+    dataset: SignDataset,
+    indices: list[int],
+    class_logits: Tensor,
+    mask_logits: Tensor,
+    device: torch.device,
+) -> Tensor:
+    """Pass 2 of find-then-read: the class logits of each sign cut out of its picture, in
+    place of pass 1's where there is a sign to cut."""
+    no_sign = (
+        class_logits.shape[1] - 1 if class_logits.shape[1] > model.config.num_classes - 2 else -1
+    )
+    found = mask_boxes(mask_logits[:, 0].float() > 0)
+    side = mask_logits.shape[-1]
+    crops, rows = [], []
+    for row, index in enumerate(indices):
+        picture = dataset.picture(index)
+        height, width = picture.shape[:2]
+        box = tuple(int(v) for v in found[row].tolist())
+        has_box = box[2] > box[0]
+        if not has_box or int(class_logits[row].argmax()) == no_sign:
+            continue
+        window = reading_window(scaled(box, (side, side), (height, width)), height, width)
+        if window is not None:
+            crops.append(preprocess(cut(picture, window), dataset.image_size))
+            rows.append(row)
+    if crops:
+        with autocast_for(device):
+            read_logits, _ = model(torch.stack(crops).to(device))
+        class_logits[rows] = read_logits.float()
+    return class_logits
 
 
 def evaluation_loader(
@@ -106,7 +162,9 @@ def evaluate_model(
 
     def score(part: Sequence[SignRecord]) -> dict[str, Any]:
         loader = evaluation_loader(part, info.config.image_size, batch_size)
-        accumulator = evaluate_loader(model, loader, torch_device, num_known, info.class_names)
+        accumulator = evaluate_loader(
+            model, loader, torch_device, num_known, info.class_names, read=info.task == "crops"
+        )
         metrics = accumulator.compute(threshold)
         metrics.pop("confusion")
         return metrics

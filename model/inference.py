@@ -27,6 +27,7 @@ from model.device import autocast_for, resolve_device
 from model.metrics import mask_boxes
 from model.network import SignNet
 from model.open_set import answer
+from model.reading import combine, cut, reading_window, worth_reading
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,25 @@ class Predictor:
         return predictions
 
     def predict_images(self, images_rgb: Sequence[np.ndarray], top_k: int = 5) -> list[Prediction]:
-        """Convenience for scripts: preprocess and predict HxWx3 uint8 RGB images as one batch."""
+        """One pass: preprocess and predict HxWx3 uint8 RGB images as one batch."""
         batch = torch.stack([self.preprocess(image) for image in images_rgb])
         return self.predict_batch(batch, [image.shape[:2] for image in images_rgb], top_k)
+
+    def read_images(self, images_rgb: Sequence[np.ndarray], top_k: int = 5) -> list[Prediction]:
+        """Find, then read (model/reading.py): pass 1 on the whole pictures finds each sign,
+        pass 2 reads it cut out of the original with a margin."""
+        found = self.predict_images(images_rgb, top_k)
+        windows = [
+            reading_window(p.box, *image.shape[:2]) if worth_reading(p) else None
+            for p, image in zip(found, images_rgb, strict=True)
+        ]
+        to_read = [i for i, window in enumerate(windows) if window is not None]
+        if not to_read:
+            return found
+        read = self.predict_images([cut(images_rgb[i], windows[i]) for i in to_read], top_k)
+        for i, second in zip(to_read, read, strict=True):
+            found[i] = combine(found[i], second)
+        return found
 
     def warmup(self, max_batch_size: int = 1) -> None:
         """Run the model once per batch size the service will send, so the first requests do

@@ -609,9 +609,12 @@ def evaluate(
     device: torch.device,
     data: TrainData,
     stage: int | None = None,
+    read: bool = False,
 ) -> EvalAccumulator:
     """model.evaluate.evaluate_loader; under torchrun, of every process's share together."""
-    accumulator = evaluate_loader(model, loader, device, data.num_known, data.label_names, stage)
+    accumulator = evaluate_loader(
+        model, loader, device, data.num_known, data.label_names, stage, read
+    )
     return distributed.gather_accumulator(accumulator)
 
 
@@ -625,14 +628,16 @@ def final_metrics(
 ) -> dict[str, Any]:
     """The held-out side's metrics at the open-set threshold chosen on it
     (model/open_set.py), the threshold sweep, each collection's and the novel signs' figures,
-    and each greedy module's auxiliary heads."""
-    accumulator = evaluate(model, test_loader, device, data)
+    all read as a photo is answered (find, then read: model/reading.py), and each greedy
+    module's auxiliary heads (one pass)."""
+    read = args.task == "crops"
+    accumulator = evaluate(model, test_loader, device, data, read=read)
     threshold = choose_threshold(*accumulator.arrays(), data.num_known)
     metrics = accumulator.compute(threshold)
     metrics["operating_points"] = accumulator.operating_points(THRESHOLD_GRID)
 
     def score(records: list[SignRecord]) -> dict[str, Any]:
-        part = evaluate(model, evaluation_loader(records, args), device, data)
+        part = evaluate(model, evaluation_loader(records, args), device, data, read=read)
         return _summary(part.compute(threshold))
 
     if args.task == "crops":

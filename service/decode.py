@@ -61,6 +61,9 @@ class PreparedImage:
     tensor: torch.Tensor  # [3, S, S], the network input
     size: tuple[int, int]  # (H, W) of the upright original: where masks and boxes go
     decode_ms: float
+    # The decoded pixels (shrunk for a large image), kept until the sign is cut out of them
+    # to be read (model/reading.py); None where nothing will be read.
+    rgb: np.ndarray | None = None
 
 
 def image_pixels(source: bytes | BinaryIO, limits: ImageLimits) -> int:

@@ -43,6 +43,7 @@ from model.detect import (
     stitch,
 )
 from model.inference import Predictor
+from model.reading import combine, cut, reading_window, scaled, worth_reading
 from model.track import Tracker
 from service import memory
 from service.decode import ImageLimits, PreparedImage, decode_image, image_pixels
@@ -105,13 +106,33 @@ class ClassifyMode:
     def prepare(self, rgb: np.ndarray, size: tuple[int, int], decode_ms: float) -> PreparedImage:
         started = time.perf_counter()
         tensor = self.predictor.preprocess(rgb)
-        return PreparedImage(tensor, size, decode_ms + (time.perf_counter() - started) * 1000)
+        spent = decode_ms + (time.perf_counter() - started) * 1000
+        return PreparedImage(tensor, size, spent, rgb)
 
     async def infer(
         self, prepared: PreparedImage, options: Options, *, wait_for_room: bool = False
     ) -> EngineResult:
-        return await self.engine.submit(
+        """Find, then read (model/reading.py): the whole picture finds the sign, and the sign
+        cut out of it with a margin is read in a second job."""
+        found = await self.engine.submit(
             prepared.tensor, prepared.size, options.top_k, wait_for_room=wait_for_room
+        )
+        rgb, prepared.rgb = prepared.rgb, None
+        window = None
+        if rgb is not None and worth_reading(found.prediction):
+            box = scaled(found.prediction.box, prepared.size, rgb.shape[:2])
+            window = reading_window(box, *rgb.shape[:2])
+        if window is None:
+            return found
+        crop = await run_in_threadpool(self.predictor.preprocess, cut(rgb, window))
+        # The second job belongs to a request admitted already: it waits for room.
+        x1, y1, x2, y2 = window
+        read = await self.engine.submit(crop, (y2 - y1, x2 - x1), options.top_k, wait_for_room=True)
+        return EngineResult(
+            output=combine(found.prediction, read.prediction),
+            queue_ms=found.queue_ms + read.queue_ms,
+            inference_ms=found.inference_ms + read.inference_ms,
+            batch_size=found.batch_size,
         )
 
     def encode(

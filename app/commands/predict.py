@@ -61,7 +61,7 @@ def run_predict(args: argparse.Namespace) -> int:
             print(json.dumps({"image": str(path), "error": str(error)}))
             failures += 1
             continue
-        (prediction,) = predictor.predict_images([image], top_k=args.top_k)
+        (prediction,) = predictor.read_images([image], top_k=args.top_k)
         line = {
             "image": str(path),
             "kind": prediction.kind,  # sign, unknown_sign or no_sign (then class_id is null)

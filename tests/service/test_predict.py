@@ -38,7 +38,8 @@ def test_predict_answers_in_the_documented_shape(client, media, tiny_model_path)
     assert body["timings_ms"]["total"] >= body["timings_ms"]["inference"]
 
     # The same image through the Predictor directly: the service adds nothing and loses nothing.
-    (expected,) = Predictor.load(tiny_model_path, "cpu").predict_images([image], top_k=3)
+    # Found, then read (model/reading.py), as `greedysign predict` answers.
+    (expected,) = Predictor.load(tiny_model_path, "cpu").read_images([image], top_k=3)
     assert (body["kind"], body["class_id"]) == (expected.kind, expected.class_id)
     assert body["class_name"] == expected.class_name
     assert [item["class_id"] for item in body["top_k"]] == [s.class_id for s in expected.top_k]
