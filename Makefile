@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
-# make train DATA=/path/to/TSRD [EPOCHS=30] [METHOD=greedy-dib|greedy-ce|sgd] [ARGS="..."]
+# make train DATA="/path/to/TSRD /path/to/tt100k-crops" [EPOCHS=30]
+#   [METHOD=greedy-dib|greedy-ce|sgd] [ARGS="..."]: each folder of DATA is one --data
 #   [NPROC=N]: N training processes (torchrun + DDP), one per GPU, or N CPU processes;
 #   on several machines, the same on each with RDZV="--nnodes M --rdzv-backend c10d
 #   --rdzv-endpoint HOST:29400 --rdzv-id JOB" (README: Training on several GPUs).
@@ -20,7 +21,7 @@ DEMO_IMAGE ?= ../shared/data/ctsrd-real/images/000_0001.png
 # the shipped one unless MODEL is given, so that it shows the same thing on every machine.
 SHIPPED_MODEL := model/shipped/greedysign-ctsrd-resnet18.pt
 
-.PHONY: install browser test lint train serve demo bench clean
+.PHONY: install browser test lint train serve demo bench report clean
 
 install: $(STAMP)
 
@@ -51,7 +52,7 @@ lint: $(STAMP)
 # Without DATA it trains on a synthetic CTSRD set (generated once into .cache/).
 train: $(STAMP)
 	$(if $(NPROC),$(BIN)/torchrun $(RDZV) --nproc-per-node $(NPROC) -m app,$(BIN)/greedysign) \
-	  train --method $(METHOD) --epochs $(EPOCHS) $(if $(DATA),--data $(DATA)) $(ARGS)
+	  train --method $(METHOD) --epochs $(EPOCHS) $(foreach d,$(DATA),--data $(d)) $(ARGS)
 
 serve: $(STAMP)
 	$(BIN)/greedysign serve --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))
@@ -65,6 +66,21 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_memory.py --splits balanced blocks
 	$(BIN)/python bench/service_load.py --seconds 10
 	$(BIN)/python bench/gpu_check.py
+
+# The information analysis of one SGD and one Greedy-DIB run on the real TSRD sample, with
+# encoder snapshots every REPORT_EVERY epochs: figures and JSON in docs/analysis/ (ANALYSIS.md
+# says what they show). About an hour on 2 CPU cores.
+REPORT_EPOCHS ?= 20
+REPORT_EVERY  ?= 2
+report: $(STAMP)
+	mkdir -p docs/analysis
+	for method in sgd greedy-dib; do \
+	  test -f runs/report/$$method/model.pt || $(BIN)/greedysign train --method $$method \
+	    --data ../shared/data/ctsrd-real --epochs $(REPORT_EPOCHS) --head-epochs 5 \
+	    --snapshot-every $(REPORT_EVERY) --out runs/report/$$method || exit 1; \
+	  $(BIN)/greedysign analyze runs/report/$$method --out docs/analysis/$$method --json \
+	    > docs/analysis/$$method.json || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
