@@ -36,6 +36,7 @@ from model.checkpoint import ModelFileError, ModelInfo, load_model
 from model.device import autocast_for, resolve_device
 from model.inference import NO_SIGN, Prediction, Predictor, mask_to_rle
 from model.network import SignNet
+from model.reading import grown
 
 SCENE_TASK = "scenes"
 SHIPPED_SCENE_MODEL = Path(__file__).resolve().parent / "shipped" / "greedysign-scenes-resnet18.pt"
@@ -398,18 +399,6 @@ def _original_mask(
 # --- reading the signs -----------------------------------------------------------------------
 
 
-def crop_box(box: Box, height: int, width: int, margin: float) -> Box:
-    """`box` grown by `margin` of its width (height) on each side, within the frame."""
-    x1, y1, x2, y2 = box
-    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
-    return (
-        max(0, math.floor(x1 - dx)),
-        max(0, math.floor(y1 - dy)),
-        min(width, math.ceil(x2 + dx)),
-        min(height, math.ceil(y2 + dy)),
-    )
-
-
 def crop_inputs(
     rgb: np.ndarray,
     instances: Sequence[Instance],
@@ -421,7 +410,7 @@ def crop_inputs(
     height, width = rgb.shape[:2]
     inputs = []
     for instance in instances:
-        x1, y1, x2, y2 = crop_box(instance.box, height, width, margin)
+        x1, y1, x2, y2 = grown(instance.box, height, width, margin)
         crop = np.ascontiguousarray(rgb[y1:y2, x1:x2])
         inputs.append((preprocess(crop), crop.shape[:2]))
     return inputs

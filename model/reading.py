@@ -14,6 +14,7 @@ the whole picture anyway.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,21 +27,27 @@ READ_MARGIN = 0.15
 Box = tuple[int, int, int, int]
 
 
+def grown(box: Box, height: int, width: int, margin: float = READ_MARGIN) -> Box:
+    """`box` grown by `margin` of its width (height) on each side, within the picture: where a
+    sign is read (here, and for each sign of a frame in model/detect.py)."""
+    x1, y1, x2, y2 = box
+    dx, dy = margin * (x2 - x1), margin * (y2 - y1)
+    return (
+        max(0, math.floor(x1 - dx)),
+        max(0, math.floor(y1 - dy)),
+        min(width, math.ceil(x2 + dx)),
+        min(height, math.ceil(y2 + dy)),
+    )
+
+
 def reading_window(
     box: Box | None, height: int, width: int, margin: float = READ_MARGIN
 ) -> Box | None:
-    """Where pass 2 reads: `box` grown by `margin` of its size on each side, within the
-    picture; None when there is nothing to cut (no box, or the window is the whole picture)."""
+    """Where pass 2 reads: `box` grown by `margin`, within the picture; None when there is
+    nothing to cut (no box, or the window is the whole picture)."""
     if box is None:
         return None
-    x1, y1, x2, y2 = box
-    grow_x, grow_y = margin * (x2 - x1), margin * (y2 - y1)
-    window = (
-        max(0, int(np.floor(x1 - grow_x))),
-        max(0, int(np.floor(y1 - grow_y))),
-        min(width, int(np.ceil(x2 + grow_x))),
-        min(height, int(np.ceil(y2 + grow_y))),
-    )
+    window = grown(box, height, width, margin)
     if window == (0, 0, width, height) or window[2] <= window[0] or window[3] <= window[1]:
         return None
     return window

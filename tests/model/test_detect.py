@@ -20,7 +20,6 @@ from model.detect import (
     Instance,
     SceneSegmenter,
     box_mask_rle,
-    crop_box,
     crop_inputs,
     find_instances,
     frame_geometry,
@@ -32,6 +31,7 @@ from model.detect import (
 )
 from model.detect_eval import report
 from model.inference import NO_SIGN, SIGN, UNKNOWN_SIGN, Prediction, Predictor, mask_to_rle
+from model.reading import grown
 
 torch.set_num_threads(1)
 
@@ -152,9 +152,9 @@ def test_touching_signs_are_split_and_single_signs_are_not() -> None:
 
 
 def test_crops_have_a_15_percent_margin_within_the_frame() -> None:
-    assert crop_box((100, 200, 140, 300), 1080, 1920, 0.15) == (94, 185, 146, 315)
-    assert crop_box((0, 0, 40, 100), 1080, 1920, 0.15) == (0, 0, 46, 115)
-    assert crop_box((1900, 1000, 1920, 1080), 1080, 1920, 0.15) == (1897, 988, 1920, 1080)
+    assert grown((100, 200, 140, 300), 1080, 1920, 0.15) == (94, 185, 146, 315)
+    assert grown((0, 0, 40, 100), 1080, 1920, 0.15) == (0, 0, 46, 115)
+    assert grown((1900, 1000, 1920, 1080), 1080, 1920, 0.15) == (1897, 988, 1920, 1080)
 
 
 def test_crops_come_from_the_original_frame_at_full_resolution() -> None:
