@@ -12,7 +12,9 @@ On a CUDA device:
    largest confidence difference and the mean IoU of the two masks;
 2. raw throughput per batch size, fp32 and fp16, with peak GPU memory (allocated by torch);
 3. engine throughput (decode + dynamic batching, no HTTP) and service throughput (uvicorn
-   on loopback, as bench/service_load.py measures it), fp16, side by side.
+   on loopback, as bench/service_load.py measures it), fp16, side by side;
+4. scene detection at a 1280x720 frame, stage by stage, as bench/detect_speed.py measures
+   it (the shipped scene model, or --scene-model; random weights when there is none).
 Without a CUDA device it says so and exits with code 0: there is nothing to check.
 """
 
@@ -24,6 +26,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import detect_speed
 import numpy as np
 import torch
 from service_load import (
@@ -34,6 +37,7 @@ from service_load import (
     running_service,
 )
 
+from model.detect import SHIPPED_SCENE_MODEL
 from model.device import grad_scaler_for, memory_format_for, training_dtype
 from model.greedy import LossSettings, build_phases, network_for
 from model.inference import Prediction, Predictor
@@ -55,6 +59,7 @@ TRAINING_STEPS = (
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help)
     parser.add_argument("--model", help="model file or run folder (default: resolve_model())")
+    parser.add_argument("--scene-model", help="scene model (default: the shipped one, if any)")
     parser.add_argument("--device", default="cuda", help="a CUDA device (cuda, cuda:1, ...)")
     parser.add_argument("--images", type=int, default=512, help="images for the agreement")
     parser.add_argument("--batch-sizes", default="1,8,16,32,64")
@@ -201,6 +206,15 @@ def main(args: argparse.Namespace) -> int:
         service = asyncio.run(drive_closed_loop(port, requests, args.clients, args.seconds))
     print(f"\n{engine.line('engine')}\n{service.line('service')}")
     print(f"service / engine = {service.throughput() / engine.throughput():.2f}")
+
+    print("\nscene detection, 1280x720 (bench/detect_speed.py):")
+    scene_flags = ["--device", args.device, "--model", str(model)]
+    scene_model = args.scene_model or (
+        SHIPPED_SCENE_MODEL if SHIPPED_SCENE_MODEL.is_file() else None
+    )
+    if scene_model is not None:
+        scene_flags += ["--scene-model", str(scene_model)]
+    detect_speed.measure(detect_speed.get_args_parser().parse_args(scene_flags))
     return 0 if passed else 1
 
 
