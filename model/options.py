@@ -25,6 +25,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "set, generated once and cached in .cache/",
     )
     parser.add_argument(
+        "--train-data",
+        type=Path,
+        action="append",
+        default=None,
+        help="a dataset folder that only trains, never split (e.g. hard negatives mined from "
+        "one clip with greedysign mine-negatives: one scene, which a leakage-free split "
+        "could only put whole on one side); give it again for several",
+    )
+    parser.add_argument(
         "--synthetic-fill",
         type=int,
         default=40,

@@ -39,7 +39,7 @@ from data.frames import FrameRecord, read_coco_frames
 from data.load import load_datasets
 from data.near_twins import novel
 from data.records import SignRecord
-from data.split import cross_split_copies, train_test_split
+from data.split import cross_split_copies, train_test_split, unique_by_content
 from data.tiles import SceneTiles
 from model import distributed
 from model.checkpoint import (
@@ -107,6 +107,16 @@ def load_data(args: argparse.Namespace) -> TrainData:
     train, test = train_test_split(
         index, test_fraction=args.test_fraction, seed=args.seed, official=official
     )
+    if args.train_data:
+        # Folders that only train: one scene (hard negatives mined from one clip) could only
+        # go whole to one side of a leakage-free split.
+        extra = load_datasets(args.train_data)
+        if extra.name != index.name:
+            raise SystemExit(
+                f"--train-data {extra.root}: its classes are {extra.name.upper()}'s, not "
+                f"{index.name.upper()}'s"
+            )
+        train = train + unique_by_content(extra.records)
     if len(train) < 2 or not test:
         # Caught here rather than as an empty evaluation after the first module's epochs.
         raise SystemExit(
@@ -131,6 +141,7 @@ def load_data(args: argparse.Namespace) -> TrainData:
         "train_images": len(train),
         "test_images": len(test),
         "data": [str(root) for root in roots],
+        "train_only_data": [str(root) for root in args.train_data or []],
         "synthetic_only_classes": synthetic_only,
         "train_images_by_origin": dict(Counter(r.origin for r in train).most_common()),
         "test_images_by_origin": dict(Counter(r.origin for r in test).most_common()),

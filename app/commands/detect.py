@@ -53,6 +53,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_model_options(evaluate)
     evaluate.set_defaults(handler=run_eval_detect)
 
+    negatives = commands.add_parser(
+        "mine-negatives",
+        help="crops of what the scene model marks on sign-free video frames, as 'no sign'",
+        description="Runs the scene model over a video's frames past --skip-seconds (frames "
+        "with no sign) and writes every marked region, cut as detection cuts it, as a 'no "
+        "sign' crop in the crops layout (OUT/negative/, OUT/classes.csv): add OUT to the sign "
+        "model's --data.",
+    )
+    negatives.add_argument("video", type=Path)
+    negatives.add_argument("--out", type=Path, required=True)
+    negatives.add_argument("--skip-seconds", type=float, default=6.0)
+    negatives.add_argument("--step", type=int, default=1, help="every N-th frame")
+    _add_model_options(negatives)
+    negatives.set_defaults(handler=run_mine_negatives)
+
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -319,4 +334,15 @@ def run_eval_detect(args: argparse.Namespace) -> int:
         "class_agnostic": True,
     }
     print(json.dumps({**header, **result}, indent=2))
+    return 0
+
+
+def run_mine_negatives(args: argparse.Namespace) -> int:
+    from model.negatives import mine, video_frames
+
+    detector = _load_detector(args)
+    if detector is None:
+        return 2
+    frames, crops = mine(detector, video_frames(args.video, args.skip_seconds, args.step), args.out)
+    print(f"{crops} 'no sign' crops from {frames} frames of {args.video} in {args.out}")
     return 0

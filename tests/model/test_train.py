@@ -336,3 +336,22 @@ def test_reconstruction_term_trains_module_k_to_keep_its_input():
     assert all(p.grad is None for m in untouched for p in m.parameters())
     # The exported model has no auxiliary head of any kind.
     assert not any(name.startswith("aux_") for name in model.inference_state_dict())
+
+
+def test_train_only_data_joins_the_training_side_and_never_the_test(
+    tiny_synthetic, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    negatives = tmp_path / "negatives"
+    (negatives / "negative").mkdir(parents=True)
+    (negatives / "classes.csv").write_text("code,name,ctsrd_class_id\nnegative,No sign,\n")
+    for i in range(6):
+        Image.new("RGB", (20, 24), (10 * i, 40, 90)).save(negatives / "negative" / f"{i}_0.png")
+    out = tmp_path / "run"
+    main(_args(tiny_synthetic, out, "--method", "sgd", "--train-data", str(negatives)))
+    split = json.loads((out / "metrics.json").read_text())["split"]
+    assert split["train_only_data"] == [str(negatives)]
+    assert split["test_images_by_origin"].get("tt100k") is None
+    assert split["train_images_by_origin"]["tt100k"] == 6
