@@ -269,8 +269,9 @@ def ctsrd_shape(class_id: int) -> str:
 
 
 def tt100k_shape(code: str) -> str | None:
-    """The outline of a TT100K class code; None for codes of no single shape ("other")."""
-    if code in ("io", "po", "wo", "negative"):
+    """The outline of a TT100K class code; None for a crop with no sign. TT100K's "other"
+    codes keep their family's shape: io blue discs, po red-ring discs, wo triangles."""
+    if code == "negative":
         return None
     if code == "pg":
         return "inverted"
@@ -500,6 +501,8 @@ class SceneGenerator:
             crop = None
         if crop is not None:
             return crop
+        if rng.random() < PANEL_SHARE:
+            return _panel_cutout(rng)
         class_id = int(rng.integers(len(sign_classes("ctsrd"))))
         return _synthetic_cutout(class_id)
 
@@ -976,6 +979,63 @@ def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
 
 
 # --- sign sources ------------------------------------------------------------------------------
+
+
+# Of the synthetic signs, the share drawn as rectangular panels: direction and information
+# boards, supplementary plates and chevron boards. CTSRD and TT100K hold almost none, but a
+# street holds many (the DFG frames: a third of their signs), and a scene model that never
+# saw one does not mark them.
+PANEL_SHARE = 0.3
+_PANEL_COLOURS = (  # (background, ink)
+    ((245, 245, 240), (20, 20, 20)),
+    ((20, 70, 170), (245, 245, 245)),
+    ((250, 200, 10), (20, 20, 20)),
+    ((10, 120, 60), (245, 245, 245)),
+    ((120, 70, 30), (245, 245, 245)),
+)
+_PANEL_TEXT = "ABCDEFGHKLMNOPRSTUVZ0123456789"
+
+
+def _panel_cutout(rng: np.random.Generator) -> Cutout:
+    """A rectangular panel, front on: a plain colour, a border, and arrows, text, a symbol or
+    chevron stripes on it. An "unknown sign" (no CTSRD class)."""
+    height = 96
+    width = int(height * float(np.exp(rng.uniform(np.log(0.6), np.log(2.6)))))
+    background, ink = _PANEL_COLOURS[int(rng.integers(len(_PANEL_COLOURS)))]
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[:] = background
+    kind = int(rng.integers(4))
+    if kind == 0:  # chevrons: black on yellow, or red on white
+        stripe = (20, 20, 20) if rng.random() < 0.5 else (200, 20, 30)
+        rgb[:] = (250, 200, 10) if stripe[0] < 100 else (245, 245, 240)
+        step = max(8, width // int(rng.integers(2, 5)))
+        for x in range(-height, width + height, step):
+            points = np.array([[x, 0], [x + step // 2, height // 2], [x, height]], np.int32)
+            cv2.polylines(rgb, [points], False, stripe, max(4, step // 4))
+    else:
+        inset = int(rng.integers(4, 9))
+        cv2.rectangle(rgb, (inset, inset), (width - inset, height - inset), ink, 3)
+        if kind == 1:  # an arrow
+            y = height // 2
+            start, end = (width // 5, y), (4 * width // 5, y)
+            if rng.random() < 0.5:
+                start, end = end, start
+            cv2.arrowedLine(rgb, start, end, ink, 9, tipLength=0.35)
+        elif kind == 2:  # a line or two of text
+            for row in range(int(rng.integers(1, 3))):
+                letters = "".join(rng.choice(list(_PANEL_TEXT), int(rng.integers(2, 7))))
+                y = height // 2 + (row * 2 - 1) * 16 if row or rng.random() < 0.5 else height // 2
+                cv2.putText(rgb, letters, (12, y + 10), cv2.FONT_HERSHEY_SIMPLEX, 1.0, ink, 3)
+        else:  # a symbol: a disc or a square
+            centre, radius = (width // 2, height // 2), height // 4
+            if rng.random() < 0.5:
+                cv2.circle(rgb, centre, radius, ink, -1)
+            else:
+                corners = (width // 2 - radius, height // 4), (width // 2 + radius, 3 * height // 4)
+                cv2.rectangle(rgb, *corners, ink, -1)
+    alpha = shape_alpha("square", width, height, inset=0.0)
+    premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
+    return Cutout(premultiplied, alpha, None, "synthetic:panel")
 
 
 @lru_cache(maxsize=64)

@@ -166,8 +166,10 @@ def test_coco_round_trips_through_the_reader(written, scenes):
                 instance_mask(instance, frame.height, frame.width),
                 sign.full_mask(frame.height, frame.width),
             )
-            assert instance.class_id == sign.class_id  # synthetic signs: always a CTSRD class
-            assert instance.category == sign_classes("ctsrd")[sign.class_id].name
+            assert instance.class_id == sign.class_id
+            # A synthetic sign is a CTSRD class, or a panel with none ("unknown sign").
+            names = [c.name for c in sign_classes("ctsrd")] + ["unknown sign"]
+            assert instance.category == names[58 if sign.class_id is None else sign.class_id]
             assert instance.ignore == sign.ignore
             assert instance.area == sign.mask.sum()
 
@@ -186,11 +188,12 @@ def test_family_shapes():
         "inverted",
         "octagon",
         "square",
-        None,
-        None,
-        None,
+        "disc",
+        "disc",
+        "triangle",
     ]
     by_name = {c.name: c.class_id for c in sign_classes("ctsrd")}
+    assert tt100k_shape("negative") is None
     assert ctsrd_shape(by_name["Stop"]) == "octagon"
     assert ctsrd_shape(by_name["Give way"]) == "inverted"
     assert ctsrd_shape(by_name["Speed limit 40 km/h"]) == "disc"
