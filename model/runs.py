@@ -15,6 +15,8 @@ MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pth"
 LATEST_FILE = "LATEST"
 SHIPPED_MODEL = Path(__file__).resolve().parent / "shipped" / "greedysign-ctsrd-resnet18.pt"
+# End-to-end SGD on the same data and split: the reference the Greedy-DIB model is held to.
+SHIPPED_SGD_MODEL = SHIPPED_MODEL.with_name("greedysign-ctsrd-resnet18-sgd.pt")
 
 
 def runs_root() -> Path:
