@@ -68,6 +68,6 @@ def test_touching_signs_are_marked_with_a_seam_between_them():
     # Two signs side by side (columns 10-29 and 30-49), a third alone.
     frame = FrameRecord(None, 80, 40, (square(10, 30), square(30, 50), square(60, 70)))
     mask = _sign_mask(frame)
-    assert mask[20, 10:30 - SEAM // 2].all() and mask[20, 30 + SEAM // 2 : 50].all()
+    assert mask[20, 10 : 30 - SEAM // 2].all() and mask[20, 30 + SEAM // 2 : 50].all()
     assert not mask[20, 30 - SEAM // 2 : 30 + SEAM // 2].any(), "the seam"
     assert mask[10:30, 60:70].all(), "a lone sign is marked whole"
