@@ -396,6 +396,11 @@ EPOCH_MEANING = {
         "representation changes only through the modules below it), after it the module is "
         "frozen."
     ),
+    "greedy simultaneous": (
+        "Snapshots are in training order; every epoch trains all modules at once, each on its "
+        "own local loss from the detached output of the module below (no gradient crosses a "
+        "module boundary)."
+    ),
     "end-to-end": "Snapshots are in training order; every epoch trains all modules at once.",
 }
 
@@ -420,7 +425,7 @@ class Convergence:
     modules: list[int]
     snapshots: list[dict[str, Any]]
     reference: str
-    training: str  # "greedy" or "end-to-end"
+    training: str  # "greedy", "greedy simultaneous" or "end-to-end"
     mi_to_final: list[list[float]]
     chance_to_final: list[list[float]]
     mi_to_final_normalized: list[list[float | None]]
@@ -507,13 +512,15 @@ def analyze_snapshots(
     # Columns were collected per snapshot; the report's rows are layers.
     rows = {name: [list(row) for row in zip(*cols, strict=True)] for name, cols in columns.items()}
     greedy = any(d["phase"] != "init" and set(d["stage_status"]) != {"training"} for d in described)
+    # The simultaneous schedule's one phase is "modules" (model/greedy.py); SGD's is "sgd".
+    simultaneous = any(d["phase"] == "modules" for d in described)
     self_mi = final_info.self_mi
     return final_info, Convergence(
         layers=final_info.layers,
         modules=final_info.modules,
         snapshots=described,
         reference=final_name,
-        training="greedy" if greedy else "end-to-end",
+        training="greedy" if greedy else "greedy simultaneous" if simultaneous else "end-to-end",
         mi_to_final_normalized=[
             [_normalized(v, c, self_mi[i]) for v, c in zip(row, chances, strict=True)]
             for i, (row, chances) in enumerate(

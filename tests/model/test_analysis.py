@@ -315,3 +315,17 @@ def test_run_analysis_writes_json_and_figures(tmp_path, synthetic):
 def test_run_without_snapshots_is_refused(tmp_path, probe):
     with pytest.raises(FileNotFoundError, match="snapshot-every"):
         analyze_snapshots(tmp_path, probe)
+
+
+def test_a_simultaneous_run_is_named_as_such(tmp_path, probe):
+    """The simultaneous schedule trains every module each epoch, like SGD, but greedily."""
+    torch.manual_seed(0)
+    model = SignNet(NetConfig(image_size=32, split="k2"))
+    save_snapshot(model, tmp_path, "init", 0, 0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_snapshot(model, tmp_path, "modules", 1, 1)
+    _, convergence = analyze_snapshots(tmp_path, probe)
+    assert convergence.training == "greedy simultaneous"
+    assert "no gradient crosses" in convergence.epoch_meaning
