@@ -85,3 +85,21 @@ def test_official_layout_from_the_shared_sample_trains_with_the_papers_split(
     assert (split["train_images"], split["test_images"]) == (1996, 972)
     assert split["test_images_also_in_train"] == leaked
     assert metrics["images"] == 972
+
+
+def test_open_set_curve_tabulates_and_draws_each_run(tmp_path) -> None:
+    # A run's metrics.json as training writes it: the sweep of thresholds on the held-out side.
+    run = tmp_path / "run-a"
+    run.mkdir()
+    points = [
+        {"threshold": round(t / 10, 2), "accuracy": 0.99 - t / 100, "rejection_rate": 0.9 + t / 100}
+        for t in range(11)
+    ]
+    metrics = {"method": "sgd", "operating_points": points, "threshold": 0.5}
+    metrics |= {"accuracy": 0.94, "rejection_rate": 0.95}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    figure = tmp_path / "curve.png"
+    done = _run("open_set_curve.py", str(run), "--out", str(figure))
+    assert done.returncode == 0, done.stderr
+    assert "| 0.50 | 94.00 / 95.00 |" in done.stdout
+    assert figure.stat().st_size > 1000
