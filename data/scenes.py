@@ -1022,9 +1022,10 @@ def _panel_cutout(rng: np.random.Generator) -> Cutout:
                 start, end = end, start
             cv2.arrowedLine(rgb, start, end, ink, 9, tipLength=0.35)
         elif kind == 2:  # a line or two of text
-            for row in range(int(rng.integers(1, 3))):
+            rows = int(rng.integers(1, 3))
+            baselines = [height // 2] if rows == 1 else [height // 2 - 16, height // 2 + 16]
+            for y in baselines:
                 letters = "".join(rng.choice(list(_PANEL_TEXT), int(rng.integers(2, 7))))
-                y = height // 2 + (row * 2 - 1) * 16 if row or rng.random() < 0.5 else height // 2
                 cv2.putText(rgb, letters, (12, y + 10), cv2.FONT_HERSHEY_SIMPLEX, 1.0, ink, 3)
         else:  # a symbol: a disc or a square
             centre, radius = (width // 2, height // 2), height // 4

@@ -54,6 +54,7 @@ from model.entropy import (
     renyi_entropy,
     representation_gram,
 )
+from model.greedy import SIMULTANEOUS_PHASE
 from model.network import SignNet
 from model.snapshots import list_snapshots, load_snapshot, snapshot_model
 from model.splits import LAYERS, unit_names
@@ -512,8 +513,7 @@ def analyze_snapshots(
     # Columns were collected per snapshot; the report's rows are layers.
     rows = {name: [list(row) for row in zip(*cols, strict=True)] for name, cols in columns.items()}
     greedy = any(d["phase"] != "init" and set(d["stage_status"]) != {"training"} for d in described)
-    # The simultaneous schedule's one phase is "modules" (model/greedy.py); SGD's is "sgd".
-    simultaneous = any(d["phase"] == "modules" for d in described)
+    simultaneous = any(d["phase"] == SIMULTANEOUS_PHASE for d in described)
     self_mi = final_info.self_mi
     return final_info, Convergence(
         layers=final_info.layers,

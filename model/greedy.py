@@ -69,6 +69,10 @@ class LocalLoss:
 Step = Callable[[Tensor, Tensor, Tensor, Tensor], Iterator[LocalLoss]]
 
 
+# The simultaneous schedule's one phase: every module, every batch.
+SIMULTANEOUS_PHASE = "modules"
+
+
 @dataclass
 class Phase:
     """One stretch of training with its own optimizer: a Greedy-DIB module, the heads, all
@@ -241,7 +245,7 @@ def build_phases(
     if schedule == "simultaneous":
         everything = [model.stages, model.aux_cls, model.aux_mask, model.aux_recon, *decoder]
         step = simultaneous_step(model, losses)
-        return [Phase("modules", None, 0, everything, step, epochs, reads=everything)]
+        return [Phase(SIMULTANEOUS_PHASE, None, 0, everything, step, epochs, reads=everything)]
     phases = [
         Phase(
             f"module{k + 1}",
