@@ -24,6 +24,11 @@ VARIANTS = {
     "sgd": ["--method", "sgd"],
     "greedy-dib sequential": ["--method", "greedy-dib", "--schedule", "sequential"],
     "greedy-dib simultaneous": ["--method", "greedy-dib", "--schedule", "simultaneous"],
+    # The configuration that meets both cost bars of issue 9 (BENCHMARKS.md section 4).
+    "greedy-dib sequential, lean split, cached prefix": [
+        *("--method", "greedy-dib", "--schedule", "sequential"),
+        *("--modules", "lean", "--cache-prefix"),
+    ],
 }
 
 

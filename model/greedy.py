@@ -65,8 +65,9 @@ class LocalLoss:
 
 
 # A step maps a batch (images, masks, labels, mask_known) to its local losses, in order; the
-# last one's class logits are the classification head's.
-Step = Callable[[Tensor, Tensor, Tensor, Tensor], Iterator[LocalLoss]]
+# last one's class logits are the classification head's. A module's step also takes
+# `prefix=T_{k-1}` when the trainer has it stored (model/prefix_cache.py).
+Step = Callable[..., Iterator[LocalLoss]]
 
 
 # The simultaneous schedule's one phase: every module, every batch.
@@ -167,8 +168,8 @@ def module_step(model: SignNet, k: int, losses: LossSettings) -> Step:
     """Greedy-DIB module k: the frozen prefix gives T_{k-1} without a graph; only module k
     and its aux heads see gradients."""
 
-    def step(*batch: Tensor) -> Iterator[LocalLoss]:
-        t_in = model.stage_input(k, batch[0])
+    def step(*batch: Tensor, prefix: Tensor | None = None) -> Iterator[LocalLoss]:
+        t_in = model.stage_input(k, batch[0]) if prefix is None else prefix
         yield _module_loss(model, k, losses, t_in, model.stages[k](t_in), batch)
 
     return step

@@ -103,6 +103,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         default=None,
         help="epochs of the greedy segmentation-decoder (heads) phase (default: --epochs)",
     )
+    parser.add_argument(
+        "--cache-prefix",
+        action="store_true",
+        help="sequential schedule: keep each epoch's batches and the frozen modules' output "
+        "on them in host memory, so that later modules neither reload the data nor rerun the "
+        "frozen prefix (model/prefix_cache.py; prints the memory it will take)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
     parser.add_argument("--lr", type=float, default=3e-3)

@@ -41,6 +41,11 @@ against 381 MB end to end (ratio 0.42); with layer3+layer4 as the last module it
 once. For resnet34 the same cut gives 197k | 311k | 369k | 41k of 918k activations and
 0.01M | 0.22M | 7.9M | 13.1M of 21.3M parameters.
 
+"lean" (stem+layer1 | layer2+layer3 | layer4.0 | layer4.1) is the split for the sequential
+schedule with `--cache-prefix` (model/prefix_cache.py): no module holds more than half of
+layer4's parameters, so the heaviest phase is the decoder's (ratio 0.38 at 64x64), and the
+first stored prefix is layer1's output, a quarter of the stem's.
+
 "balanced" keeps module boundaries at layer boundaries; "k2" and "k3" may cut inside a layer:
 each minimises the largest module's activations over all K-module splits (resnet18: 311k |
 299k and 197k | 213k | 201k). Activation counts scale with the pixel count, so these
@@ -62,6 +67,7 @@ SPLITS: dict[tuple[str, str], tuple[str, ...]] = {
     ("resnet18", "layers"): ("stem", "layer1", "layer2", "layer3", "layer4"),
     ("resnet18", "k3"): ("stem", "layer1", "layer2+layer3+layer4"),
     ("resnet18", "k2"): ("stem+layer1.0", "layer1.1+layer2+layer3+layer4"),
+    ("resnet18", "lean"): ("stem+layer1", "layer2+layer3", "layer4.0", "layer4.1"),
     ("resnet18", "blocks"): (
         "stem",
         *("layer1.0", "layer1.1", "layer2.0", "layer2.1"),
@@ -75,6 +81,7 @@ SPLITS: dict[tuple[str, str], tuple[str, ...]] = {
         "layer2.2+layer2.3+layer3+layer4",
     ),
     ("resnet34", "k2"): ("stem+layer1", "layer2+layer3+layer4"),
+    ("resnet34", "lean"): ("stem+layer1", "layer2+layer3", "layer4.0", "layer4.1+layer4.2"),
     ("resnet34", "blocks"): (
         "stem",
         *("layer1.0", "layer1.1", "layer1.2"),

@@ -62,6 +62,7 @@ from model.greedy import (
 from model.metrics import EvalAccumulator
 from model.network import NetConfig, SignNet
 from model.open_set import THRESHOLD_GRID, choose_threshold
+from model.prefix_cache import PrefixCache, bytes_per_image
 from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
 from model.snapshots import save_snapshot, snapshot_callback
 
@@ -372,14 +373,16 @@ def train_one_epoch(
     started = time.perf_counter()
     quiet = not sys.stderr.isatty() or not distributed.is_main()
     progress = tqdm(loader, desc=description, leave=False, disable=quiet)
-    for images, masks, labels, _boxes, mask_known in progress:
+    # A PrefixCache adds T_{k-1}, the frozen prefix's stored output, to a module's batches.
+    for images, masks, labels, _boxes, mask_known, *stored_prefix in progress:
         images = images.to(device, memory_format=layout)
         batch = (images, masks.to(device), labels.to(device), mask_known.to(device))
+        prefix = {"prefix": stored_prefix[0].to(device)} if stored_prefix else {}
         optimizer.zero_grad(set_to_none=True)
         terms: dict[str, float] = {}
         # Each local loss is backpropagated before the step computes the next (greedy.py).
         with autocast_for(device, dtype):
-            for local in phase.step(*batch):
+            for local in phase.step(*batch, **prefix):
                 scaler.scale(local.terms["total"]).backward()
                 for name, value in local.terms.items():
                     terms[name] = terms.get(name, 0.0) + value.item()
@@ -526,6 +529,14 @@ def _train(
                 save_snapshot(model, args.out, "init", 0, 0)  # global epoch 0: initial weights
             callbacks.append(snapshot_callback(args.snapshot_every, args.out))
 
+    cache = None
+    if args.cache_prefix:
+        if args.method == "sgd" or args.schedule != "sequential":
+            raise SystemExit("--cache-prefix is for the sequential schedule of a greedy method")
+        cache = PrefixCache(train_loader, model, device)
+        stored_images = len(train_loader) * train_loader.batch_size * max(p.epochs for p in phases)
+        gib = stored_images * bytes_per_image(model, args.image_size) / 2**30
+        print(f"--cache-prefix: up to {gib:.1f} GiB of host memory for the stored epochs")
     scaler = grad_scaler_for(device)
     epochs_done = len(history)
     for phase_index in range(start_phase, len(phases)):
@@ -539,16 +550,21 @@ def _train(
             first_epoch = start_epoch
         for epoch in range(first_epoch, phase.epochs):
             epoch_started = time.perf_counter()
-            # The data order and augmentation of an epoch depend on (seed, epoch) alone.
-            train_loader.sampler.set_epoch(epochs_done)
-            train_loader.dataset.set_epoch(epochs_done)
+            # The data order and augmentation of an epoch depend on (seed, epoch) alone; with
+            # the cache, every phase's epoch e is data epoch e, module 1's.
+            epoch_loader = train_loader if cache is None else cache
+            if cache is not None:
+                cache.set_epoch(epoch, phase.stage)
+            else:
+                train_loader.sampler.set_epoch(epochs_done)
+                train_loader.dataset.set_epoch(epochs_done)
             label = (
                 f"{phase.name} ({phase_index + 1}/{len(phases)}) epoch {epoch + 1}/{phase.epochs}"
             )
             # Under torchrun, DDP around what the phase trains, for this epoch.
             with distributed.data_parallel(model, phase, losses) as parallel:
                 stats = train_one_epoch(
-                    model, parallel, optimizer, scheduler, scaler, train_loader, device, label
+                    model, parallel, optimizer, scheduler, scaler, epoch_loader, device, label
                 )
             test = evaluate(model, test_loader, device, data, phase.stage).compute()
             row = {
@@ -604,6 +620,8 @@ def _train(
         if phase.name == args.stop_after:
             print(f"stopped after {phase.name}; continue with --resume --out {args.out}")
             return {}
+    if cache is not None:
+        cache.release()
 
     metrics = final_metrics(model, phases, data, test_loader, device, args)
     metrics["wall_seconds"] = time.perf_counter() - started  # this process only

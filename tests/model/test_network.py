@@ -63,7 +63,7 @@ def test_spec_string_joins_with_plus_and_expands_layer_names():
         ("stem,,layer1,layer2,layer3,layer4", "empty module"),
         (
             "stem,layer1,layer2,layer5",
-            "Named splits for resnet18: balanced, layers, k3, k2, blocks",
+            "Named splits for resnet18: balanced, layers, k3, k2, lean, blocks",
         ),
         ("stem,layer1,layer2,layer3.2+layer4", "Units: stem, layer1.0, layer1.1"),
     ],
