@@ -621,6 +621,7 @@ def _train(
             print(f"stopped after {phase.name}; continue with --resume --out {args.out}")
             return {}
     if cache is not None:
+        print(f"--cache-prefix held {cache.bytes_stored() / 2**30:.2f} GiB", flush=True)
         cache.release()
 
     metrics = final_metrics(model, phases, data, test_loader, device, args)
