@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from data.classes import label_names
+from data.synth import generate_synthetic
 from model.checkpoint import ModelInfo, export_model
 from model.network import NetConfig, SignNet
 
@@ -44,6 +45,14 @@ def tt100k_crops() -> Path:
 @pytest.fixture(scope="session")
 def traffic_video() -> Path:
     return _shared("video/traffic.mp4")
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic CTSRD set (2 images per class), for short training runs."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic(root, per_class=2, seed=3)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.synth import generate_synthetic
 from model.checkpoint import load_file
 from model.distributed import RankShare
 from model.greedy import LossSettings, build_phases, network_for
@@ -157,13 +156,6 @@ def _step_gradients(method: str, schedule: str, index: int, place=(0, 1)) -> dic
 
 
 # ------------------------------------------------------------------------- whole runs
-
-
-@pytest.fixture(scope="module")
-def tiny_synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic(root, per_class=2, seed=3)
-    return root
 
 
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.synth import generate_synthetic
 from model.checkpoint import load_file
 from model.greedy import network_for
 from model.network import NetConfig
@@ -15,13 +14,6 @@ from model.prefix_cache import PrefixCache, bytes_per_image
 from model.train import load_data, main, make_loaders
 
 SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def tiny_synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic(root, per_class=2, seed=3)
-    return root
 
 
 def _args(data, out, *extra):

@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 
-from data.synth import generate_synthetic
 from model.checkpoint import load_file, load_model
 from model.greedy import LossSettings, build_phases, network_for
 from model.network import NetConfig, SignNet
@@ -19,13 +18,6 @@ from model.runs import latest_run
 from model.train import main
 
 SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def tiny_synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic(root, per_class=2, seed=3)
-    return root
 
 
 def _batch(n=8, classes=58):
