@@ -457,6 +457,8 @@ def _train(
         args.reg = "entropy" if args.method == "greedy-dib" else "none"
     if args.method != "greedy-dib" and args.reg != "none":
         raise SystemExit(f"--reg {args.reg} needs --method greedy-dib")
+    if args.cache_prefix and (args.method == "sgd" or args.schedule != "sequential"):
+        raise SystemExit("--cache-prefix is for the sequential schedule of a greedy method")
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out: the run folder to continue")
     # Rank 0's name: the processes may not start in the same second.
@@ -531,10 +533,9 @@ def _train(
 
     cache = None
     if args.cache_prefix:
-        if args.method == "sgd" or args.schedule != "sequential":
-            raise SystemExit("--cache-prefix is for the sequential schedule of a greedy method")
         cache = PrefixCache(train_loader, model, device)
-        stored_images = len(train_loader) * train_loader.batch_size * max(p.epochs for p in phases)
+        stored_epochs = max(p.epochs for p in phases if p.stage is not None)
+        stored_images = len(train_loader) * train_loader.batch_size * stored_epochs
         gib = stored_images * bytes_per_image(model, args.image_size) / 2**30
         print(f"--cache-prefix: up to {gib:.1f} GiB of host memory for the stored epochs")
     scaler = grad_scaler_for(device)
