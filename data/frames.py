@@ -167,6 +167,40 @@ def read_coco(
     return records, [errors[index] for index in sorted(errors)]
 
 
+def split_frames(root: Path | str, out: Path | str, test_share: float) -> tuple[int, int]:
+    """Write the COCO set at `root` as two sets, OUT/train and OUT/test (each an
+    annotations.json and an `images` link to the source's image folder), the last
+    `test_share` of the frames by file name on the test side. A drive's frames are numbered
+    in order, so a cut by name keeps neighbouring, near-identical frames (the same sign seen
+    twice) on one side, where a random split would put them on both. Entries are copied
+    unchanged. Returns (train frames, test frames)."""
+    if not 0 < test_share < 1:
+        raise ValueError(f"test_share must be between 0 and 1, not {test_share}")
+    frames = read_coco_frames(root)
+    if len(frames) < 2:
+        raise ValueError(f"{root}: {len(frames)} frame(s), too few to split")
+    annotation_file, image_dir = _locate(Path(root))
+    document = _load_json(annotation_file)
+    ordered = sorted(frames, key=lambda frame: frame.image_path.name)
+    test_count = min(len(ordered) - 1, max(1, math.ceil(len(ordered) * test_share)))
+    sides = {"train": ordered[: len(ordered) - test_count], "test": ordered[-test_count:]}
+    for side, members in sides.items():
+        ids = {frame.image_id for frame in members}
+        subset = {
+            **document,
+            "images": [entry for entry in document["images"] if entry["id"] in ids],
+            "annotations": [a for a in document["annotations"] if a["image_id"] in ids],
+        }
+        folder = Path(out) / side
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / IMAGES
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(image_dir.resolve(), target_is_directory=True)
+        (folder / ANNOTATIONS).write_text(json.dumps(subset), encoding="utf-8")
+    return len(sides["train"]), len(sides["test"])
+
+
 def _locate(root: Path) -> tuple[Path, Path]:
     """(annotation file, image folder) for a frames folder or an annotation file."""
     if root.is_dir():

@@ -62,9 +62,11 @@ class SceneTiles(Dataset):
         self.epoch = epoch
 
     def __getitem__(self, i: int):
+        """Tile i; an index past the end (i + r * len, model.train.EpochShuffle's r-th draw
+        of tile i in a weighted epoch) is another tile of the same frame."""
         epoch = self.epoch if self.train else 0
         rng = np.random.default_rng([self.seed, epoch, i, int(self.train)])
-        frame = self.frames[i // self.tiles_per_frame]
+        frame = self.frames[i % len(self) // self.tiles_per_frame]
         scale = float(np.exp(rng.uniform(*np.log(self.scale))))
         window = self.tile / scale  # the tile's side in original pixels
         x0, y0 = _window_origin(frame, window, rng)

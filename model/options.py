@@ -130,7 +130,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         choices=("sqrt", "none"),
         default="sqrt",
         help="sqrt: draw records in proportion to 1/sqrt(size of their collection) x "
-        "1/sqrt(size of their label within it), with replacement; none: each record once "
+        "1/sqrt(size of their label within it), with replacement (scenes: each --data folder "
+        "a share in proportion to the square root of its frames); none: each record once "
         "per epoch",
     )
     parser.add_argument(
@@ -166,6 +167,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="MODEL",
+        help="start from this model file's weights (same --arch and task; the aux heads start "
+        "fresh): fine-tuning, e.g. the shipped scene model on new frames",
     )
     parser.add_argument(
         "--snapshot-every",

@@ -44,9 +44,11 @@ from data.tiles import SceneTiles
 from model import distributed
 from model.checkpoint import (
     CHECKPOINT_FORMAT,
+    ModelFileError,
     ModelInfo,
     export_model,
     load_file,
+    load_model,
     save_atomic,
     versions,
 )
@@ -60,7 +62,7 @@ from model.greedy import (
     network_for,
 )
 from model.metrics import EvalAccumulator
-from model.network import NetConfig, SignNet
+from model.network import AUX_PREFIXES, NetConfig, SignNet
 from model.open_set import THRESHOLD_GRID, choose_threshold
 from model.prefix_cache import PrefixCache, bytes_per_image
 from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
@@ -211,9 +213,12 @@ def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader,
     """The training loader reshuffles and re-augments each epoch from (seed, epoch) alone
     (`set_epoch`), so an interrupted run resumes exactly; its workers are started afresh
     each epoch to see the epoch."""
+    weights = None
     if args.task == "scenes":
         train_set = SceneTiles(data.train, args.image_size, train=True, seed=args.seed)
         test_set = SceneTiles(data.test, args.image_size, train=False, seed=args.seed)
+        if args.balance == "sqrt":
+            weights = folder_weights(data.train, train_set.tiles_per_frame)
     else:
         decode = {"decode": args.decode, "cache_mb": args.decode_cache_mb}
         train_set = SignDataset(data.train, args.image_size, train=True, seed=args.seed, **decode)
@@ -233,7 +238,7 @@ def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader,
                 args.seed,
                 balanced_weights(data.train)
                 if args.balance == "sqrt" and args.task == "crops"
-                else None,
+                else weights,
             )
         ),
         # A last short batch is dropped (BatchNorm and the entropy term want a full one),
@@ -312,6 +317,19 @@ def balanced_weights(records: list[SignRecord]) -> torch.Tensor:
         label_share = n**0.5 / label_total[r.origin]
         weights.append(origin_share * label_share / n)
     return torch.tensor(weights, dtype=torch.float64)
+
+
+def folder_weights(frames: list[FrameRecord], tiles_per_frame: int) -> torch.Tensor | None:
+    """Sampling weights of a scene set's tiles (`tiles_per_frame` consecutive ones per
+    frame) that give each image folder a share of the draws in proportion to the square
+    root of its frames: 20 real annotated frames beside 2000 generated ones get a tenth of
+    the tiles instead of a hundredth. None for a single folder (each tile once per epoch)."""
+    per_folder = Counter(frame.image_path.parent for frame in frames)
+    if len(per_folder) < 2:
+        return None
+    total = sum(n**0.5 for n in per_folder.values())
+    weights = [per_folder[f.image_path.parent] ** -0.5 / total for f in frames]
+    return torch.tensor(weights, dtype=torch.float64).repeat_interleave(tiles_per_frame)
 
 
 # ------------------------------------------------------------------------- optimisation
@@ -513,6 +531,8 @@ def _train(
         data_fingerprint=data.fingerprint,
         command=getattr(args, "command_line", ""),
     )
+    if args.init is not None and resumed is None:
+        start_from(model, args.init, args.task)
     start_phase, start_epoch, history = 0, 0, []
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -688,6 +708,24 @@ def final_metrics(
         if phase.stage is not None
     }
     return metrics
+
+
+def start_from(model: SignNet, path: Path, task: str) -> None:
+    """Load a model file's weights into `model` (fine-tuning): every inference weight must
+    fit; the aux heads, which a model file does not keep, start as initialised."""
+    try:
+        source, info = load_model(path)
+    except (FileNotFoundError, ModelFileError) as error:
+        raise SystemExit(f"--init: {error}") from None
+    if info.task != task or info.config.arch != model.config.arch:
+        raise SystemExit(
+            f"--init {path}: a {info.config.arch} model for task {info.task}, not a "
+            f"{model.config.arch} for {task}"
+        )
+    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    if unexpected or any(not name.startswith(AUX_PREFIXES) for name in missing):
+        raise SystemExit(f"--init {path}: its weights do not fit this network")
+    print(f"starting from the weights of {path}", flush=True)
 
 
 def _read_resumable(checkpoint_path: Path) -> dict[str, Any]:

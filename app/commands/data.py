@@ -1,4 +1,4 @@
-"""`greedysign data check|synth|scenes|preview`."""
+"""`greedysign data check|synth|scenes|split-frames|preview`."""
 
 from __future__ import annotations
 
@@ -66,6 +66,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         help=f"comma-separated, of {','.join(SCENE_SIGN_SOURCES)} (those present are used)",
     )
     scenes.set_defaults(handler=run_scenes)
+
+    split = sub.add_parser(
+        "split-frames",
+        help="cut a COCO frames folder (DFG) into train and test sets by frame order",
+    )
+    split.add_argument("path", type=Path, help="COCO frames folder, e.g. ../shared/data/dfg-frames")
+    split.add_argument("out", type=Path, help="writes OUT/train and OUT/test (links to the images)")
+    split.add_argument(
+        "--test-share", type=float, default=0.3, help="the last share of frames by name: test"
+    )
+    split.set_defaults(handler=run_split_frames)
 
     preview = sub.add_parser("preview", help="contact sheet of samples with masks and boxes")
     preview.add_argument("path", type=Path)
@@ -156,6 +167,18 @@ def run_scenes(args: argparse.Namespace) -> int:
         f"({report.images_per_minute:.0f} images/min)"
     )
     print(report.size_summary())
+    return 0
+
+
+def run_split_frames(args: argparse.Namespace) -> int:
+    from data.frames import split_frames
+
+    try:
+        train, test = split_frames(args.path, args.out, args.test_share)
+    except (DataError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {train} training frames to {args.out / 'train'}, {test} to {args.out / 'test'}")
     return 0
 
 

@@ -19,6 +19,7 @@ from data.frames import (
     rle_decode,
     rle_encode,
     rle_encode_box,
+    split_frames,
 )
 from data.records import DataError
 
@@ -272,3 +273,18 @@ def test_real_dfg_frames(dfg_frames: Path):
             assert box is not None
             # The polygon's pixels fill its box, give or take the boundary pixel.
             assert max(abs(a - b) for a, b in zip(box, instance.box, strict=True)) <= 1
+
+
+def test_split_frames_cuts_by_name_and_keeps_entries(tmp_path):
+    source = tmp_path / "set"
+    document = _coco_set(source)
+    assert split_frames(source, tmp_path / "split", test_share=0.5) == (1, 1)
+    (train,) = read_coco_frames(tmp_path / "split" / "train")
+    (test,) = read_coco_frames(tmp_path / "split" / "test")
+    assert (train.image_path.name, test.image_path.name) == ("a.jpg", "b.png")
+    assert len(train.instances) == 2 and test.instances[0].ignore
+    written = json.loads((tmp_path / "split" / "train" / "annotations.json").read_text())
+    assert written["annotations"] == document["annotations"][:2]
+    assert written["categories"] == document["categories"]
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        split_frames(source, tmp_path / "again", test_share=1.0)

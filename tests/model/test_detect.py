@@ -355,9 +355,27 @@ def test_matching_counts_hits_misses_and_false_signs_and_ignores_ignored_signs()
     assert sizes["medium (32-96)"] == {"recall": 0.0, "signs": 1}
     assert sizes["large (>96)"] == {"recall": 1.0, "signs": 1}
     assert sizes["32 and more"] == {"recall": 0.5, "signs": 2}
+    # The bar's range leaves out the 10-px false sign and the small sign's hit.
+    assert result["at_32_px_and_more"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "false_signs_per_frame": 0.0,
+    }
     # Mask IoU of the matched: 361/439 (small, shifted by one) and 0.9 (large).
     assert result["mask_iou"] == pytest.approx((361 / 439 + 0.9) / 2, abs=1e-3)
     assert result["class_accuracy"] == 1.0 and result["class_accuracy_signs"] == 1
+
+
+def test_the_bar_counts_false_signs_of_32_px_and_more_only() -> None:
+    frames = [FrameRecord(Path("a.jpg"), 200, 100, (sign((0, 0, 40, 40)),))]
+    detections = [[found((0, 0, 40, 40)), found((100, 0, 140, 20)), found((150, 0, 181, 31))]]
+    result = report(frames, detections)
+    assert result["false_signs_per_frame"] == 2.0
+    assert result["at_32_px_and_more"] == {
+        "precision": 0.5,
+        "recall": 1.0,
+        "false_signs_per_frame": 1.0,
+    }
 
 
 def test_a_detection_under_iou_half_is_a_miss_and_a_false_sign() -> None:

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from data.frames import split_frames
 from model.checkpoint import load_file, load_model
 from model.greedy import LossSettings, build_phases, network_for
 from model.network import NetConfig, SignNet
@@ -282,6 +283,65 @@ def test_scene_task_trains_the_segmentation_of_whole_frames(tmp_path, monkeypatc
     _, info = load_model(out / "model.pt")
     assert info.task == "scenes"
     assert latest_run(tmp_path) is None, "a scene model is not the newest sign reader"
+
+    # Fine-tuning: the run's model as the start, real-frame-like folder beside the scenes.
+    split_frames(scenes, tmp_path / "split", test_share=0.5)
+    tuned = tmp_path / "tuned"
+    parsed = _args(
+        scenes, tuned, "--task", "scenes", "--method", "sgd", "--init", str(out / "model.pt")
+    )
+    parsed.data.append(tmp_path / "split" / "train")
+    main(parsed)
+    assert load_file(tuned / "model.pt")["split"]["train_images"] >= 7
+
+
+def test_init_loads_every_inference_weight_and_refuses_another_task(tmp_path):
+    from model.checkpoint import ModelInfo, export_model
+    from model.train import start_from
+
+    config = NetConfig(image_size=SIZE)
+    source = network_for("sgd", config)
+    path = export_model(
+        source,
+        ModelInfo(config=source.config, class_names=["a"] * 60, task="scenes"),
+        tmp_path / "m.pt",
+    )
+    target = network_for("sgd", config)
+    start_from(target, path, "scenes")
+    for name, value in source.inference_state_dict().items():
+        assert torch.equal(target.state_dict()[name], value.half().float()), name
+    with pytest.raises(SystemExit, match="task scenes, not"):
+        start_from(target, path, "crops")
+
+
+def test_scene_folders_share_the_draws_by_the_square_root_of_their_frames():
+    from pathlib import Path
+
+    from data.frames import FrameRecord
+    from model.train import folder_weights
+
+    def frames(folder, count):
+        return [FrameRecord(Path(folder) / "images" / f"{i}.jpg", 8, 8, ()) for i in range(count)]
+
+    assert folder_weights(frames("generated", 5), tiles_per_frame=4) is None
+    weights = folder_weights(frames("generated", 400) + frames("real", 4), tiles_per_frame=4)
+    assert len(weights) == 404 * 4
+    real_share = float(weights[-16:].sum() / weights.sum())
+    assert real_share == pytest.approx(2 / (20 + 2))  # sqrt(4) against sqrt(400)
+
+
+def test_a_tile_drawn_twice_is_another_tile_of_the_same_frame(tmp_path):
+    from data.frames import read_coco_frames
+    from data.scenes import SceneConfig, SceneSources, write_scenes
+    from data.tiles import SceneTiles
+
+    config = SceneConfig(width=128, height=96, min_size=16, max_size=30, signs=(1, 2))
+    write_scenes(
+        tmp_path, frames=2, seed=0, config=config, sources=SceneSources(signs=("synthetic",))
+    )
+    tiles = SceneTiles(read_coco_frames(tmp_path), 32, train=True, tiles_per_frame=2)
+    first, again = tiles[1], tiles[1 + len(tiles)]
+    assert not torch.equal(first[0], again[0])
 
 
 def test_balanced_sampling_lifts_small_collections_and_rare_labels():
