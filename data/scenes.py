@@ -15,9 +15,11 @@ A frame is built as follows.
   zoomed, cropped and sometimes mirrored. With none of them at hand, a procedural texture.
 - Signs (between `config.signs` bounds): a synthetic drawing (data/synth_signs.py, exact
   alpha), a TT100K crop or a TSRD crop cut to its box, the real crops cut with the outline of
-  their family (disc, triangle, inverted triangle, octagon, square). Sizes (larger side of
-  the sign's box) are log-uniform in [min_size, max_size], a few log-uniform up to
-  large_max_size. Each sign is turned in 3D, faded and tinted, lit to suit its
+  their family (disc, triangle, inverted triangle, octagon, square), and, when asked for
+  ("dfg"), a European sign cut from a DFG frame along its annotated polygon (give the
+  training side of `greedysign data split-frames`, so the test frames stay unseen).
+  Sizes (larger side of the sign's box) are log-uniform in [min_size, max_size], a few
+  log-uniform up to large_max_size. Each sign is turned in 3D, faded and tinted, lit to suit its
   surroundings, sometimes defocused, often on a short pole, sometimes with a second sign
   stacked under it, and sometimes partly hidden by leaves, a post or a box in front.
   Signs overlap by at most `max_overlap` of the smaller box (touching is allowed).
@@ -45,7 +47,13 @@ import cv2
 import numpy as np
 
 from data.classes import sign_classes
-from data.frames import FrameRecord, instance_mask, read_coco_frames, rle_encode_box
+from data.frames import (
+    FrameInstance,
+    FrameRecord,
+    instance_mask,
+    read_coco_frames,
+    rle_encode_box,
+)
 from data.images import read_rgb
 from data.records import Box, DataError
 from data.synth import _background as procedural_background
@@ -53,7 +61,10 @@ from data.synth_signs import sign_template
 from data.validate import annotation_lines, parse_int, split_fields
 
 BACKGROUNDS = ("video", "negatives", "dfg")
-SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
+SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg")
+# DFG signs are opt-in: the shared DFG frames are where scene detection is measured.
+DEFAULT_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
+DFG_MIN_SIGN = 24  # px, longer box side: smaller DFG signs are too coarse to pose
 SHAPES = ("disc", "triangle", "inverted", "octagon", "square")
 UNKNOWN_SIGN = "unknown sign"
 SUPERCATEGORY = "sign"
@@ -89,7 +100,8 @@ class SceneConfig:
     stack_rate: float = 0.15
     occlusion_rate: float = 0.15
     min_visible: float = 0.6  # an occluder never hides more than 40 % of a sign
-    source_weights: tuple[float, float, float] = (0.35, 0.45, 0.2)  # synthetic, tt100k, tsrd
+    # synthetic, tt100k, tsrd, dfg (shares among the sources present)
+    source_weights: tuple[float, float, float, float] = (0.35, 0.45, 0.2, 0.4)
 
     def __post_init__(self) -> None:
         if self.width < 32 or self.height < 32:
@@ -105,8 +117,11 @@ class SceneConfig:
         for name in ("large_fraction", "pole_rate", "stack_rate", "occlusion_rate", "min_visible"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if len(self.source_weights) != 3 or min(self.source_weights) < 0:
-            raise ValueError("source_weights: three non-negative weights (synthetic, tt100k, tsrd)")
+        if len(self.source_weights) != len(SIGN_SOURCES) or min(self.source_weights) < 0:
+            raise ValueError(
+                f"source_weights: {len(SIGN_SOURCES)} non-negative weights "
+                f"({', '.join(SIGN_SOURCES)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -118,7 +133,7 @@ class SceneSources:
     tsrd: Path | None = None  # TSRD plain folder: images/ + annotations.txt
     dfg: Path | None = None  # COCO frames folder with polygons (data.frames)
     backgrounds: tuple[str, ...] = BACKGROUNDS
-    signs: tuple[str, ...] = SIGN_SOURCES
+    signs: tuple[str, ...] = DEFAULT_SIGN_SOURCES
 
     @classmethod
     def from_data_root(
@@ -126,7 +141,7 @@ class SceneSources:
         root: Path | str | None = None,
         *,
         backgrounds: tuple[str, ...] = BACKGROUNDS,
-        signs: tuple[str, ...] = SIGN_SOURCES,
+        signs: tuple[str, ...] = DEFAULT_SIGN_SOURCES,
     ) -> SceneSources:
         """The shared data layout (video/traffic.mp4, tt100k-crops/, ctsrd-real/,
         dfg-frames/); a part that is not there is left out."""
@@ -162,7 +177,7 @@ class SceneSources:
         return tuple(kind for kind in self.backgrounds if have[kind] and Path(have[kind]).exists())
 
     def available_signs(self) -> tuple[str, ...]:
-        have = {"synthetic": True, "tt100k": self.tt100k, "tsrd": self.tsrd}
+        have = {"synthetic": True, "tt100k": self.tt100k, "tsrd": self.tsrd, "dfg": self.dfg}
         return tuple(kind for kind in self.signs if have[kind])
 
 
@@ -497,6 +512,8 @@ class SceneGenerator:
             crop = self._real_pick(rng, self._tt100k_crops, size, self._tt100k_cutout)
         elif kind == "tsrd":
             crop = self._real_pick(rng, self._tsrd_crops, size, self._tsrd_cutout)
+        elif kind == "dfg":
+            crop = self._real_pick(rng, self._dfg_signs, size, _dfg_cutout)
         else:
             crop = None
         if crop is not None:
@@ -555,6 +572,18 @@ class SceneGenerator:
     def _tsrd_cutout(item: tuple[Path, Box, int]) -> Cutout:
         path, box, class_id = item
         return _cached_real(path, box, ctsrd_shape(class_id), class_id, f"tsrd:{path.name}")
+
+    @cached_property
+    def _dfg_signs(self) -> list[list[tuple[FrameRecord, FrameInstance]]]:
+        """Every DFG sign with a polygon and at least DFG_MIN_SIGN px, grouped by category."""
+        by_category: dict[str, list[tuple[FrameRecord, FrameInstance]]] = {}
+        for frame in self._dfg_frames:
+            for sign in frame.instances:
+                x1, y1, x2, y2 = sign.box
+                if sign.ignore or sign.segmentation is None or max(x2 - x1, y2 - y1) < DFG_MIN_SIGN:
+                    continue
+                by_category.setdefault(sign.category, []).append((frame, sign))
+        return [by_category[name] for name in sorted(by_category)]
 
     def _size(self, rng: np.random.Generator) -> float:
         config = self.config
@@ -1054,6 +1083,17 @@ def _cached_real(path: Path, box: Box | None, shape: str, class_id: int | None, 
         x1, y1, x2, y2 = box
         rgb = rgb[y1:y2, x1:x2]
     return _real_cutout(np.ascontiguousarray(rgb), shape, class_id, source)
+
+
+@lru_cache(maxsize=1024)
+def _dfg_cutout(item: tuple[FrameRecord, FrameInstance]) -> Cutout:
+    """A DFG sign as photographed, cut along its annotated polygon (no CTSRD class)."""
+    frame, sign = item
+    x1, y1, x2, y2 = sign.box
+    rgb = read_rgb(frame.image_path)[y1:y2, x1:x2]
+    alpha = instance_mask(sign, frame.height, frame.width)[y1:y2, x1:x2].astype(np.uint8) * 255
+    premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
+    return Cutout(premultiplied, alpha, None, f"dfg:{frame.image_path.name}#{sign.annotation_id}")
 
 
 def _read_crop(path: Path) -> np.ndarray:

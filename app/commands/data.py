@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -12,7 +13,8 @@ from data.records import DataError
 
 # Kept here (not imported from data.scenes) so that `greedysign --help` loads no image code.
 SCENE_BACKGROUNDS = ("video", "negatives", "dfg")
-SCENE_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
+SCENE_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg")
+SCENE_DEFAULT_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -62,8 +64,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     scenes.add_argument(
         "--sign-sources",
-        default=",".join(SCENE_SIGN_SOURCES),
-        help=f"comma-separated, of {','.join(SCENE_SIGN_SOURCES)} (those present are used)",
+        default=",".join(SCENE_DEFAULT_SIGN_SOURCES),
+        help=f"comma-separated, of {','.join(SCENE_SIGN_SOURCES)} (those present are used; "
+        "dfg: signs cut from the DFG frames along their polygons)",
+    )
+    scenes.add_argument(
+        "--dfg",
+        type=Path,
+        default=None,
+        help="COCO frames folder for the dfg backgrounds and signs (default: DATA_ROOT/"
+        "dfg-frames); the train side of greedysign data split-frames keeps its test unseen",
     )
     scenes.set_defaults(handler=run_scenes)
 
@@ -148,6 +158,8 @@ def run_scenes(args: argparse.Namespace) -> int:
         sources = SceneSources.from_data_root(
             args.data_root, backgrounds=kinds(args.backgrounds), signs=kinds(args.sign_sources)
         )
+        if args.dfg is not None:
+            sources = dataclasses.replace(sources, dfg=args.dfg)
         generator = SceneGenerator(sources, config)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -47,6 +47,16 @@ def test_bad_annotation_exits_2_naming_file_and_line(synthetic, tmp_path, capsys
     assert _json(capsys)["records"] == 57
 
 
+def test_split_frames_on_the_dfg_frames(dfg_frames, tmp_path, capsys):
+    out = tmp_path / "split"
+    assert main(["data", "split-frames", str(dfg_frames), str(out), "--test-share", "0.28"]) == 0
+    assert "wrote 25 training frames" in capsys.readouterr().out
+    test = json.loads((out / "test" / "annotations.json").read_text())
+    assert [image["file_name"] for image in test["images"]][0] == "0000175.jpg"
+    assert main(["data", "split-frames", str(tmp_path / "none"), str(out)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
 def test_predict_prints_one_json_line_per_image(tiny_model_path, synthetic, capsys):
     images = sorted((synthetic / "images").iterdir())[:2]
     assert (

@@ -11,7 +11,7 @@ import pytest
 
 from app.cli import main
 from data.classes import sign_classes
-from data.frames import instance_mask, mask_box, read_coco_frames
+from data.frames import instance_mask, mask_box, read_coco_frames, split_frames
 from data.images import read_rgb
 from data.scenes import (
     SceneConfig,
@@ -232,6 +232,24 @@ def test_real_sources(scene_data_root):
                 assert mask_box(sign.mask) == (0, 0, *sign.mask.shape[::-1])
                 if signs == ("tsrd",):
                     assert sign.class_id is not None
+
+
+def test_dfg_signs_are_opt_in_and_cut_along_their_polygons(dfg_frames, tmp_path):
+    assert "dfg" not in SceneSources.from_data_root(tmp_path).signs  # the DFG test stays unseen
+    split_frames(dfg_frames, tmp_path / "split", test_share=0.28)
+    train = tmp_path / "split" / "train"
+    config = SceneConfig(width=320, height=180, min_size=24, max_size=80, signs=(4, 6))
+    sources = SceneSources(dfg=train, backgrounds=("dfg",), signs=("dfg",))
+    generator = SceneGenerator(sources, config)
+    used = {frame.image_path.name for frame in read_coco_frames(train)}
+    for index in range(3):
+        scene = generator.render(0, index)
+        assert scene.background.removeprefix("dfg:") in used
+        assert scene.signs and all(sign.class_id is None for sign in scene.signs)
+        assert all(sign.source.split(":")[1].split("#")[0] in used for sign in scene.signs)
+        # The polygon, not the box: a cut-out leaves some of its box to the street.
+        posed = [sign for sign in scene.signs if min(sign.mask.shape) >= 24]
+        assert all(sign.mask.mean() < 0.97 for sign in posed)
 
 
 def test_cli_writes_scenes(tmp_path, capsys):
