@@ -145,7 +145,9 @@ def test_eval_detect_prints_the_scores(
         "mask_iou",
         "false_signs_per_frame",
         "frames_per_s",
+        "at_32_px_and_more",
     }
+    assert set(result["at_32_px_and_more"]) == {"precision", "recall", "false_signs_per_frame"}
     assert set(result["recall_by_size"]) == {
         "small (<32)",
         "medium (32-96)",
