@@ -49,10 +49,13 @@ def one_line_error(stderr: str) -> str:
 
 
 def run_cli(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-    """`greedysign ARGS` in a child process, limited to `timeout` seconds and 4 GiB."""
+    """`greedysign ARGS` in a child process, limited to `timeout` seconds and 8 GiB of
+    address space: enough to stop a runaway read (of /dev/zero, say) on a 24 GiB machine.
+    Not 4 GiB: a plain `predict` reserves 4.45 GB of address space (torch's thread pools
+    and allocator, most of it never touched), so under 4 GiB it failed one run in four."""
 
     def limit_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
