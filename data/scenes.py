@@ -356,7 +356,11 @@ class Cutout:
 
 def _real_cutout(rgb: np.ndarray, shape: str, class_id: int | None, source: str) -> Cutout:
     height, width = rgb.shape[:2]
-    alpha = shape_alpha(shape, width, height)
+    return _premultiplied(rgb, shape_alpha(shape, width, height), class_id, source)
+
+
+def _premultiplied(rgb: np.ndarray, alpha: np.ndarray, class_id: int | None, source: str):
+    """A Cutout of a photographed sign under its uint8 coverage `alpha`."""
     premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
     return Cutout(premultiplied, alpha, class_id, source)
 
@@ -1092,8 +1096,7 @@ def _dfg_cutout(item: tuple[FrameRecord, FrameInstance]) -> Cutout:
     x1, y1, x2, y2 = sign.box
     rgb = read_rgb(frame.image_path)[y1:y2, x1:x2]
     alpha = instance_mask(sign, frame.height, frame.width)[y1:y2, x1:x2].astype(np.uint8) * 255
-    premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
-    return Cutout(premultiplied, alpha, None, f"dfg:{frame.image_path.name}#{sign.annotation_id}")
+    return _premultiplied(rgb, alpha, None, f"dfg:{frame.image_path.name}#{sign.annotation_id}")
 
 
 def _read_crop(path: Path) -> np.ndarray:

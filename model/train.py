@@ -213,16 +213,16 @@ def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader,
     """The training loader reshuffles and re-augments each epoch from (seed, epoch) alone
     (`set_epoch`), so an interrupted run resumes exactly; its workers are started afresh
     each epoch to see the epoch."""
-    weights = None
+    balanced = args.balance == "sqrt"
     if args.task == "scenes":
         train_set = SceneTiles(data.train, args.image_size, train=True, seed=args.seed)
         test_set = SceneTiles(data.test, args.image_size, train=False, seed=args.seed)
-        if args.balance == "sqrt":
-            weights = folder_weights(data.train, train_set.tiles_per_frame)
+        weights = folder_weights(data.train, train_set.tiles_per_frame) if balanced else None
     else:
         decode = {"decode": args.decode, "cache_mb": args.decode_cache_mb}
         train_set = SignDataset(data.train, args.image_size, train=True, seed=args.seed, **decode)
         test_set = SignDataset(data.test, args.image_size, train=False, **decode)
+        weights = balanced_weights(data.train) if balanced else None
     world = distributed.world_size()
     if args.batch_size % world:
         raise SystemExit(
@@ -232,15 +232,7 @@ def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader,
     train_loader = DataLoader(
         train_set,
         args.batch_size // world,  # per process; a step of them all is one batch
-        sampler=distributed.train_sampler(
-            EpochShuffle(
-                len(train_set),
-                args.seed,
-                balanced_weights(data.train)
-                if args.balance == "sqrt" and args.task == "crops"
-                else weights,
-            )
-        ),
+        sampler=distributed.train_sampler(EpochShuffle(len(train_set), args.seed, weights)),
         # A last short batch is dropped (BatchNorm and the entropy term want a full one),
         # unless it is the only one.
         drop_last=len(train_set) > args.batch_size,
@@ -722,9 +714,13 @@ def start_from(model: SignNet, path: Path, task: str) -> None:
             f"--init {path}: a {info.config.arch} model for task {info.task}, not a "
             f"{model.config.arch} for {task}"
         )
-    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    fault = f"--init {path}: its weights do not fit this network"
+    try:
+        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    except RuntimeError as error:  # a tensor of another shape (other classes, image size)
+        raise SystemExit(f"{fault} ({str(error).splitlines()[-1].strip()})") from None
     if unexpected or any(not name.startswith(AUX_PREFIXES) for name in missing):
-        raise SystemExit(f"--init {path}: its weights do not fit this network")
+        raise SystemExit(fault)
     print(f"starting from the weights of {path}", flush=True)
 
 

@@ -312,6 +312,9 @@ def test_init_loads_every_inference_weight_and_refuses_another_task(tmp_path):
         assert torch.equal(target.state_dict()[name], value.half().float()), name
     with pytest.raises(SystemExit, match="task scenes, not"):
         start_from(target, path, "crops")
+    other_classes = network_for("sgd", NetConfig(image_size=SIZE, num_classes=7))
+    with pytest.raises(SystemExit, match="do not fit this network"):
+        start_from(other_classes, path, "scenes")
 
 
 def test_scene_folders_share_the_draws_by_the_square_root_of_their_frames():
