@@ -6,11 +6,13 @@ coarsened) no scene model can win back, so it measures the working size (--long-
 splitting touching signs (--split-touching) before any model error.
 
     .venv/bin/python bench/detect_oracle.py [--data ../shared/data/dfg-frames]
-        [--long-sides 640 768 1024 1280] [--gap 2]
+        [--long-sides 640 768 1024 1280] [--gap 2] [--cores]
 
 `--gap N` removes N px on both sides of every border between two signs from the true mask:
 what a scene model trained on such targets (touching signs kept apart by a thin line of
-background) would give, and the ceiling that training change would reach.
+background) would give, and the ceiling that training change would reach. `--cores` adds
+the true sign cores (data/tiles.py) as the second map, as a scene model that draws cores
+gives it: "split on" then parts components between cores, not at necks.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import cv2
 import numpy as np
 
 from data.frames import instance_mask, read_coco_frames
+from data.tiles import core_mask
 from model.detect import DetectConfig, Detection, find_instances, frame_geometry
 from model.detect_eval import report
 
@@ -38,10 +41,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--upscale", action="store_true", help="enlarge frames under the side")
     parser.add_argument("--gap", type=int, default=0, help="px of background between signs")
+    parser.add_argument("--cores", action="store_true", help="the true cores as second map")
     return parser
 
 
-def oracle_detections(frame, config: DetectConfig, gap: int = 0) -> list[Detection]:
+def oracle_detections(
+    frame, config: DetectConfig, gap: int = 0, cores: bool = False
+) -> list[Detection]:
     ids = np.zeros((frame.height, frame.width), np.float32)
     for number, sign in enumerate(frame.instances, start=1):
         ids[instance_mask(sign, frame.height, frame.width)] = number
@@ -53,10 +59,11 @@ def oracle_detections(frame, config: DetectConfig, gap: int = 0) -> list[Detecti
         truth[(ids > 0) & ((highest != ids) | (lowest != ids))] = 0
     geometry = frame_geometry(frame.height, frame.width, config)
     h, w = geometry.resized
-    probability = cv2.resize(truth, (w, h), interpolation=cv2.INTER_AREA)
+    maps = [truth, core_mask(frame)] if cores else [truth]
+    shrunk = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA) for m in maps])
     return [
         Detection(i.box, i.mask, i.score, None, "sign", "sign", 1.0)
-        for i in find_instances(probability, geometry, config)
+        for i in find_instances(shrunk, geometry, config)
     ]
 
 
@@ -64,11 +71,13 @@ def main(args: argparse.Namespace) -> int:
     frames = read_coco_frames(args.data)[: args.limit]
     signs = sum(not s.ignore for f in frames for s in f.instances)
     gap = f", {args.gap} px between touching signs" if args.gap else ""
+    gap += ", true cores" if args.cores else ""
     print(f"{args.data}: {len(frames)} frames, {signs} signs (true masks{gap} as the output)")
     for long_side in args.long_sides:
         for split in (False, True):
             config = DetectConfig(long_side=long_side, split_touching=split, upscale=args.upscale)
-            result = report(frames, [oracle_detections(f, config, args.gap) for f in frames])
+            found = [oracle_detections(f, config, args.gap, args.cores) for f in frames]
+            result = report(frames, found)
             sizes = result["recall_by_size"]
             small = sizes["small (<32)"]["recall"]
             print(

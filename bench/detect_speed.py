@@ -66,7 +66,7 @@ def random_scene_model(folder: Path) -> Path:
 
 
 def sign_map(drawn: list[tuple[int, int, int]], geometry) -> np.ndarray:
-    """The probability map a scene model would give for round signs at `drawn`."""
+    """The [1, h, w] sign map a scene model would give for round signs at `drawn`."""
     import cv2
 
     (h, w), (sy, sx) = geometry.resized, geometry.scale
@@ -74,7 +74,7 @@ def sign_map(drawn: list[tuple[int, int, int]], geometry) -> np.ndarray:
     for x, y, side in drawn:
         centre = (round((x + side / 2) * sx), round((y + side / 2) * sy))
         cv2.circle(probability, centre, max(1, round(side / 2 * sx)), 0.9, -1)
-    return probability
+    return probability[None]
 
 
 def test_frame(width: int, height: int) -> np.ndarray:
@@ -124,12 +124,11 @@ def measure(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             frame = prepare_frame(rgb, config)
             t1 = time.perf_counter()
-            probabilities = segmenter.probabilities(frame.tensor)
-            probability = stitch(probabilities, frame)
+            maps = stitch(segmenter.probabilities(frame.tensor), frame)
             if args.scene_model is None:  # random weights mark noise: draw the signs instead
-                probability = sign_map(drawn, frame.geometry)
+                maps = sign_map(drawn, frame.geometry)
             t2 = time.perf_counter()
-            found = find_instances(probability, frame.geometry, config)
+            found = find_instances(maps, frame.geometry, config)
             t3 = time.perf_counter()
             crops = crop_inputs(rgb, found, predictor.preprocess, config.margin)
             predictor.predict_batch(

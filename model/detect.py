@@ -2,12 +2,14 @@
 crop classifier.
 
     frame ─▶ prepare_frame ─▶ SceneSegmenter ─▶ stitch ─▶ find_instances ─▶ crop_inputs ─▶ Predictor
-             long side resized,  sign probability   tiles     connected         crops of the
-             padded to /32,      per pixel          merged    components        original frame,
-             tiled if asked                                                     15 % margin
+             long side resized,  sign (and core)    tiles     connected         crops of the
+             padded to /32,      probability        merged    components,       original frame,
+             tiled if asked      per pixel                    parted by cores   15 % margin
 
 A scene model is a SignNet (model/network.py) whose segmentation head was trained to mark sign
 pixels in tiles of whole frames (`ModelInfo.task == "scenes"`); its classifier is not used.
+A scene model that draws a second map marks each sign's core, the pixels deep inside it
+(data/tiles.py): signs that touch share a component of sign pixels, not of cores.
 The crop model is any classification model (the Predictor of model/inference.py): each
 instance is cut from the ORIGINAL frame at full resolution with a margin and read as one
 sign; its answer "no sign" drops the instance as a false detection.
@@ -29,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from scipy import ndimage
 
 from data.records import Box
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -41,6 +44,7 @@ from model.reading import grown
 SCENE_TASK = "scenes"
 SHIPPED_SCENE_MODEL = Path(__file__).resolve().parent / "shipped" / "greedysign-scenes-resnet18.pt"
 STRIDE = 32  # the network's output stride: inputs are padded to a multiple of it
+MIN_CORE_AREA = 4  # working pixels: a core smaller than this is noise, not a sign
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32) * 255
 _INV_STD = 1 / (np.asarray(IMAGENET_STD, np.float32) * 255)
 
@@ -57,11 +61,12 @@ class DetectConfig:
     `threshold`: a pixel is a sign pixel from this probability on. `min_area`: components
     smaller than this many pixels at the working size are noise. `margin`: the crop read by
     the classifier extends the box by this share of its width (height) on each side.
-    `split_touching`: split components at the necks of their distance transform (watershed),
-    for signs that touch (stacked on one pole): on the DFG frames 27 of 88 signs share a
-    component of the true mask with another, and with the true masks as the model's output
-    splitting raises recall from 0.68 to 0.90 at 1024 px (precision 0.90 -> 0.99;
-    bench/detect_oracle.py). `max_signs`: at most this many instances
+    `split_touching`: part components that hold signs that touch (stacked on one pole): on
+    the DFG frames 27 of 88 signs share a component of the true mask with another. With a
+    model that draws cores, a component is parted between its cores (`part_by_cores`); with
+    one that does not, at the necks of its distance transform (`split_touching`). With the
+    true masks as the model's output, recall at 1024 px is 0.68 unparted, 0.90 parted at
+    necks (bench/detect_oracle.py). `max_signs`: at most this many instances
     per frame, the best scores (a frame is read in one batch of crops).
     """
 
@@ -161,17 +166,19 @@ def prepare_frame(rgb: np.ndarray, config: DetectConfig) -> FrameInput:
 
 
 def stitch(probabilities: np.ndarray, frame: FrameInput) -> np.ndarray:
-    """[N, th, tw] tile probabilities -> the [h, w] map of the resized frame (padding cut)."""
+    """[N, C, th, tw] tile probabilities -> the [C, h, w] maps of the resized frame (padding
+    cut)."""
     if len(probabilities) != len(frame.origins):
         raise ValueError(f"{len(probabilities)} maps for {len(frame.origins)} tiles")
     (h, w), padded = frame.geometry.resized, frame.geometry.padded
     if len(probabilities) == 1:
-        return probabilities[0][:h, :w]
-    full = np.zeros(padded, np.float32)
-    th, tw = probabilities.shape[1:]
+        return probabilities[0][:, :h, :w]
+    channels, th, tw = probabilities.shape[1:]
+    full = np.zeros((channels, *padded), np.float32)
     for probability, (y, x) in zip(probabilities, frame.origins, strict=True):
-        np.maximum(full[y : y + th, x : x + tw], probability, out=full[y : y + th, x : x + tw])
-    return full[:h, :w]
+        window = full[:, y : y + th, x : x + tw]
+        np.maximum(window, probability, out=window)
+    return full[:, :h, :w]
 
 
 # --- the scene model -------------------------------------------------------------------------
@@ -206,14 +213,15 @@ class SceneSegmenter:
         return cls(model, info, device, fp16=on_cuda if fp16 is None else fp16 and on_cuda)
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        """[N, 3, h, w] (h, w multiples of 32) -> float32 [N, h, w] sign probabilities."""
+        """[N, 3, h, w] (h, w multiples of 32) -> float32 [N, C, h, w] probabilities: of sign
+        pixels, and of sign cores for a model that draws them (C = 2)."""
         autocast = autocast_for(self.device) if self.fp16 else nullcontext()
         with torch.inference_mode(), autocast:
             inputs = batch.to(self.device, non_blocking=True)
             if self.device.type == "cuda":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             logits = self.model.segment(self.model.encode(inputs), inputs.shape[-2:])
-            return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            return torch.sigmoid(logits.float()).cpu().numpy()
 
     def warmup(self, shape: tuple[int, int]) -> None:
         """One pass at the input shape most frames will have (cudnn searches once per shape)."""
@@ -235,31 +243,24 @@ class Instance:
 
 
 def find_instances(
-    probability: np.ndarray, geometry: FrameGeometry, config: DetectConfig
+    maps: np.ndarray, geometry: FrameGeometry, config: DetectConfig
 ) -> list[Instance]:
-    """The connected components of the thresholded [h, w] map (8-connected), each at least
-    `min_area` working pixels, as instances in original pixels, best score first."""
+    """The connected components (8-connected) of the thresholded sign map, parted where
+    signs touch, each at least `min_area` working pixels, as instances in original pixels,
+    best score first. `maps`: [C, h, w], the sign probability and, if C = 2, the core
+    probability."""
+    probability = maps[0]
     binary = (probability >= config.threshold).astype(np.uint8)
     # In a frame of a few pixels, a quarter of it is no noise.
     min_area = min(config.min_area, max(1, probability.size // 4))
-    if config.split_touching:
+    if config.split_touching and len(maps) > 1:
+        labels = part_by_cores(binary, maps[1] >= config.threshold)
+    elif config.split_touching:
         labels = split_touching(binary)
-        boxes = _label_boxes(labels)
     else:
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-        boxes = [
-            (
-                int(stats[k, 0]),
-                int(stats[k, 1]),
-                int(stats[k, 0] + stats[k, 2]),
-                int(stats[k, 1] + stats[k, 3]),
-            )
-            if stats[k, cv2.CC_STAT_AREA] >= min_area
-            else None
-            for k in range(count)
-        ]
+        labels = cv2.connectedComponents(binary, connectivity=8)[1]
     instances = []
-    for k, box in enumerate(boxes):
+    for k, box in enumerate(_label_boxes(labels)):
         if k == 0 or box is None:
             continue
         x1, y1, x2, y2 = box
@@ -315,6 +316,44 @@ def split_touching(binary: np.ndarray, dynamic: float = 0.25) -> np.ndarray:
     return split
 
 
+def part_by_cores(binary: np.ndarray, cores: np.ndarray) -> np.ndarray:
+    """int32 labels of `binary` (0 background) in which a component that holds two or more
+    cores (components of `cores` of MIN_CORE_AREA pixels and more) is parted between them,
+    each of its pixels going to the nearest core; a component with one core or none stays
+    whole."""
+    count, labels = cv2.connectedComponents(binary, connectivity=8)
+    _, seeds, stats, _ = cv2.connectedComponentsWithStats(
+        (cores & (binary > 0)).astype(np.uint8), connectivity=8
+    )
+    kept = stats[:, cv2.CC_STAT_AREA] >= MIN_CORE_AREA
+    kept[0] = False
+    inside = kept[seeds]
+    # A core lies within one component: (component, core) pairs, one per kept core.
+    pairs = np.unique(np.stack([labels[inside], seeds[inside]]), axis=1)
+    components, core_counts = np.unique(pairs[0], return_counts=True)
+    boxes = ndimage.find_objects(labels)
+    next_label = count
+    for component in components[core_counts >= 2]:
+        window = boxes[component - 1]
+        region = labels[window]
+        own = region == component
+        own_cores = np.where(
+            np.isin(seeds[window], pairs[1][pairs[0] == component]), seeds[window], 0
+        )
+        # Each pixel's nearest core pixel (labelled by the piece of core it is in), then the
+        # core that piece belongs to.
+        _, nearest = cv2.distanceTransformWithLabels(
+            (own_cores == 0).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_CCOMP
+        )
+        core_of = np.zeros(nearest.max() + 1, np.int32)
+        core_of[nearest[own_cores > 0]] = own_cores[own_cores > 0]
+        part = core_of[nearest]
+        for core in np.unique(part[own])[1:]:  # the first core keeps the component's label
+            region[own & (part == core)] = next_label
+            next_label += 1
+    return labels
+
+
 def _reconstruct(marker: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Morphological reconstruction by dilation of `marker` under `mask` (marker <= mask)."""
     kernel = np.ones((3, 3), np.uint8)
@@ -344,8 +383,6 @@ def _flood(relief: np.ndarray, seeds: np.ndarray, own: np.ndarray) -> np.ndarray
 
 
 def _label_boxes(labels: np.ndarray) -> list[Box | None]:
-    from scipy import ndimage
-
     boxes: list[Box | None] = [None]
     for found in ndimage.find_objects(labels):
         if found is None:

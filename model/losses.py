@@ -19,7 +19,9 @@ def dice_loss(mask_logits: Tensor, masks: Tensor, smooth: float = 1.0) -> Tensor
 
 
 def mask_loss(mask_logits: Tensor, masks: Tensor, mask_known: Tensor | None = None) -> Tensor:
-    """BCE + Dice: BCE trains every pixel, Dice keeps small signs from being ignored.
+    """BCE + Dice: BCE trains every pixel, Dice keeps small signs from being ignored. With
+    several maps ([N, C, H, W]: a scene model's sign pixels and sign cores) each map has
+    its own term and the terms add up, so the small cores weigh as much as the signs.
 
     `mask_known` [N] bool leaves out the images whose mask is unknown (sign crops without a
     box): their term is not faked as a full-frame mask. With none known the term is 0.
@@ -28,7 +30,10 @@ def mask_loss(mask_logits: Tensor, masks: Tensor, mask_known: Tensor | None = No
         if not bool(mask_known.any()):
             return mask_logits.sum() * 0.0  # keeps the graph, adds no gradient
         mask_logits, masks = mask_logits[mask_known], masks[mask_known]
-    return F.binary_cross_entropy_with_logits(mask_logits, masks) + dice_loss(mask_logits, masks)
+    return sum(
+        F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+        for logits, target in zip(mask_logits.unbind(1), masks.unbind(1), strict=True)
+    )
 
 
 def module_loss(

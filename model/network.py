@@ -34,6 +34,7 @@ assert tuple(ARCHS) == ARCH_NAMES, "model/options.py lists the same architecture
 CLS_HEADS = ("aux", "linear")
 # State-dict prefixes of the auxiliary heads: training only, never exported.
 AUX_PREFIXES = ("aux_cls.", "aux_mask.", "aux_recon.")
+SEG_CHANNELS = (1, 2)  # sign pixels; sign pixels and sign cores
 LINEAR_HEAD_DROPOUT = 0.2
 
 
@@ -53,6 +54,9 @@ class NetConfig:
     head's form: "aux", an auxiliary classifier (Greedy-DIB trains it as the last module's),
     or "linear", global pool -> dropout -> linear (what end-to-end training does best with:
     with the "aux" form it measured 73.9 % against 93.4 % on real CTSRD, seed 0).
+    `seg_channels`: the maps the segmentation head draws. 1: sign pixels. 2 (scene models):
+    sign pixels and sign cores, the pixels deep inside each sign; signs that touch share one
+    component of sign pixels but not of cores, so the cores tell them apart (model/detect.py).
     """
 
     arch: str = "resnet18"
@@ -63,6 +67,7 @@ class NetConfig:
     aux_width: int = 128
     aux_reduce_to: int = 4
     cls_head: str = "aux"
+    seg_channels: int = 1
 
     def __post_init__(self) -> None:
         # A config read back from JSON holds a list here.
@@ -76,6 +81,8 @@ class NetConfig:
             )
         if self.cls_head not in CLS_HEADS:
             raise ValueError(f"cls_head must be one of {CLS_HEADS}, got {self.cls_head!r}")
+        if self.seg_channels not in SEG_CHANNELS:
+            raise ValueError(f"seg_channels must be one of {SEG_CHANNELS}, got {self.seg_channels}")
         if self.num_classes < 1 or self.image_size < 1 or self.aux_width < 1:
             raise ValueError("num_classes, image_size and aux_width must be positive")
 
@@ -137,7 +144,9 @@ class SignNet(nn.Module):
             )
         # Index 0 of smp's encoder channel list is the input image; the decoder drops it.
         self.seg_decoder = UnetDecoder([3, *self.feature_channels], config.decoder_channels)
-        self.seg_head = SegmentationHead(config.decoder_channels[-1], 1, kernel_size=3)
+        self.seg_head = SegmentationHead(
+            config.decoder_channels[-1], config.seg_channels, kernel_size=3
+        )
         initialize_decoder(self.seg_decoder)
         initialize_head(self.seg_head)
         # After the decoder, as it always was: the random draws keep their order, so end-to-end
@@ -157,7 +166,9 @@ class SignNet(nn.Module):
                 for c, size in zip(self.stage_channels[:-1], stage_sizes[:-1], strict=True)
             )
             self.aux_cls.append(self.cls_head)
-            self.aux_mask = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in self.stage_channels)
+            self.aux_mask = nn.ModuleList(
+                nn.Conv2d(c, config.seg_channels, 1) for c in self.stage_channels
+            )
             # InfoPro's information-preserving term: the input image rebuilt from T_k (used
             # only with a reconstruction weight, model/greedy.py).
             self.aux_recon = nn.ModuleList(
@@ -170,7 +181,8 @@ class SignNet(nn.Module):
         return len(self.stages)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Full inference path: (class logits (N, classes), mask logits (N, 1, H, W))."""
+        """Full inference path: (class logits (N, classes), mask logits (N, C, H, W)), C the
+        config's seg_channels."""
         return self.heads(self.encode(x), x.shape[-2:])
 
     def forward_stage(self, k: int, x: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -207,7 +219,7 @@ class SignNet(nn.Module):
         return self.cls_head(features[-1]), self.segment(features, size)
 
     def segment(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
-        """Mask logits (N, 1, H, W) at `size` from the 5 multi-scale features."""
+        """Mask logits (N, C, H, W) at `size` from the 5 multi-scale features."""
         # smp's UnetDecoder takes the input image as item 0 but reads only its spatial shape.
         placeholder = features[0].new_empty((0, 0, *size))
         return self.seg_head(self.seg_decoder([placeholder, *features]))

@@ -69,6 +69,8 @@ from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
 from model.snapshots import save_snapshot, snapshot_callback
 
 SYNTHETIC_CACHE = Path(".cache")
+# A scene model draws sign pixels and sign cores (data/tiles.py), which part touching signs.
+SCENE_SEG_CHANNELS = 2
 
 
 # ---------------------------------------------------------------------------------- data
@@ -215,8 +217,8 @@ def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader,
     each epoch to see the epoch."""
     balanced = args.balance == "sqrt"
     if args.task == "scenes":
-        train_set = SceneTiles(data.train, args.image_size, train=True, seed=args.seed)
-        test_set = SceneTiles(data.test, args.image_size, train=False, seed=args.seed)
+        train_set = SceneTiles(data.train, args.image_size, train=True, seed=args.seed, core=True)
+        test_set = SceneTiles(data.test, args.image_size, train=False, seed=args.seed, core=True)
         weights = folder_weights(data.train, train_set.tiles_per_frame) if balanced else None
     else:
         decode = {"decode": args.decode, "cache_mb": args.decode_cache_mb}
@@ -495,6 +497,7 @@ def _train(
         num_classes=len(data.label_names),
         image_size=args.image_size,
         split=args.module_split,
+        seg_channels=SCENE_SEG_CHANNELS if args.task == "scenes" else 1,
     )
     model = network_for(args.method, config).to(device, memory_format=memory_format_for(device))
     losses = LossSettings(
@@ -715,8 +718,15 @@ def start_from(model: SignNet, path: Path, task: str) -> None:
             f"{model.config.arch} for {task}"
         )
     fault = f"--init {path}: its weights do not fit this network"
+    state = source.state_dict()
+    if source.config.seg_channels < model.config.seg_channels:
+        # A scene model from before the core maps: each new map starts as a copy of its sign
+        # map (a core is a sign shrunk), which trains faster than a fresh head.
+        print(f"{path} draws {source.config.seg_channels} map(s): its sign map seeds the rest")
+        for name in ("seg_head.0.weight", "seg_head.0.bias"):
+            state[name] = state[name][:1].repeat_interleave(model.config.seg_channels, dim=0)
     try:
-        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # a tensor of another shape (other classes, image size)
         raise SystemExit(f"{fault} ({str(error).splitlines()[-1].strip()})") from None
     if unexpected or any(not name.startswith(AUX_PREFIXES) for name in missing):

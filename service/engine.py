@@ -49,7 +49,7 @@ CLASSIFY, SEGMENT = "classify", "segment"
 
 @dataclass
 class EngineResult:
-    output: Any  # a Prediction ("classify"), float32 [N, h, w] probabilities ("segment")
+    output: Any  # a Prediction ("classify"), float32 [N, C, h, w] maps ("segment")
     queue_ms: float  # enqueue to the start of its batch's inference
     inference_ms: float  # the whole batch's inference
     batch_size: int
@@ -195,7 +195,7 @@ class Engine:
 
     async def segment(self, tiles: torch.Tensor, *, wait_for_room: bool = False) -> EngineResult:
         """Queue a frame's input for the scene model ([N, 3, h, w]: the whole frame or its
-        tiles) and wait for its sign probabilities (float32 [N, h, w])."""
+        tiles) and wait for its sign (and core) probabilities (float32 [N, C, h, w])."""
         if self.scene is None:
             raise RuntimeError("this engine has no scene model")
         return await self._submit(SEGMENT, tiles, None, 0, wait_for_room)

@@ -134,7 +134,9 @@ class SceneModelDescription(BaseModel):
     long_side: int = Field(description="frames are resized to this longer side")
     tile: int = Field(description="0: whole frames; else the tile side")
     threshold: float
-    split_touching: bool = Field(description="signs that touch are split at their neck")
+    split_touching: bool = Field(
+        description="signs that touch are parted (between their cores, or at their neck)"
+    )
 
 
 class ModelDescription(BaseModel):

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     )
     scene_threshold: float = Field(0.5, gt=0, lt=1, description="sign probability threshold")
     scene_split_touching: bool = Field(
-        True, description="split signs that touch (stacked on one pole) at their neck"
+        True,
+        description="part signs that touch (stacked on one pole): between their cores, or at "
+        "their neck for a scene model without cores",
     )
     scene_max_batch_size: int = Field(2, ge=1, le=64, description="frames per scene batch")
     web_dir: Path | None = Field(

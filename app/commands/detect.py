@@ -90,7 +90,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--split-touching",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="split signs that touch (stacked on one pole) at their neck (default: on)",
+        help="part signs that touch (stacked on one pole): between their cores, or at their "
+        "neck for a scene model without cores (default: on)",
     )
     parser.add_argument(
         "--upscale", action="store_true", help="enlarge frames smaller than --long-side"

@@ -71,3 +71,30 @@ def test_touching_signs_are_marked_with_a_seam_between_them():
     assert mask[20, 10 : 30 - SEAM // 2].all() and mask[20, 30 + SEAM // 2 : 50].all()
     assert not mask[20, 30 - SEAM // 2 : 30 + SEAM // 2].any(), "the seam"
     assert mask[10:30, 60:70].all(), "a lone sign is marked whole"
+
+
+def test_each_sign_has_its_own_core_apart_from_its_neighbours():
+    from data.frames import FrameInstance, FrameRecord
+    from data.tiles import CORE_DEPTH, core_mask
+
+    def board(y1, y2):
+        return FrameInstance((10, y1, 70, y2), "sign", 0, False, None)
+
+    # Two boards 20 px high stacked flush (rows 10-29 and 30-49), inradius 10.
+    frame = FrameRecord(None, 80, 60, (board(10, 30), board(30, 50)))
+    core = core_mask(frame)
+    depth = CORE_DEPTH * 10  # px from a board's own edges
+    rows = np.flatnonzero(core[:, 40])
+    assert rows.min() >= 10 + depth - 1 and rows.max() <= 49 - depth + 1
+    gap = [y for y in range(rows.min(), rows.max() + 1) if not core[y, 40]]
+    assert len(gap) >= 2 * depth - 2, "the boards' cores are apart where the boards touch"
+    assert core[15:25, 20:60].all() and core[35:45, 20:60].all()
+
+
+def test_scene_model_tiles_carry_the_sign_and_core_maps(scenes):
+    tiles = SceneTiles(scenes, 64, train=True, seed=0, core=True)
+    masks = torch.stack([tiles[i][1] for i in range(len(tiles))])
+    assert masks.shape[1:] == (2, 64, 64)
+    signs, cores = masks[:, 0] > 0, masks[:, 1] > 0
+    assert cores.any() and not (cores & ~signs).any(), "a core lies within its sign"
+    assert cores.sum() < signs.sum()

@@ -24,6 +24,7 @@ from model.detect import (
     find_instances,
     frame_geometry,
     frame_mask,
+    part_by_cores,
     prepare_frame,
     split_touching,
     stitch,
@@ -78,26 +79,27 @@ def test_tiled_probabilities_stitch_back_into_the_frame() -> None:
     tiles_per_axis = [len(tile_origins(side, 128, 32)) for side in frame.geometry.padded]
     assert frame.tensor.shape[-2:] == (128, 128)
     assert len(frame.origins) == tiles_per_axis[0] * tiles_per_axis[1] == 4 * 7
-    truth = np.random.default_rng(0).random(frame.geometry.padded).astype(np.float32)
-    tiles = np.stack([truth[y : y + 128, x : x + 128] for y, x in frame.origins])
-    np.testing.assert_array_equal(stitch(tiles, frame), truth[:360, :640])
+    truth = np.random.default_rng(0).random((2, *frame.geometry.padded)).astype(np.float32)
+    tiles = np.stack([truth[:, y : y + 128, x : x + 128] for y, x in frame.origins])
+    np.testing.assert_array_equal(stitch(tiles, frame), truth[:, :360, :640])
 
 
 # --- instances -----------------------------------------------------------------------------
 
 
 def disc_map(shape, discs) -> np.ndarray:
+    """[1, H, W]: a sign map of discs ((x, y), radius, probability)."""
     probability = np.zeros(shape, np.float32)
     for (x, y), radius, value in discs:
         cv2.circle(probability, (x, y), radius, value, -1)
-    return probability
+    return probability[None]
 
 
 def test_instances_are_components_with_boxes_in_original_pixels() -> None:
     config = DetectConfig(long_side=640)
     geometry = frame_geometry(1080, 1920, config)  # a third of the original
     probability = disc_map((360, 640), [((100, 100), 20, 0.9), ((400, 300), 10, 0.7)])
-    probability[5, 5] = 1.0  # one pixel: noise under min_area
+    probability[0, 5, 5] = 1.0  # one pixel: noise under min_area
     first, second = find_instances(probability, geometry, config)
     assert first.score == pytest.approx(0.9) and second.score == pytest.approx(0.7)
     # Disc of radius 20 around (100, 100) at 1/3 scale: about 240..363 in the original.
@@ -116,7 +118,7 @@ def test_instances_are_components_with_boxes_in_original_pixels() -> None:
 def test_an_empty_or_faint_map_has_no_instances() -> None:
     config = DetectConfig(long_side=640)
     geometry = frame_geometry(360, 640, config)
-    assert find_instances(np.zeros((360, 640), np.float32), geometry, config) == []
+    assert find_instances(np.zeros((1, 360, 640), np.float32), geometry, config) == []
     faint = disc_map((360, 640), [((100, 100), 30, 0.4)])
     assert find_instances(faint, geometry, config) == []
 
@@ -142,10 +144,50 @@ def test_touching_signs_are_split_and_single_signs_are_not() -> None:
     assert upper != lower and upper > 0 and lower > 0
     assert len(np.unique(labels[120:161, 100:191])) == 1  # the plate stays whole
     geometry = frame_geometry(200, 200, DetectConfig(long_side=200))
-    probability = binary.astype(np.float32)
+    probability = binary.astype(np.float32)[None]
     whole = find_instances(probability, geometry, DetectConfig(long_side=200, split_touching=False))
     split = find_instances(probability, geometry, DetectConfig(long_side=200))
     assert len(whole) == 3 and len(split) == 4
+
+
+def flush_boards() -> tuple[np.ndarray, np.ndarray]:
+    """Three boards stacked flush (no neck between them) with their cores, a board with no
+    core and one core speck, which is noise."""
+    signs = np.zeros((200, 200), np.uint8)
+    cores = np.zeros((200, 200), bool)
+    for top in (20, 60, 100):
+        signs[top : top + 40, 20:100] = 1
+        cores[top + 10 : top + 30, 30:90] = True
+    signs[20:60, 140:180] = 1
+    cores[150, 150] = True
+    return signs, cores
+
+
+def test_signs_that_touch_are_parted_between_their_cores() -> None:
+    signs, cores = flush_boards()
+    labels = part_by_cores(signs, cores)
+    assert len(np.unique(labels)) == 1 + 4
+    boards = [labels[top : top + 40, 20:100] for top in (20, 60, 100)]
+    assert all(len(np.unique(board)) == 1 for board in boards)  # each board whole, no more
+    assert len({int(board[0, 0]) for board in boards}) == 3
+    assert len(np.unique(labels[20:60, 140:180])) == 1
+    # Necks cannot part boards stacked flush: the distance watershed keeps them one.
+    assert len(np.unique(split_touching(signs))) == 1 + 2
+
+
+def test_a_model_that_draws_cores_gets_one_instance_per_core() -> None:
+    signs, cores = flush_boards()
+    maps = np.stack([signs, cores]).astype(np.float32)
+    geometry = frame_geometry(200, 200, DetectConfig(long_side=200))
+    found = find_instances(maps, geometry, DetectConfig(long_side=200))
+    assert sorted(i.box for i in found) == [
+        (20, 20, 100, 60),
+        (20, 60, 100, 100),
+        (20, 100, 100, 140),
+        (140, 20, 180, 60),
+    ]
+    unparted = find_instances(maps, geometry, DetectConfig(long_side=200, split_touching=False))
+    assert len(unparted) == 2
 
 
 # --- crops ---------------------------------------------------------------------------------
@@ -183,7 +225,7 @@ class RednessSegmenter:
         mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
         std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
         rgb = batch * std + mean
-        return (rgb[:, 0] - rgb[:, 1:].amax(dim=1)).clamp(0, 1).numpy()
+        return (rgb[:, :1] - rgb[:, 1:].amax(dim=1, keepdim=True)).clamp(0, 1).numpy()
 
 
 class ScriptedPredictor:

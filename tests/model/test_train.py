@@ -280,8 +280,9 @@ def test_scene_task_trains_the_segmentation_of_whole_frames(tmp_path, monkeypatc
     metrics = main(_args(scenes, out, "--task", "scenes", "--method", "sgd"))
     assert metrics["accuracy"] is None  # a tile has no one class
     assert 0 <= metrics["mask_miou"] <= 1
-    _, info = load_model(out / "model.pt")
-    assert info.task == "scenes"
+    model, info = load_model(out / "model.pt")
+    assert info.task == "scenes" and info.config.seg_channels == 2  # signs and cores
+    assert model(torch.zeros(1, 3, 64, 96))[1].shape == (1, 2, 64, 96)
     assert latest_run(tmp_path) is None, "a scene model is not the newest sign reader"
 
     # Fine-tuning: the run's model as the start, real-frame-like folder beside the scenes.
@@ -315,6 +316,25 @@ def test_init_loads_every_inference_weight_and_refuses_another_task(tmp_path):
     other_classes = network_for("sgd", NetConfig(image_size=SIZE, num_classes=7))
     with pytest.raises(SystemExit, match="do not fit this network"):
         start_from(other_classes, path, "scenes")
+
+
+def test_init_from_a_scene_model_without_cores_seeds_the_core_map_with_the_sign_map(tmp_path):
+    from model.checkpoint import ModelInfo, export_model
+    from model.train import start_from
+
+    source = network_for("sgd", NetConfig(image_size=SIZE))
+    path = export_model(
+        source,
+        ModelInfo(config=source.config, class_names=["a"] * 60, task="scenes"),
+        tmp_path / "m.pt",
+    )
+    target = network_for("sgd", NetConfig(image_size=SIZE, seg_channels=2))
+    start_from(target, path, "scenes")
+    weight, bias = target.seg_head[0].weight, target.seg_head[0].bias
+    assert torch.equal(weight[0], weight[1]) and torch.equal(bias[0], bias[1])
+    assert torch.equal(weight[:1], source.seg_head[0].weight.half().float())
+    decoder = "seg_decoder.blocks.0.conv1.0.weight"
+    assert torch.equal(target.state_dict()[decoder], source.state_dict()[decoder].half().float())
 
 
 def test_scene_folders_share_the_draws_by_the_square_root_of_their_frames():

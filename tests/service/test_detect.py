@@ -208,7 +208,7 @@ def test_the_engine_batches_frames_of_one_shape_together(
             await engine.stop()
 
     first, crop, tiled, other = asyncio.run(asyncio.wait_for(scenario(), 30))
-    assert first.output.shape == (1, 32, 64) and tiled.output.shape == (2, 32, 64)
-    assert other.output.shape == (1, 64, 64) and crop.prediction.mask.shape == (32, 32)
+    assert first.output.shape == (1, 1, 32, 64) and tiled.output.shape == (2, 1, 32, 64)
+    assert other.output.shape == (1, 1, 64, 64) and crop.prediction.mask.shape == (32, 32)
     assert first.batch_size == tiled.batch_size == 2 and other.batch_size == 1
     assert sorted(batches) == [1, 1, 2]
