@@ -10,8 +10,10 @@ reads (`OUT/negative/<frame>_<n>.png` beside `OUT/classes.csv`): train the sign 
 `--data OUT` added, and scene mode learns to refuse what it used to keep.
 
 Frames come from a video past its first seconds (the dashcam clip shows warning signs only
-in its first 5 s), optionally every `step`-th frame. File names carry the frame number, which
-the split reads as the shot order: neighbouring frames' crops stay on one side.
+in its first 5 s), optionally every `step`-th frame, or from a COCO frames folder that marks
+every sign (DFG): there a region is a negative when it overlaps no marked sign, `ignore`
+included. File names carry the frame number, which the split reads as the shot order:
+neighbouring frames' crops stay on one side.
 """
 
 from __future__ import annotations
@@ -23,41 +25,59 @@ import av
 import cv2
 import numpy as np
 
+from data.frames import read_coco_frames
+from data.images import read_rgb
+from data.records import Box
 from model.detect import Detector
 from model.reading import grown
+
+# (frame number, RGB, boxes of the signs in it): a region that overlaps a sign is no negative.
+Frames = Iterator[tuple[int, np.ndarray, list[Box]]]
 
 CLASSES_CSV = "code,name,ctsrd_class_id\nnegative,Not a sign (mined from sign-free frames),\n"
 
 
-def video_frames(path: Path, skip_seconds: float, step: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame number, RGB) of every `step`-th frame from `skip_seconds` on."""
+def video_frames(path: Path, skip_seconds: float, step: int) -> Frames:
+    """Every `step`-th frame from `skip_seconds` on, as holding no sign."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         for number, frame in enumerate(container.decode(stream)):
             if frame.time is not None and frame.time < skip_seconds:
                 continue
             if number % step == 0:
-                yield number, frame.to_ndarray(format="rgb24")
+                yield number, frame.to_ndarray(format="rgb24"), []
 
 
-def mine(
-    detector: Detector,
-    frames: Iterator[tuple[int, np.ndarray]],
-    out: Path,
-    max_per_frame: int = 20,
-) -> tuple[int, int]:
-    """Write every region marked on sign-free frames as a "no sign" crop; (frames, crops)."""
+def annotated_frames(root: Path, step: int) -> Frames:
+    """Every `step`-th frame of a COCO frames folder, with its marked signs; the number is
+    the image's file name when it is one (DFG's are), else its place in the folder."""
+    for place, frame in enumerate(read_coco_frames(root)):
+        if place % step == 0:
+            stem = frame.image_path.stem
+            number = int(stem) if stem.isdigit() else place
+            yield number, read_rgb(frame.image_path), [sign.box for sign in frame.instances]
+
+
+def mine(detector: Detector, frames: Frames, out: Path, max_per_frame: int = 20) -> tuple[int, int]:
+    """Write every region marked away from the frames' signs as a "no sign" crop; (frames,
+    crops)."""
     folder = out / "negative"
     folder.mkdir(parents=True, exist_ok=True)
     (out / "classes.csv").write_text(CLASSES_CSV)
     seen = written = 0
-    for number, rgb in frames:
+    for number, rgb, signs in frames:
         seen += 1
         height, width = rgb.shape[:2]
         instances = sorted(detector.instances(rgb), key=lambda i: -i.score)[:max_per_frame]
         for index, instance in enumerate(instances):
+            if any(_overlap(instance.box, sign) for sign in signs):
+                continue
             x1, y1, x2, y2 = grown(instance.box, height, width, detector.config.margin)
             crop = cv2.cvtColor(rgb[y1:y2, x1:x2], cv2.COLOR_RGB2BGR)
             cv2.imwrite(str(folder / f"{number:06d}_{index}.png"), crop)
             written += 1
     return seen, written
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])

@@ -55,15 +55,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     negatives = commands.add_parser(
         "mine-negatives",
-        help="crops of what the scene model marks on sign-free video frames, as 'no sign'",
+        help="crops of what the scene model marks away from signs, as 'no sign'",
         description="Runs the scene model over a video's frames past --skip-seconds (frames "
-        "with no sign) and writes every marked region, cut as detection cuts it, as a 'no "
-        "sign' crop in the crops layout (OUT/negative/, OUT/classes.csv): add OUT to the sign "
-        "model's --data.",
+        "with no sign), or over a COCO frames folder that marks every sign (regions that "
+        "overlap no marked sign), and writes every such marked region, cut as detection cuts "
+        "it, as a 'no sign' crop in the crops layout (OUT/negative/, OUT/classes.csv): add OUT "
+        "to the sign model's --data.",
     )
-    negatives.add_argument("video", type=Path)
+    negatives.add_argument("source", type=Path, help="a video, or a COCO frames folder")
     negatives.add_argument("--out", type=Path, required=True)
-    negatives.add_argument("--skip-seconds", type=float, default=6.0)
+    negatives.add_argument("--skip-seconds", type=float, default=6.0, help="of a video")
     negatives.add_argument("--step", type=int, default=1, help="every N-th frame")
     _add_model_options(negatives)
     negatives.set_defaults(handler=run_mine_negatives)
@@ -339,11 +340,15 @@ def run_eval_detect(args: argparse.Namespace) -> int:
 
 
 def run_mine_negatives(args: argparse.Namespace) -> int:
-    from model.negatives import mine, video_frames
+    from model.negatives import annotated_frames, mine, video_frames
 
     detector = _load_detector(args)
     if detector is None:
         return 2
-    frames, crops = mine(detector, video_frames(args.video, args.skip_seconds, args.step), args.out)
-    print(f"{crops} 'no sign' crops from {frames} frames of {args.video} in {args.out}")
+    if args.source.is_dir():
+        source = annotated_frames(args.source, args.step)
+    else:
+        source = video_frames(args.source, args.skip_seconds, args.step)
+    frames, crops = mine(detector, source, args.out)
+    print(f"{crops} 'no sign' crops from {frames} frames of {args.source} in {args.out}")
     return 0
