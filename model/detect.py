@@ -66,7 +66,9 @@ class DetectConfig:
     model that draws cores, a component is parted between its cores (`part_by_cores`); with
     one that does not, at the necks of its distance transform (`split_touching`). With the
     true masks as the model's output, recall at 1024 px is 0.68 unparted, 0.90 parted at
-    necks (bench/detect_oracle.py). `max_signs`: at most this many instances
+    necks (bench/detect_oracle.py). `require_core`: with a model that draws cores, a region
+    without one (MIN_CORE_AREA working pixels) is no sign: thin or faint marks (a lane line,
+    a tail light) rarely have a core. `max_signs`: at most this many instances
     per frame, the best scores (a frame is read in one batch of crops).
     """
 
@@ -78,6 +80,7 @@ class DetectConfig:
     min_area: int = 12
     margin: float = 0.15
     split_touching: bool = True
+    require_core: bool = True
     max_signs: int = 64
 
     def __post_init__(self) -> None:
@@ -251,10 +254,11 @@ def find_instances(
     probability."""
     probability = maps[0]
     binary = (probability >= config.threshold).astype(np.uint8)
+    cores = maps[1] >= config.threshold if len(maps) > 1 else None
     # In a frame of a few pixels, a quarter of it is no noise.
     min_area = min(config.min_area, max(1, probability.size // 4))
-    if config.split_touching and len(maps) > 1:
-        labels = part_by_cores(binary, maps[1] >= config.threshold)
+    if config.split_touching and cores is not None:
+        labels = part_by_cores(binary, cores)
     elif config.split_touching:
         labels = split_touching(binary)
     else:
@@ -265,7 +269,8 @@ def find_instances(
             continue
         x1, y1, x2, y2 = box
         own = labels[y1:y2, x1:x2] == k
-        if own.sum() < min_area:
+        coreless = cores is not None and (cores[y1:y2, x1:x2] & own).sum() < MIN_CORE_AREA
+        if own.sum() < min_area or (config.require_core and coreless):
             continue
         values = probability[y1:y2, x1:x2]
         mask, original = _original_mask(np.where(own, values, 0.0), own, box, geometry, config)

@@ -56,6 +56,7 @@ def detect_config(settings: Settings) -> DetectConfig:
         tile=settings.scene_tile,
         threshold=settings.scene_threshold,
         split_touching=settings.scene_split_touching,
+        require_core=settings.scene_require_core,
     )
 
 

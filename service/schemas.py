@@ -137,6 +137,9 @@ class SceneModelDescription(BaseModel):
     split_touching: bool = Field(
         description="signs that touch are parted (between their cores, or at their neck)"
     )
+    require_core: bool = Field(
+        description="with a scene model that draws cores, regions without one are dropped"
+    )
 
 
 class ModelDescription(BaseModel):

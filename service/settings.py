@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         description="part signs that touch (stacked on one pole): between their cores, or at "
         "their neck for a scene model without cores",
     )
+    scene_require_core: bool = Field(
+        True, description="with a scene model that draws cores, drop regions without one"
+    )
     scene_max_batch_size: int = Field(2, ge=1, le=64, description="frames per scene batch")
     web_dir: Path | None = Field(
         None, description="folder of the browser app, served at / (greedysign serve sets it)"

@@ -95,6 +95,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "neck for a scene model without cores (default: on)",
     )
     parser.add_argument(
+        "--require-core",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with a scene model that draws cores, drop regions without one (default: on)",
+    )
+    parser.add_argument(
         "--upscale", action="store_true", help="enlarge frames smaller than --long-side"
     )
 
@@ -111,6 +117,7 @@ def _load_detector(args: argparse.Namespace):
             tile=args.tile,
             threshold=args.threshold,
             split_touching=args.split_touching,
+            require_core=args.require_core,
             upscale=args.upscale,
         )
     except ValueError as error:

@@ -30,6 +30,7 @@ async def model(pipeline: PipelineDep) -> ModelDescription:
             tile=config.tile,
             threshold=config.threshold,
             split_touching=config.split_touching,
+            require_core=config.require_core,
         )
     return ModelDescription(
         file=Path(info.path).name,

@@ -179,15 +179,16 @@ def test_a_model_that_draws_cores_gets_one_instance_per_core() -> None:
     signs, cores = flush_boards()
     maps = np.stack([signs, cores]).astype(np.float32)
     geometry = frame_geometry(200, 200, DetectConfig(long_side=200))
+    boards = [(20, 20, 100, 60), (20, 60, 100, 100), (20, 100, 100, 140)]
     found = find_instances(maps, geometry, DetectConfig(long_side=200))
-    assert sorted(i.box for i in found) == [
-        (20, 20, 100, 60),
-        (20, 60, 100, 100),
-        (20, 100, 100, 140),
-        (140, 20, 180, 60),
-    ]
-    unparted = find_instances(maps, geometry, DetectConfig(long_side=200, split_touching=False))
-    assert len(unparted) == 2
+    assert sorted(i.box for i in found) == boards, "the board without a core is no sign"
+    keep_all = DetectConfig(long_side=200, require_core=False)
+    found = find_instances(maps, geometry, keep_all)
+    assert sorted(i.box for i in found) == [*boards, (140, 20, 180, 60)]
+    unparted = DetectConfig(long_side=200, split_touching=False, require_core=False)
+    assert len(find_instances(maps, geometry, unparted)) == 2
+    # A model without cores: nothing is required of regions.
+    assert len(find_instances(maps[:1], geometry, DetectConfig(long_side=200))) == 2
 
 
 # --- crops ---------------------------------------------------------------------------------
