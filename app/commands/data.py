@@ -50,6 +50,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--signs", type=int, nargs=2, default=(1, 10), metavar=("MIN", "MAX"), help="per frame"
     )
     scenes.add_argument(
+        "--stack-rate",
+        type=float,
+        help="share of signs with a second sign stacked under them, touching or nearly "
+        "(default: the generator's, 0.15)",
+    )
+    scenes.add_argument(
         "--data-root",
         type=Path,
         default=None,
@@ -154,6 +160,7 @@ def run_scenes(args: argparse.Namespace) -> int:
             max_size=args.max_size,
             large_max_size=max(args.large_max_size, args.max_size),
             signs=tuple(args.signs),
+            **({} if args.stack_rate is None else {"stack_rate": args.stack_rate}),
         )
         sources = SceneSources.from_data_root(
             args.data_root, backgrounds=kinds(args.backgrounds), signs=kinds(args.sign_sources)

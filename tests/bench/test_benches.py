@@ -103,3 +103,32 @@ def test_open_set_curve_tabulates_and_draws_each_run(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert "| 0.50 | 94.00 / 95.00 |" in done.stdout
     assert figure.stat().st_size > 1000
+
+
+def test_detect_misses_tells_merged_loose_and_unmarked_signs_apart(tmp_path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("detect_misses", BENCH / "detect_misses.py")
+    misses = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(misses)
+    upper, lower, alone = (0, 0, 40, 40), (0, 40, 40, 80), (100, 0, 140, 40)
+    signs = [upper, lower, alone]
+    assert misses.why_missed(alone, signs, [(101, 1, 139, 41)]) == "found"
+    assert misses.why_missed(upper, signs, [(0, 0, 40, 84)]) == "merged"
+    assert misses.why_missed(alone, signs, [(120, 20, 200, 100)]) == "loose"
+    assert misses.why_missed(alone, signs, [(0, 0, 40, 80)]) == "not marked"
+
+    from data.scenes import SceneConfig, SceneSources, write_scenes
+    from model.detect import SHIPPED_SCENE_MODEL
+
+    if not SHIPPED_SCENE_MODEL.is_file():
+        pytest.skip("no shipped scene model")
+    config = SceneConfig(width=320, height=192, min_size=32, max_size=64, signs=(2, 3))
+    write_scenes(
+        tmp_path, frames=2, seed=0, config=config, sources=SceneSources(signs=("synthetic",))
+    )
+    done = _run("detect_misses.py", "--data", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    counts = dict(re.findall(r"(found|merged|loose|not marked) (\d+)", done.stdout))
+    signs_line = re.search(r": (\d+) signs of 32 px and more", done.stdout)
+    assert signs_line and sum(map(int, counts.values())) == int(signs_line.group(1)) > 0

@@ -1,0 +1,91 @@
+"""Why signs are missed: each annotated sign of 32 px and more (not `ignore`) against the
+regions the scene model marks, before they are read (the reader's "no sign" is not applied).
+
+    .venv/bin/python bench/detect_misses.py --data runs/dfg-split/train \
+        [--scene-model FILE] [--no-split-touching] [--no-require-core]
+
+A sign is "found" when a region matches it at IoU 0.5; else "merged" when a region holding
+half of its box also holds half of another sign's box (signs that touch, marked as one),
+"loose" when some region overlaps it, and "not marked" when none does. Prints the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from data.frames import read_coco_frames
+from data.images import read_rgb
+from data.records import Box
+from model.detect import (
+    SHIPPED_SCENE_MODEL,
+    DetectConfig,
+    SceneSegmenter,
+    find_instances,
+    prepare_frame,
+    stitch,
+)
+
+MIN_SIDE = 32  # the bar's range: signs whose longer box side is this or more
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help)
+    parser.add_argument("--data", type=Path, required=True, help="a COCO frames folder")
+    parser.add_argument("--scene-model", type=Path, default=SHIPPED_SCENE_MODEL)
+    parser.add_argument("--split-touching", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--require-core", action=argparse.BooleanOptionalAction, default=True)
+    return parser
+
+
+def _intersection(a: Box, b: Box) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _area(box: Box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _iou(a: Box, b: Box) -> float:
+    shared = _intersection(a, b)
+    return shared / (_area(a) + _area(b) - shared) if shared else 0.0
+
+
+def why_missed(sign: Box, signs: list[Box], regions: list[Box]) -> str:
+    """ "found", "merged", "loose" or "not marked" (see the module docstring)."""
+    if any(_iou(sign, region) >= 0.5 for region in regions):
+        return "found"
+    holding = [r for r in regions if _intersection(sign, r) >= 0.5 * _area(sign)]
+    for region in holding:
+        if sum(_intersection(other, region) >= 0.5 * _area(other) for other in signs) >= 2:
+            return "merged"
+    if any(_intersection(sign, region) for region in regions):
+        return "loose"
+    return "not marked"
+
+
+def main(args: argparse.Namespace) -> int:
+    config = DetectConfig(split_touching=args.split_touching, require_core=args.require_core)
+    segmenter = SceneSegmenter.load(args.scene_model, "cpu")
+    counts: Counter[str] = Counter()
+    for frame in read_coco_frames(args.data):
+        prepared = prepare_frame(read_rgb(frame.image_path), config)
+        maps = stitch(segmenter.probabilities(prepared.tensor), prepared)
+        regions = [i.box for i in find_instances(maps, prepared.geometry, config)]
+        signs = [
+            s.box
+            for s in frame.instances
+            if not s.ignore and max(s.box[2] - s.box[0], s.box[3] - s.box[1]) >= MIN_SIDE
+        ]
+        counts.update(why_missed(sign, signs, regions) for sign in signs)
+    total = sum(counts.values())
+    kinds = ("found", "merged", "loose", "not marked")
+    print(f"{args.data}: {total} signs of {MIN_SIDE} px and more, regions of {args.scene_model}")
+    print(", ".join(f"{kind} {counts[kind]}" for kind in kinds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
