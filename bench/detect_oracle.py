@@ -25,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.frames import instance_mask, read_coco_frames
-from data.tiles import core_mask
+from data.frames import read_coco_frames
+from data.tiles import core_mask, sign_owners
 from model.detect import DetectConfig, Detection, find_instances, frame_geometry
 from model.detect_eval import report
 
@@ -48,9 +48,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def oracle_detections(
     frame, config: DetectConfig, gap: int = 0, cores: bool = False
 ) -> list[Detection]:
-    ids = np.zeros((frame.height, frame.width), np.float32)
-    for number, sign in enumerate(frame.instances, start=1):
-        ids[instance_mask(sign, frame.height, frame.width)] = number
+    ids = sign_owners(frame)
     truth = (ids > 0).astype(np.float32)
     if gap:  # a pixel within `gap` of another sign's pixel is background
         kernel = np.ones((2 * gap + 1, 2 * gap + 1), np.uint8)
@@ -59,7 +57,7 @@ def oracle_detections(
         truth[(ids > 0) & ((highest != ids) | (lowest != ids))] = 0
     geometry = frame_geometry(frame.height, frame.width, config)
     h, w = geometry.resized
-    maps = [truth, core_mask(frame)] if cores else [truth]
+    maps = [truth, core_mask(ids)] if cores else [truth]
     shrunk = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA) for m in maps])
     return [
         Detection(i.box, i.mask, i.score, None, "sign", "sign", 1.0)

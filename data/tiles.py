@@ -76,7 +76,8 @@ class SceneTiles(Dataset):
         window = self.tile / scale  # the tile's side in original pixels
         x0, y0 = _window_origin(frame, window, rng)
         image = _cut(_decode(frame, scale), x0 * scale, y0 * scale, self.tile)
-        targets = [_sign_mask(frame), *([core_mask(frame)] if self.core else [])]
+        owner = sign_owners(frame)
+        targets = [_sign_mask(owner), *([core_mask(owner)] if self.core else [])]
         mask = np.stack([_cut(target, x0, y0, window, self.tile) for target in targets])
         if self.train:
             image = _photometric(image, rng)
@@ -122,7 +123,7 @@ def _decode(frame: FrameRecord, scale: float) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
-def _owners(frame: FrameRecord) -> np.ndarray:
+def sign_owners(frame: FrameRecord) -> np.ndarray:
     """float32 [H, W]: 0 where no sign is, i + 1 where sign i is (a later sign in front)."""
     owner = np.zeros((frame.height, frame.width), np.float32)
     for i, sign in enumerate(frame.instances):
@@ -130,32 +131,31 @@ def _owners(frame: FrameRecord) -> np.ndarray:
     return owner
 
 
-def _sign_mask(frame: FrameRecord) -> np.ndarray:
-    """The frame's sign pixels, with the pixels where two signs touch left out: a model that
-    learns to leave a seam between stacked signs gives them apart as instances (measured on
-    DFG's true masks: 27 of 88 signs touch another, and such seams lift the recall of their
-    connected components from 0.68 to 1.00)."""
-    owner = _owners(frame)
+def _sign_mask(owner: np.ndarray) -> np.ndarray:
+    """The sign pixels of an owner map (`sign_owners`), with the pixels where two signs touch
+    left out: a model that learns to leave a seam between stacked signs gives them apart as
+    instances (measured on DFG's true masks: 27 of 88 signs touch another, and such seams
+    lift the recall of their connected components from 0.68 to 1.00)."""
     kernel = np.ones((SEAM + 1, SEAM + 1), np.uint8)
     larger_beside = cv2.dilate(owner, kernel) > owner
-    background_as_far = np.where(owner > 0, owner, np.float32(len(frame.instances) + 1))
+    background_as_far = np.where(owner > 0, owner, owner.max() + 1)
     smaller_beside = cv2.erode(background_as_far, kernel) < owner
     return ((owner > 0) & ~larger_beside & ~smaller_beside).astype(np.float32)
 
 
-def core_mask(frame: FrameRecord) -> np.ndarray:
-    """The frame's sign cores: each sign's pixels at least CORE_DEPTH of its inradius from
-    its own edge (and 1 px). A seam of 2 px between signs that touch is hard for a model to
-    draw (on the real DFG frames the scene model trained on them merged 27 of their 65 signs
-    of 32 px and more with a neighbour); the gap between two cores is CORE_DEPTH of both
-    inradii wide."""
-    owner = _owners(frame).astype(np.int32)
+def core_mask(owner: np.ndarray) -> np.ndarray:
+    """The sign cores of an owner map (`sign_owners`): each sign's pixels at least CORE_DEPTH
+    of its inradius from its own edge (and 1 px). A seam of 2 px between signs that touch is
+    hard for a model to draw (on the real DFG frames the scene model trained on them merged 27
+    of their 65 signs of 32 px and more with a neighbour); the gap between two cores is
+    CORE_DEPTH of both inradii wide."""
+    labels = owner.astype(np.int32)
     core = np.zeros(owner.shape, np.float32)
-    for i, found in enumerate(ndimage.find_objects(owner)):
+    for i, found in enumerate(ndimage.find_objects(labels)):
         if found is None:  # a sign wholly behind others
             continue
         # One pixel around its box, so that the box's edge is an edge.
-        own = np.pad(owner[found] == i + 1, 1).astype(np.uint8)
+        own = np.pad(labels[found] == i + 1, 1).astype(np.uint8)
         depth = cv2.distanceTransform(own, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
         core[found][depth >= max(1.0, CORE_DEPTH * float(depth.max()))] = 1.0
     return core

@@ -60,14 +60,14 @@ def test_most_tiles_hold_a_sign_and_marks_follow_the_masks(scenes):
 
 def test_touching_signs_are_marked_with_a_seam_between_them():
     from data.frames import FrameInstance, FrameRecord
-    from data.tiles import SEAM, _sign_mask
+    from data.tiles import SEAM, _sign_mask, sign_owners
 
     def square(x1, x2):
         return FrameInstance((x1, 10, x2, 30), "sign", 0, False, None)
 
     # Two signs side by side (columns 10-29 and 30-49), a third alone.
     frame = FrameRecord(None, 80, 40, (square(10, 30), square(30, 50), square(60, 70)))
-    mask = _sign_mask(frame)
+    mask = _sign_mask(sign_owners(frame))
     assert mask[20, 10 : 30 - SEAM // 2].all() and mask[20, 30 + SEAM // 2 : 50].all()
     assert not mask[20, 30 - SEAM // 2 : 30 + SEAM // 2].any(), "the seam"
     assert mask[10:30, 60:70].all(), "a lone sign is marked whole"
@@ -75,14 +75,14 @@ def test_touching_signs_are_marked_with_a_seam_between_them():
 
 def test_each_sign_has_its_own_core_apart_from_its_neighbours():
     from data.frames import FrameInstance, FrameRecord
-    from data.tiles import CORE_DEPTH, core_mask
+    from data.tiles import CORE_DEPTH, core_mask, sign_owners
 
     def board(y1, y2):
         return FrameInstance((10, y1, 70, y2), "sign", 0, False, None)
 
     # Two boards 20 px high stacked flush (rows 10-29 and 30-49), inradius 10.
     frame = FrameRecord(None, 80, 60, (board(10, 30), board(30, 50)))
-    core = core_mask(frame)
+    core = core_mask(sign_owners(frame))
     depth = CORE_DEPTH * 10  # px from a board's own edges
     rows = np.flatnonzero(core[:, 40])
     assert rows.min() >= 10 + depth - 1 and rows.max() <= 49 - depth + 1
