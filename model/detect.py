@@ -67,9 +67,10 @@ class DetectConfig:
     one that does not, at the necks of its distance transform (`split_touching`). With the
     true masks as the model's output, recall at 1024 px is 0.68 unparted, 0.90 parted at
     necks (bench/detect_oracle.py). `require_core`: with a model that draws cores, a region
-    without one (MIN_CORE_AREA working pixels) is no sign: thin or faint marks (a lane line,
-    a tail light) rarely have a core. `max_signs`: at most this many instances
-    per frame, the best scores (a frame is read in one batch of crops).
+    without one (MIN_CORE_AREA working pixels) is dropped: on the generated validation scenes
+    that removed about a tenth of the false signs and no found sign of 32 px and more
+    (BENCHMARKS.md section 6). `max_signs`: at most this many instances per frame, the best
+    scores (a frame is read in one batch of crops).
     """
 
     long_side: int = 1024
