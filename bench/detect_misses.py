@@ -16,6 +16,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from data.frames import read_coco_frames
 from data.images import read_rgb
 from data.records import Box
@@ -27,6 +29,7 @@ from model.detect import (
     prepare_frame,
     stitch,
 )
+from model.track import iou_matrix
 
 MIN_SIDE = 32  # the bar's range: signs whose longer box side is this or more
 
@@ -48,14 +51,9 @@ def _area(box: Box) -> int:
     return (box[2] - box[0]) * (box[3] - box[1])
 
 
-def _iou(a: Box, b: Box) -> float:
-    shared = _intersection(a, b)
-    return shared / (_area(a) + _area(b) - shared) if shared else 0.0
-
-
 def why_missed(sign: Box, signs: list[Box], regions: list[Box]) -> str:
     """ "found", "merged", "loose" or "not marked" (see the module docstring)."""
-    if any(_iou(sign, region) >= 0.5 for region in regions):
+    if regions and iou_matrix(np.array([sign]), np.array(regions)).max() >= 0.5:
         return "found"
     holding = [r for r in regions if _intersection(sign, r) >= 0.5 * _area(sign)]
     for region in holding:

@@ -217,8 +217,9 @@ def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader,
     each epoch to see the epoch."""
     balanced = args.balance == "sqrt"
     if args.task == "scenes":
-        train_set = SceneTiles(data.train, args.image_size, train=True, seed=args.seed, core=True)
-        test_set = SceneTiles(data.test, args.image_size, train=False, seed=args.seed, core=True)
+        core = SCENE_SEG_CHANNELS == 2  # the tiles carry every map the model draws
+        train_set = SceneTiles(data.train, args.image_size, train=True, seed=args.seed, core=core)
+        test_set = SceneTiles(data.test, args.image_size, train=False, seed=args.seed, core=core)
         weights = folder_weights(data.train, train_set.tiles_per_frame) if balanced else None
     else:
         decode = {"decode": args.decode, "cache_mb": args.decode_cache_mb}
