@@ -2,7 +2,7 @@
 regions the scene model marks, before they are read (the reader's "no sign" is not applied).
 
     .venv/bin/python bench/detect_misses.py --data runs/dfg-split/train \
-        [--scene-model FILE] [--no-split-touching] [--no-require-core]
+        [--scene-model FILE] [--no-split-touching] [--no-require-core] [--long-side PX]
 
 A sign is "found" when a region matches it at IoU 0.5; else "merged" when a region holding
 half of its box also holds half of another sign's box (signs that touch, marked as one),
@@ -40,6 +40,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--scene-model", type=Path, default=SHIPPED_SCENE_MODEL)
     parser.add_argument("--split-touching", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--require-core", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--long-side", type=int, default=DetectConfig.long_side)
     return parser
 
 
@@ -65,7 +66,9 @@ def why_missed(sign: Box, signs: list[Box], regions: list[Box]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    config = DetectConfig(split_touching=args.split_touching, require_core=args.require_core)
+    config = DetectConfig(
+        long_side=args.long_side, split_touching=args.split_touching, require_core=args.require_core
+    )
     segmenter = SceneSegmenter.load(args.scene_model, "cpu")
     counts: Counter[str] = Counter()
     for frame in read_coco_frames(args.data):
