@@ -21,7 +21,10 @@ A frame is built as follows.
   Sizes (larger side of the sign's box) are log-uniform in [min_size, max_size], a few
   log-uniform up to large_max_size. Each sign is turned in 3D, faded and tinted, lit to suit its
   surroundings, sometimes defocused, often on a short pole, sometimes with a second sign
-  stacked under it, and sometimes partly hidden by leaves, a post or a box in front.
+  stacked under it, and sometimes partly hidden by leaves, a post or a box in front. When
+  asked for (`board_stack_rate`), a sign group is instead a post of 2-7 direction boards
+  stacked flush (one width, style and pose; each board its own sign), as at European
+  junctions: a scene model that never saw one does not mark them.
   Signs overlap by at most `max_overlap` of the smaller box (touching is allowed).
 - Camera: exposure, contrast, gamma and colour cast for the whole frame, blur, motion blur,
   sensor noise, JPEG at a drawn quality.
@@ -98,6 +101,9 @@ class SceneConfig:
     max_overlap: float = 0.1  # of the smaller box's area
     pole_rate: float = 0.5
     stack_rate: float = 0.15
+    # Share of sign groups drawn as a post of direction boards. 0 by default, so that the
+    # validation scenes of BENCHMARKS.md come out the same for a seed.
+    board_stack_rate: float = 0.0
     occlusion_rate: float = 0.15
     min_visible: float = 0.6  # an occluder never hides more than 40 % of a sign
     # synthetic, tt100k, tsrd, dfg (shares among the sources present)
@@ -114,7 +120,8 @@ class SceneConfig:
         low, high = self.signs
         if not 0 <= low <= high:
             raise ValueError(f"signs per frame must be 0 <= min <= max, got {self.signs}")
-        for name in ("large_fraction", "pole_rate", "stack_rate", "occlusion_rate", "min_visible"):
+        rates = ("large_fraction", "pole_rate", "stack_rate", "board_stack_rate")
+        for name in (*rates, "occlusion_rate", "min_visible"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if len(self.source_weights) != len(SIGN_SOURCES) or min(self.source_weights) < 0:
@@ -602,6 +609,10 @@ class SceneGenerator:
         """One sign where it fits (or nothing after 30 tries), maybe its pole, maybe a
         second sign stacked under it on the same pole."""
         config = self.config
+        # Drawn only when asked for, so that a seed gives the frames it gave before.
+        if config.board_stack_rate and rng.random() < config.board_stack_rate:
+            self._place_board_stack(image, owner, placed, rng)
+            return
         size = self._size(rng)
         warped = _pose_sign(self._cutout(rng, size), size, rng)
         height, width = warped.alpha.shape
@@ -626,6 +637,43 @@ class SceneGenerator:
         self._composite(image, owner, placed, warped, x0, y0, rng, may_occlude=below is None)
         if below is not None:
             self._composite(image, owner, placed, *below, rng)
+
+    def _place_board_stack(self, image, owner, placed: list[_Placed], rng) -> None:
+        """2-7 direction boards of one width, style and pose, stacked flush (or nearly) on
+        a post, each its own sign; nothing where the stack does not fit."""
+        config = self.config
+        width = float(np.clip(self._size(rng) * 1.5, 32, 0.45 * config.width))
+        style, pose = _board_style(rng), _draw_pose(False, rng)
+        count = int(rng.integers(2, 8))
+        boards = [_pose_sign(_direction_board(rng, style), width, rng, pose) for _ in range(count)]
+        gap = round(width * rng.uniform(0, 0.02)) if rng.random() < 0.5 else 0
+        # Each board's patch origin relative to the stack's: centred under the first board,
+        # its box starting where the box above it ends (plus the gap).
+        offsets, top = [], 0
+        centre = boards[0].box[0] + boards[0].box[2]
+        for board in boards:
+            x1, y1, x2, y2 = board.box
+            offsets.append((round((centre - x1 - x2) / 2), top - y1))
+            top += y2 - y1 + gap
+        for _ in range(30):
+            x0 = int(rng.integers(0, max(1, config.width - round(width))))
+            y0 = int(rng.integers(0, max(1, round(0.7 * config.height - top))))
+            origins = [(x0 + dx, y0 + dy) for dx, dy in offsets]
+            if all(
+                0 <= x <= config.width - board.alpha.shape[1]
+                and 0 <= y <= config.height - board.alpha.shape[0]
+                and _fits(board.box_at(x, y), placed, config.max_overlap)
+                for board, (x, y) in zip(boards, origins, strict=True)
+            ):
+                break
+        else:
+            return
+        if rng.random() < config.pole_rate:
+            x, y = origins[-1]
+            _pole(image, owner, placed, boards[-1], x, y, width / 3, rng, config.min_visible)
+        for number, (board, (x, y)) in enumerate(zip(boards, origins, strict=True), start=1):
+            # Only the lowest board may be occluded, as with two stacked signs.
+            self._composite(image, owner, placed, board, x, y, rng, may_occlude=number == count)
 
     def _stacked(self, upper: _Warped, x0: int, y0: int, placed, rng):
         """A sign under `upper`, about as wide, touching or a little apart; None if it
@@ -720,21 +768,40 @@ class _Placed:
     pixels: int  # mask pixels when composited, before anything covered them
 
 
-def _pose_sign(cutout: Cutout, size: float, rng: np.random.Generator) -> _Warped:
-    """The cutout turned in 3D and scaled so that the larger side of its box is `size`."""
-    height, width = cutout.alpha.shape
-    real = not cutout.source.startswith("synthetic")
+@dataclass(frozen=True)
+class _Pose:
+    """A sign's turn in 3D (yaw, pitch, roll in radians), the stretch of its aspect and its
+    distance in sign heights (perspective)."""
+
+    yaw: float
+    pitch: float
+    roll: float
+    stretch: float
+    distance: float
+
+
+def _draw_pose(real: bool, rng: np.random.Generator) -> _Pose:
     spread = (8.0, 5.0, 3.0) if real else (18.0, 8.0, 4.0)  # real crops come posed already
     yaw, pitch, roll = np.radians(np.clip(rng.normal(0, spread), -40, 40))
-    rotation = _turn(roll, 0, 1) @ _turn(yaw, 2, 0) @ _turn(pitch, 1, 2)
-    aspect = width / height * math.exp(rng.normal(0, 0.04))
+    stretch = math.exp(rng.normal(0, 0.04))
+    return _Pose(float(yaw), float(pitch), float(roll), stretch, rng.uniform(4.0, 10.0))
+
+
+def _pose_sign(
+    cutout: Cutout, size: float, rng: np.random.Generator, pose: _Pose | None = None
+) -> _Warped:
+    """The cutout turned in 3D (`pose`, else a drawn one) and scaled so that the larger side
+    of its box is `size`."""
+    height, width = cutout.alpha.shape
+    pose = pose or _draw_pose(not cutout.source.startswith("synthetic"), rng)
+    rotation = _turn(pose.roll, 0, 1) @ _turn(pose.yaw, 2, 0) @ _turn(pose.pitch, 1, 2)
+    aspect = width / height * pose.stretch
     corners = np.array([(0, 0), (width, 0), (width, height), (0, height)], np.float64)
     planar = np.column_stack(
         [(corners[:, 0] / width * 2 - 1) * aspect, corners[:, 1] / height * 2 - 1, np.zeros(4)]
     )
     turned = planar @ rotation.T
-    distance = rng.uniform(4.0, 10.0)
-    projected = turned[:, :2] * (distance / (distance + turned[:, 2:]))
+    projected = turned[:, :2] * (pose.distance / (pose.distance + turned[:, 2:]))
     posed = cv2.getPerspectiveTransform(corners.astype(np.float32), projected.astype(np.float32))
     outline = cv2.perspectiveTransform(cutout.outline[None], posed)[0]
     (left, top), (right, bottom) = outline.min(axis=0), outline.max(axis=0)
@@ -1070,6 +1137,70 @@ def _panel_cutout(rng: np.random.Generator) -> Cutout:
     alpha = shape_alpha("square", width, height, inset=0.0)
     premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
     return Cutout(premultiplied, alpha, None, "synthetic:panel")
+
+
+# Direction boards, (background, ink, border): white with a black, green or blue rim,
+# yellow, brown (tourist), green and blue.
+_BOARD_STYLES = (
+    ((245, 245, 240), (20, 20, 20), (20, 20, 20)),
+    ((245, 245, 240), (20, 20, 20), (20, 130, 60)),
+    ((245, 245, 240), (20, 20, 20), (20, 70, 170)),
+    ((250, 200, 10), (20, 20, 20), (20, 20, 20)),
+    ((120, 60, 30), (245, 245, 245), (245, 245, 245)),
+    ((10, 120, 60), (245, 245, 245), (245, 245, 245)),
+    ((20, 70, 170), (245, 245, 245), (245, 245, 245)),
+)
+
+
+@dataclass(frozen=True)
+class _BoardStyle:
+    colours: tuple[tuple[int, int, int], ...]  # background, ink, border
+    aspect: float  # width / height
+    arrow_left: bool  # the arrow at the left end (pointing left or up), else at the right
+
+
+def _board_style(rng: np.random.Generator) -> _BoardStyle:
+    colours = _BOARD_STYLES[int(rng.integers(len(_BOARD_STYLES)))]
+    aspect = float(np.exp(rng.uniform(np.log(2.5), np.log(6.0))))
+    return _BoardStyle(colours, aspect, bool(rng.random() < 0.5))
+
+
+def _direction_board(rng: np.random.Generator, style: _BoardStyle) -> Cutout:
+    """One board of a direction post, front on: a thin rim, an arrow at one end (pointing
+    out or up), one or two lines of place names and sometimes a small symbol at the other
+    end. An "unknown sign" (no CTSRD class)."""
+    height = 48
+    width = round(height * style.aspect)
+    background, ink, border = style.colours
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[:] = background
+    up = rng.random() < 0.4
+    end = 18 if style.arrow_left else width - 18  # the arrow's column
+    if up:
+        tail, tip = (end, height - 8), (end, 7)
+    else:
+        tail, tip = (end + 12, height // 2), (end - 12, height // 2)
+        if not style.arrow_left:
+            tail, tip = tip, tail
+    text_x = 38 if style.arrow_left else 10
+    rows = int(rng.integers(1, 3))
+    baselines = [height // 2 + 7] if rows == 1 else [height // 2 - 3, height // 2 + 15]
+    scale = 0.55 if rows == 1 else 0.42
+    for baseline in baselines:
+        letters = "".join(rng.choice(list(_PANEL_TEXT), int(rng.integers(4, 14)))).title()
+        cv2.putText(rgb, letters, (text_x, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, 1)
+    # The far end is kept clear of text for the arrow or a symbol.
+    far = (width - 36, width) if style.arrow_left else (0, 0)
+    near = (0, 0) if style.arrow_left else (width - 36, width)
+    for x1, x2 in (far, near):
+        rgb[:, x1:x2] = background
+    if style.arrow_left and rng.random() < 0.6:
+        cv2.rectangle(rgb, (width - 30, 10), (width - 10, height - 10), ink, -1)
+    cv2.arrowedLine(rgb, tail, tip, ink, 4, tipLength=0.45)
+    cv2.rectangle(rgb, (1, 1), (width - 2, height - 2), border, 2)
+    alpha = shape_alpha("square", width, height, inset=0.0)
+    premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
+    return Cutout(premultiplied, alpha, None, "synthetic:board")
 
 
 @lru_cache(maxsize=64)

@@ -56,6 +56,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(default: the generator's, 0.15)",
     )
     scenes.add_argument(
+        "--board-stack-rate",
+        type=float,
+        default=0.0,
+        help="share of sign groups drawn as a post of 2-7 direction boards stacked flush "
+        "(default 0)",
+    )
+    scenes.add_argument(
         "--data-root",
         type=Path,
         default=None,
@@ -160,6 +167,7 @@ def run_scenes(args: argparse.Namespace) -> int:
             max_size=args.max_size,
             large_max_size=max(args.large_max_size, args.max_size),
             signs=tuple(args.signs),
+            board_stack_rate=args.board_stack_rate,
             **({} if args.stack_rate is None else {"stack_rate": args.stack_rate}),
         )
         sources = SceneSources.from_data_root(

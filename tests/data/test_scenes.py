@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
@@ -119,6 +120,36 @@ def test_signs_barely_overlap(scenes):
             overlap = max(0, width) * max(0, height)
             smaller = min(a.mask.size, b.mask.size)
             assert overlap <= 0.5 * smaller
+
+
+def test_board_stacks_are_posts_of_separate_boards():
+    config = SceneConfig(
+        width=640, height=360, min_size=20, max_size=60, signs=(1, 1), board_stack_rate=1.0
+    )
+    generator = SceneGenerator(NO_REAL_DATA, config)
+    stacks = []
+    for index in range(8):
+        boards = [s for s in generator.render(5, index).signs if s.source == "synthetic:board"]
+        if boards:
+            stacks.append(sorted(boards, key=lambda sign: sign.box[1]))
+    assert len(stacks) >= 4
+    for boards in stacks:
+        assert len(boards) >= 2  # a post holds two boards or more
+        for upper, lower in zip(boards, boards[1:], strict=False):
+            if min(upper.visible, lower.visible) < 1:  # an occluder in front of the last
+                continue
+            # One width, one above the other, touching or a few pixels apart: the case a
+            # scene model must part by cores.
+            assert abs((upper.box[2] - upper.box[0]) - (lower.box[2] - lower.box[0])) <= 3
+            assert -1 <= lower.box[1] - upper.box[3] <= 4
+            assert upper.box[2] - upper.box[0] > upper.box[3] - upper.box[1]  # wide boards
+
+
+def test_boards_are_opt_in_and_leave_a_seed_s_frames_unchanged(generator):
+    plain = generator.render(3, 0)
+    explicit = SceneGenerator(NO_REAL_DATA, replace(SMALL, board_stack_rate=0.0)).render(3, 0)
+    assert np.array_equal(plain.image, explicit.image)
+    assert not any(sign.source == "synthetic:board" for sign in plain.signs)
 
 
 def test_ignore_marks_tiny_signs(tmp_path):
