@@ -1189,11 +1189,8 @@ def _direction_board(rng: np.random.Generator, style: _BoardStyle) -> Cutout:
     for baseline in baselines:
         letters = "".join(rng.choice(list(_PANEL_TEXT), int(rng.integers(4, 14)))).title()
         cv2.putText(rgb, letters, (text_x, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, 1)
-    # The far end is kept clear of text for the arrow or a symbol.
-    far = (width - 36, width) if style.arrow_left else (0, 0)
-    near = (0, 0) if style.arrow_left else (width - 36, width)
-    for x1, x2 in (far, near):
-        rgb[:, x1:x2] = background
+    # The text runs into the right end, which holds the arrow or a symbol: clear it.
+    rgb[:, width - 36 :] = background
     if style.arrow_left and rng.random() < 0.6:
         cv2.rectangle(rgb, (width - 30, 10), (width - 10, height - 10), ink, -1)
     cv2.arrowedLine(rgb, tail, tip, ink, 4, tipLength=0.45)
