@@ -14,6 +14,12 @@ in its first 5 s), optionally every `step`-th frame, or from a COCO frames folde
 every sign (DFG): there a region is a negative when it overlaps no marked sign, `ignore`
 included. File names carry the frame number, which the split reads as the shot order:
 neighbouring frames' crops stay on one side.
+
+The same frames teach the other half too (`write_marked_signs`): every sign they mark, cut
+the way detection cuts a region that finds it, as a sign crop. A reader taught only what to
+refuse there refuses real signs it never saw as well: on the 25 DFG training frames the
+shipped sign model answered "no sign" to 16 of the 50 signs the scene model found
+(delineator posts, direction boards; BENCHMARKS.md section 6).
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ from model.reading import grown
 # (frame number, RGB, boxes of the signs in it): a region that overlaps a sign is no negative.
 Frames = Iterator[tuple[int, np.ndarray, list[Box]]]
 
-CLASSES_CSV = "code,name,ctsrd_class_id\nnegative,Not a sign (mined from sign-free frames),\n"
+NEGATIVE_CODE = "negative"
+SIGN_CODE = "sign"  # a marked sign without a CTSRD class: "unknown sign" to the crops reader
+CLASS_CODE = "ctsrd-{}"  # a marked sign whose annotation gives CTSRD class {}
+# A region that finds a sign is rarely its exact box: each sign is cut at a tight, the
+# detection's and a loose margin, as the reader will see it.
+SIGN_MARGINS = (0.05, 0.15, 0.3)
+MIN_SIGN_SIDE = 12  # px, the longer box side: smaller marked signs are too blurred to teach
 
 
 def video_frames(path: Path, skip_seconds: float, step: int) -> Frames:
@@ -61,9 +73,8 @@ def annotated_frames(root: Path, step: int) -> Frames:
 def mine(detector: Detector, frames: Frames, out: Path, max_per_frame: int = 20) -> tuple[int, int]:
     """Write every region marked away from the frames' signs as a "no sign" crop; (frames,
     crops)."""
-    folder = out / "negative"
+    folder = out / NEGATIVE_CODE
     folder.mkdir(parents=True, exist_ok=True)
-    (out / "classes.csv").write_text(CLASSES_CSV)
     seen = written = 0
     for number, rgb, signs in frames:
         seen += 1
@@ -76,7 +87,51 @@ def mine(detector: Detector, frames: Frames, out: Path, max_per_frame: int = 20)
             crop = cv2.cvtColor(rgb[y1:y2, x1:x2], cv2.COLOR_RGB2BGR)
             cv2.imwrite(str(folder / f"{number:06d}_{index}.png"), crop)
             written += 1
+    write_class_table(out)
     return seen, written
+
+
+def write_marked_signs(root: Path, out: Path, margins: tuple[float, ...] = SIGN_MARGINS) -> int:
+    """Write every sign the COCO frames folder `root` marks (not `ignore`, longer side at
+    least MIN_SIGN_SIDE px) cut at each of `margins`, as `OUT/sign/<frame>_<sign>_<m>.png`
+    ("unknown sign": DFG's European signs are outside the 58 classes) or in `OUT/ctsrd-<id>/`
+    when the annotation gives a CTSRD class. Returns the crops written."""
+    written = 0
+    for place, frame in enumerate(read_coco_frames(root)):
+        stem = frame.image_path.stem
+        number = int(stem) if stem.isdigit() else place
+        rgb = None
+        for index, sign in enumerate(frame.instances):
+            x1, y1, x2, y2 = sign.box
+            if sign.ignore or max(x2 - x1, y2 - y1) < MIN_SIGN_SIDE:
+                continue
+            rgb = read_rgb(frame.image_path) if rgb is None else rgb
+            code = SIGN_CODE if sign.class_id is None else CLASS_CODE.format(sign.class_id)
+            folder = out / code
+            folder.mkdir(parents=True, exist_ok=True)
+            for step, margin in enumerate(margins):
+                gx1, gy1, gx2, gy2 = grown(sign.box, frame.height, frame.width, margin)
+                crop = cv2.cvtColor(rgb[gy1:gy2, gx1:gx2], cv2.COLOR_RGB2BGR)
+                cv2.imwrite(str(folder / f"{number:06d}_{index}_{step}.png"), crop)
+                written += 1
+    write_class_table(out)
+    return written
+
+
+def write_class_table(out: Path) -> None:
+    """`OUT/classes.csv` for the code folders in OUT, as the crops reader (data/tt100k.py)
+    wants it."""
+    rows = ["code,name,ctsrd_class_id"]
+    for folder in sorted(path for path in out.iterdir() if path.is_dir()):
+        code = folder.name
+        if code == NEGATIVE_CODE:
+            rows.append(f"{code},Not a sign (mined from sign-free frames),")
+        elif code == SIGN_CODE:
+            rows.append(f"{code},A marked sign outside the 58 classes,")
+        elif code.startswith(CLASS_CODE.format("")):
+            class_id = code.removeprefix(CLASS_CODE.format(""))
+            rows.append(f"{code},A marked sign of CTSRD class {class_id},{class_id}")
+    (out / "classes.csv").write_text("\n".join(rows) + "\n")
 
 
 def _overlap(a: Box, b: Box) -> bool:

@@ -60,12 +60,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         "with no sign), or over a COCO frames folder that marks every sign (regions that "
         "overlap no marked sign), and writes every such marked region, cut as detection cuts "
         "it, as a 'no sign' crop in the crops layout (OUT/negative/, OUT/classes.csv): add OUT "
-        "to the sign model's --data.",
+        "to the sign model's --train-data.",
     )
     negatives.add_argument("source", type=Path, help="a video, or a COCO frames folder")
     negatives.add_argument("--out", type=Path, required=True)
     negatives.add_argument("--skip-seconds", type=float, default=6.0, help="of a video")
     negatives.add_argument("--step", type=int, default=1, help="every N-th frame")
+    negatives.add_argument(
+        "--signs",
+        action="store_true",
+        help="with a COCO frames folder: also write every sign it marks, cut at a tight, the "
+        "detection's and a loose margin, as a sign crop (OUT/sign/: 'unknown sign', or the "
+        "CTSRD class the annotation gives), so that the reader learns what to keep on those "
+        "frames as well as what to refuse",
+    )
     _add_model_options(negatives)
     negatives.set_defaults(handler=run_mine_negatives)
 
@@ -347,8 +355,11 @@ def run_eval_detect(args: argparse.Namespace) -> int:
 
 
 def run_mine_negatives(args: argparse.Namespace) -> int:
-    from model.negatives import annotated_frames, mine, video_frames
+    from model.negatives import annotated_frames, mine, video_frames, write_marked_signs
 
+    if args.signs and not args.source.is_dir():
+        print("error: --signs needs a COCO frames folder (a video marks no sign)", file=sys.stderr)
+        return 2
     detector = _load_detector(args)
     if detector is None:
         return 2
@@ -358,4 +369,7 @@ def run_mine_negatives(args: argparse.Namespace) -> int:
         source = video_frames(args.source, args.skip_seconds, args.step)
     frames, crops = mine(detector, source, args.out)
     print(f"{crops} 'no sign' crops from {frames} frames of {args.source} in {args.out}")
+    if args.signs:
+        signs = write_marked_signs(args.source, args.out)
+        print(f"{signs} sign crops of the signs marked in {args.source} in {args.out}")
     return 0

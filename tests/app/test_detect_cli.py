@@ -165,6 +165,33 @@ def test_eval_detect_on_a_missing_folder_exits_2(empty_scene_model_path, tiny_mo
     assert "no such frames folder" in capsys.readouterr().err
 
 
+def test_mine_negatives_with_signs_writes_the_marked_signs_too(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    from data.load import load_dataset
+    from data.scenes import SceneConfig, SceneSources, write_scenes
+
+    scenes = tmp_path / "scenes"
+    config = SceneConfig(width=160, height=96, min_size=16, max_size=40, signs=(1, 3))
+    write_scenes(scenes, frames=2, seed=1, config=config, sources=SceneSources())
+    out = tmp_path / "crops"
+    argv = ["mine-negatives", str(scenes), "--out", str(out), "--signs"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
+    assert "0 'no sign' crops from 2 frames" in capsys.readouterr().out
+    # Generated signs carry their CTSRD class, and the crops keep it.
+    labels = {record.class_id for record in load_dataset(out).records}
+    assert labels and all(0 <= label < 58 for label in labels)
+
+
+def test_mine_negatives_refuses_signs_of_a_video(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4")
+    argv = ["mine-negatives", str(clip), "--out", str(tmp_path / "crops"), "--signs"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 2
+    assert "COCO frames folder" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_eval_detect_reads_the_dfg_frames(
     dfg_frames, empty_scene_model_path, tiny_model_path, capsys
