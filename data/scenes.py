@@ -367,7 +367,7 @@ def _real_cutout(rgb: np.ndarray, shape: str, class_id: int | None, source: str)
 
 
 def _premultiplied(rgb: np.ndarray, alpha: np.ndarray, class_id: int | None, source: str):
-    """A Cutout of a photographed sign under its uint8 coverage `alpha`."""
+    """A Cutout of a sign (photographed or drawn) under its uint8 coverage `alpha`."""
     premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
     return Cutout(premultiplied, alpha, class_id, source)
 
@@ -1134,9 +1134,9 @@ def _panel_cutout(rng: np.random.Generator) -> Cutout:
             else:
                 corners = (width // 2 - radius, height // 4), (width // 2 + radius, 3 * height // 4)
                 cv2.rectangle(rgb, *corners, ink, -1)
-    alpha = shape_alpha("square", width, height, inset=0.0)
-    premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
-    return Cutout(premultiplied, alpha, None, "synthetic:panel")
+    return _premultiplied(
+        rgb, shape_alpha("square", width, height, inset=0.0), None, "synthetic:panel"
+    )
 
 
 # Direction boards, (background, ink, border): white with a black, green or blue rim,
@@ -1195,9 +1195,9 @@ def _direction_board(rng: np.random.Generator, style: _BoardStyle) -> Cutout:
         cv2.rectangle(rgb, (width - 30, 10), (width - 10, height - 10), ink, -1)
     cv2.arrowedLine(rgb, tail, tip, ink, 4, tipLength=0.45)
     cv2.rectangle(rgb, (1, 1), (width - 2, height - 2), border, 2)
-    alpha = shape_alpha("square", width, height, inset=0.0)
-    premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
-    return Cutout(premultiplied, alpha, None, "synthetic:board")
+    return _premultiplied(
+        rgb, shape_alpha("square", width, height, inset=0.0), None, "synthetic:board"
+    )
 
 
 @lru_cache(maxsize=64)
