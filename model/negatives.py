@@ -18,7 +18,7 @@ neighbouring frames' crops stay on one side.
 The same frames teach the other half too (`write_marked_signs`): every sign they mark, cut
 the way detection cuts a region that finds it, as a sign crop. A reader taught only what to
 refuse there refuses real signs it never saw as well: on the 25 DFG training frames the
-shipped sign model answered "no sign" to 16 of the 50 signs the scene model found
+sign model shipped before answered "no sign" to 16 of the 50 signs the scene model found
 (delineator posts, direction boards; BENCHMARKS.md section 6).
 """
 
@@ -65,8 +65,7 @@ def annotated_frames(root: Path, step: int) -> Frames:
     the image's file name when it is one (DFG's are), else its place in the folder."""
     for place, frame in enumerate(read_coco_frames(root)):
         if place % step == 0:
-            stem = frame.image_path.stem
-            number = int(stem) if stem.isdigit() else place
+            number = _frame_number(frame.image_path, place)
             yield number, read_rgb(frame.image_path), [sign.box for sign in frame.instances]
 
 
@@ -96,10 +95,10 @@ def write_marked_signs(root: Path, out: Path, margins: tuple[float, ...] = SIGN_
     least MIN_SIGN_SIDE px) cut at each of `margins`, as `OUT/sign/<frame>_<sign>_<m>.png`
     ("unknown sign": DFG's European signs are outside the 58 classes) or in `OUT/ctsrd-<id>/`
     when the annotation gives a CTSRD class. Returns the crops written."""
+    out.mkdir(parents=True, exist_ok=True)
     written = 0
     for place, frame in enumerate(read_coco_frames(root)):
-        stem = frame.image_path.stem
-        number = int(stem) if stem.isdigit() else place
+        number = _frame_number(frame.image_path, place)
         rgb = None
         for index, sign in enumerate(frame.instances):
             x1, y1, x2, y2 = sign.box
@@ -132,6 +131,11 @@ def write_class_table(out: Path) -> None:
             class_id = code.removeprefix(CLASS_CODE.format(""))
             rows.append(f"{code},A marked sign of CTSRD class {class_id},{class_id}")
     (out / "classes.csv").write_text("\n".join(rows) + "\n")
+
+
+def _frame_number(image_path: Path, place: int) -> int:
+    """The image's file name when it is a number (DFG's are), else its place in the folder."""
+    return int(image_path.stem) if image_path.stem.isdigit() else place
 
 
 def _overlap(a: Box, b: Box) -> bool:
