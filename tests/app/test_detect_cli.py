@@ -45,6 +45,15 @@ def write_clip(path: Path, frames: int = 5, size: tuple[int, int] = (96, 64)) ->
     return path
 
 
+def write_small_scenes(folder: Path, frames: int, min_size: int) -> Path:
+    """Generated 160x96 scenes of one or more synthetic signs, as a COCO frames folder."""
+    from data.scenes import SceneConfig, SceneSources, write_scenes
+
+    config = SceneConfig(width=160, height=96, min_size=min_size, max_size=40, signs=(1, 3))
+    write_scenes(folder, frames=frames, seed=1, config=config, sources=SceneSources())
+    return folder
+
+
 def test_json_lines_per_image_in_original_pixels(
     whole_frame_scene_model_path, tiny_model_path, tmp_path, capsys
 ) -> None:
@@ -128,11 +137,7 @@ def test_out_needs_exactly_one_video(empty_scene_model_path, tiny_model_path, tm
 def test_eval_detect_prints_the_scores(
     whole_frame_scene_model_path, tiny_model_path, tmp_path, capsys
 ) -> None:
-    from data.scenes import SceneConfig, SceneSources, write_scenes
-
-    scenes = tmp_path / "scenes"
-    config = SceneConfig(width=160, height=96, min_size=12, max_size=40, signs=(1, 3))
-    write_scenes(scenes, frames=3, seed=1, config=config, sources=SceneSources())
+    scenes = write_small_scenes(tmp_path / "scenes", frames=3, min_size=12)
     argv = ["eval-detect", "--data", str(scenes), "--long-side", "64"]
     assert main(argv + models(whole_frame_scene_model_path, tiny_model_path)) == 0
     result = json.loads(capsys.readouterr().out)
@@ -169,11 +174,8 @@ def test_mine_negatives_with_signs_writes_the_marked_signs_too(
     empty_scene_model_path, tiny_model_path, tmp_path, capsys
 ) -> None:
     from data.load import load_dataset
-    from data.scenes import SceneConfig, SceneSources, write_scenes
 
-    scenes = tmp_path / "scenes"
-    config = SceneConfig(width=160, height=96, min_size=16, max_size=40, signs=(1, 3))
-    write_scenes(scenes, frames=2, seed=1, config=config, sources=SceneSources())
+    scenes = write_small_scenes(tmp_path / "scenes", frames=2, min_size=16)
     out = tmp_path / "crops"
     argv = ["mine-negatives", str(scenes), "--out", str(out), "--signs"]
     assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
