@@ -132,3 +132,44 @@ def test_detect_misses_tells_merged_loose_and_unmarked_signs_apart(tmp_path) -> 
     counts = dict(re.findall(r"(found|merged|loose|not marked) (\d+)", done.stdout))
     signs_line = re.search(r": (\d+) signs of 32 px and more", done.stdout)
     assert signs_line and sum(map(int, counts.values())) == int(signs_line.group(1)) > 0
+
+
+def test_detect_variants_scores_the_shipped_steps_as_eval_detect_does(tmp_path) -> None:
+    from data.scenes import SceneConfig, SceneSources, write_scenes
+    from model.detect import SHIPPED_SCENE_MODEL
+    from model.runs import SHIPPED_MODEL
+
+    if not (SHIPPED_SCENE_MODEL.is_file() and SHIPPED_MODEL.is_file()):
+        pytest.skip("no shipped models")
+    config = SceneConfig(width=320, height=192, min_size=32, max_size=64, signs=(2, 3))
+    write_scenes(
+        tmp_path, frames=2, seed=0, config=config, sources=SceneSources(signs=("synthetic",))
+    )
+    done = _run("detect_variants.py", "--data", str(tmp_path), "--model", str(SHIPPED_MODEL))
+    assert done.returncode == 0, done.stderr
+    rows = {
+        name.strip(): (float(recall), float(bar_false), float(all_false))
+        for name, recall, bar_false, all_false in re.findall(
+            r"^  (.+?)\s+(\d\.\d\d)  (\d+\.\d\d)  (\d+\.\d\d)", done.stdout, re.MULTILINE
+        )
+    }
+    assert {"shipped", "no reader", "P(no sign) < 0.2", "+ long side 512"} <= rows.keys()
+    # The reader only drops regions: without it recall and false signs can only be higher.
+    assert rows["no reader"][0] >= rows["shipped"][0]
+    assert rows["no reader"][2] >= rows["shipped"][2]
+
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "app", "eval-detect", "--data", str(tmp_path)]
+        + ["--model", str(SHIPPED_MODEL), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(evaluated.stdout)
+    bar = result["at_32_px_and_more"]
+    assert rows["shipped"] == (
+        round(bar["recall"], 2),
+        round(bar["false_signs_per_frame"], 2),
+        round(result["false_signs_per_frame"], 2),
+    )
