@@ -46,6 +46,7 @@ from model.detect import (
     stitch,
 )
 from model.detect_eval import report
+from model.inference import NO_SIGN
 from model.reading import grown
 from model.runs import resolve_model
 from model.track import iou_matrix
@@ -84,14 +85,16 @@ def read_regions(detector: Detector, rgb: np.ndarray, instances: list[Instance])
     for margin in READER_MARGINS:
         crops = crop_inputs(rgb, instances, predictor.preprocess, margin)
         batch = torch.stack([tensor for tensor, _ in crops])
-        with torch.inference_mode():
-            logits, _ = predictor.model(batch)
-        no_sign = logits.float().softmax(dim=1)[:, -1].tolist()
         predictions = predictor.predict_batch(batch, [size for _, size in crops], top_k=1)
-        for read, prediction, probability in zip(reads, predictions, no_sign, strict=True):
-            if margin == detector.config.margin:
+        if margin == detector.config.margin:
+            # The answers carry only the winner's probability; the gates need P(no sign).
+            with torch.inference_mode():
+                logits, _ = predictor.model(batch)
+            no_sign = logits.float().softmax(dim=1)[:, -1].tolist()
+            for read, prediction, probability in zip(reads, predictions, no_sign, strict=True):
                 read.no_sign = probability
-                read.argmax_no_sign = prediction.kind == "no_sign"
+                read.argmax_no_sign = prediction.kind == NO_SIGN
+        for read, prediction in zip(reads, predictions, strict=True):
             if prediction.box is None:
                 continue
             ox, oy = grown(read.instance.box, height, width, margin)[:2]
@@ -120,12 +123,16 @@ def as_detection(read: Read, margin: float | None = None) -> Detection:
     return Detection(box, mask, read.instance.score, None, "sign", "sign", 1 - read.no_sign)
 
 
+def read_as_sign(read: Read) -> bool:
+    """The shipped rule: kept unless the reader's most probable answer is "no sign"."""
+    return not read.argmax_no_sign
+
+
 def variants() -> dict[str, tuple[Callable[[Read], bool], float | None]]:
     """name -> (keep the region?, the reader margin whose box replaces the region's)."""
-    shipped = lambda read: not read.argmax_no_sign  # noqa: E731
-    table = {"shipped": (shipped, None), "no reader": (lambda read: True, None)}
+    table = {"shipped": (read_as_sign, None), "no reader": (lambda read: True, None)}
     for margin in READER_MARGINS:
-        table[f"reader's box, margin {margin}"] = (shipped, margin)
+        table[f"reader's box, margin {margin}"] = (read_as_sign, margin)
     for limit in (0.2, 0.3, 0.4):
         table[f"P(no sign) < {limit}"] = ((lambda t: lambda r: r.no_sign < t)(limit), None)
     for limit in (0.3, 0.4, 0.5, 0.6):
@@ -147,9 +154,8 @@ def main(args: argparse.Namespace) -> int:
         name: [[as_detection(r, margin) for r in reads if keep(r)] for reads in first_reads]
         for name, (keep, margin) in variants().items()
     }
-    shipped = variants()["shipped"][0]
     rows[f"+ long side {SECOND_LONG_SIDE}"] = [
-        [as_detection(r) for r in first + more if shipped(r)]
+        [as_detection(r) for r in first + more if read_as_sign(r)]
         for first, more in zip(first_reads, coarse_reads, strict=True)
     ]
     print(f"{args.data} ({len(frames)} frames): bar recall, bar false/frame, all false/frame")

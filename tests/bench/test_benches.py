@@ -24,6 +24,16 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _write_small_scenes(folder: Path) -> None:
+    """Two generated 320x192 scenes of synthetic signs of 32-64 px, as a COCO frames folder."""
+    from data.scenes import SceneConfig, SceneSources, write_scenes
+
+    config = SceneConfig(width=320, height=192, min_size=32, max_size=64, signs=(2, 3))
+    write_scenes(
+        folder, frames=2, seed=0, config=config, sources=SceneSources(signs=("synthetic",))
+    )
+
+
 def test_train_memory_reports_the_greedy_to_sgd_ratio_of_a_split() -> None:
     # One explicit two-module split: SGD, three sequential greedy phases and the simultaneous
     # one, each in its own process.
@@ -118,15 +128,11 @@ def test_detect_misses_tells_merged_loose_and_unmarked_signs_apart(tmp_path) -> 
     assert misses.why_missed(alone, signs, [(120, 20, 200, 100)]) == "loose"
     assert misses.why_missed(alone, signs, [(0, 0, 40, 80)]) == "not marked"
 
-    from data.scenes import SceneConfig, SceneSources, write_scenes
     from model.detect import SHIPPED_SCENE_MODEL
 
     if not SHIPPED_SCENE_MODEL.is_file():
         pytest.skip("no shipped scene model")
-    config = SceneConfig(width=320, height=192, min_size=32, max_size=64, signs=(2, 3))
-    write_scenes(
-        tmp_path, frames=2, seed=0, config=config, sources=SceneSources(signs=("synthetic",))
-    )
+    _write_small_scenes(tmp_path)
     done = _run("detect_misses.py", "--data", str(tmp_path))
     assert done.returncode == 0, done.stderr
     counts = dict(re.findall(r"(found|merged|loose|not marked) (\d+)", done.stdout))
@@ -135,16 +141,12 @@ def test_detect_misses_tells_merged_loose_and_unmarked_signs_apart(tmp_path) -> 
 
 
 def test_detect_variants_scores_the_shipped_steps_as_eval_detect_does(tmp_path) -> None:
-    from data.scenes import SceneConfig, SceneSources, write_scenes
     from model.detect import SHIPPED_SCENE_MODEL
     from model.runs import SHIPPED_MODEL
 
     if not (SHIPPED_SCENE_MODEL.is_file() and SHIPPED_MODEL.is_file()):
         pytest.skip("no shipped models")
-    config = SceneConfig(width=320, height=192, min_size=32, max_size=64, signs=(2, 3))
-    write_scenes(
-        tmp_path, frames=2, seed=0, config=config, sources=SceneSources(signs=("synthetic",))
-    )
+    _write_small_scenes(tmp_path)
     done = _run("detect_variants.py", "--data", str(tmp_path), "--model", str(SHIPPED_MODEL))
     assert done.returncode == 0, done.stderr
     rows = {
