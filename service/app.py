@@ -73,7 +73,9 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> FastAPI:
         scene = None
         config = detect_config(settings)
         if scene_path is not None:
-            scene = await asyncio.to_thread(SceneSegmenter.load, scene_path, predictor.device)
+            scene = await asyncio.to_thread(
+                SceneSegmenter.load, scene_path, predictor.device, mirror=settings.scene_mirror
+            )
         engine = Engine(
             predictor,
             scene=scene,

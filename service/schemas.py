@@ -140,6 +140,9 @@ class SceneModelDescription(BaseModel):
     require_core: bool = Field(
         description="with a scene model that draws cores, regions without one are dropped"
     )
+    mirror: bool = Field(
+        description="each frame is also run mirrored and the two probabilities averaged"
+    )
 
 
 class ModelDescription(BaseModel):

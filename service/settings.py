@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     scene_require_core: bool = Field(
         True, description="with a scene model that draws cores, drop regions without one"
     )
+    scene_mirror: bool | None = Field(
+        None,
+        description="also run each frame mirrored and average: fewer false signs for twice "
+        "the scene model's time; default: on with a GPU, off on a CPU",
+    )
     scene_max_batch_size: int = Field(2, ge=1, le=64, description="frames per scene batch")
     web_dir: Path | None = Field(
         None, description="folder of the browser app, served at / (greedysign serve sets it)"

@@ -162,6 +162,10 @@ def test_eval_detect_prints_the_scores(
     # One frame-filling detection per frame at most, matching no small sign.
     assert result["detections"] <= 3 and result["true_positives"] == 0
     assert result["config"]["long_side"] == 64
+    assert result["mirror"] is False  # off on a CPU unless asked for
+    assert main(argv + ["--mirror"] + models(whole_frame_scene_model_path, tiny_model_path)) == 0
+    mirrored = json.loads(capsys.readouterr().out)
+    assert mirrored["mirror"] is True and mirrored["detections"] == result["detections"]
 
 
 def test_eval_detect_on_a_missing_folder_exits_2(empty_scene_model_path, tiny_model_path, capsys):

@@ -335,6 +335,21 @@ def test_a_random_scene_model_runs_whole_and_tiled(tiny_scene_model_path, crop_m
             assert sign.mask.shape == (y2 - y1, x2 - x1) and sign.kind != NO_SIGN
 
 
+def test_a_mirrored_pass_averages_the_frame_and_its_mirror_image(tiny_scene_model_path) -> None:
+    plain = SceneSegmenter.load(tiny_scene_model_path, "cpu")
+    mirrored = SceneSegmenter.load(tiny_scene_model_path, "cpu", mirror=True)
+    assert not plain.mirror and mirrored.mirror  # on a CPU it is asked for, not the default
+    frames = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    expected = (plain.probabilities(frames) + plain.probabilities(frames.flip(-1))[..., ::-1]) / 2
+    averaged = mirrored.probabilities(frames)
+    assert averaged.shape == expected.shape == (2, 1, 64, 96)
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+    # The average of a frame and its mirror image is the same for either of them.
+    np.testing.assert_allclose(
+        mirrored.probabilities(frames.flip(-1)), averaged[..., ::-1], atol=1e-5
+    )
+
+
 def test_box_masks_encode_as_the_whole_frame_would() -> None:
     rng = np.random.default_rng(0)
     for _ in range(50):

@@ -127,6 +127,18 @@ def test_without_a_scene_model_scene_routes_answer_503(client, media, tmp_path) 
 def test_the_model_description_names_the_scene_model(scene_client) -> None:
     scene = scene_client.get("/v1/model").json()["scene_model"]
     assert scene["file"] == "whole.pt" and scene["long_side"] == 64 and scene["tile"] == 0
+    assert scene["mirror"] is False  # off on a CPU unless asked for
+
+
+def test_a_mirrored_scene_model_is_served_as_set(
+    make_settings, whole_frame_scene_model_path, media
+) -> None:
+    settings = make_settings(scene_model=whole_frame_scene_model_path, scene_mirror=True, **SCENE)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/model").json()["scene_model"]["mirror"] is True
+        frame = media.encode(np.full((48, 80, 3), 90, np.uint8))
+        signs = detect(client, frame, mask_format="none").json()["signs"]
+        assert [sign["box"] for sign in signs] in ([], [[0, 0, 80, 48]])
 
 
 def test_video_in_scene_mode_tracks_each_sign(scene_client, media, tmp_path) -> None:
