@@ -14,7 +14,8 @@ On a CUDA device:
 3. engine throughput (decode + dynamic batching, no HTTP) and service throughput (uvicorn
    on loopback, as bench/service_load.py measures it), fp16, side by side;
 4. scene detection at a 1280x720 frame, stage by stage, as bench/detect_speed.py measures
-   it (the shipped scene model, or --scene-model; random weights when there is none).
+   it (the shipped scene model, or --scene-model; random weights when there is none), with
+   the mirrored pass (the default on a GPU) and without it.
 Without a CUDA device it says so and exits with code 0: there is nothing to check.
 """
 
@@ -214,7 +215,8 @@ def main(args: argparse.Namespace) -> int:
     )
     if scene_model is not None:
         scene_flags += ["--scene-model", str(scene_model)]
-    detect_speed.measure(detect_speed.get_args_parser().parse_args(scene_flags))
+    for mirror in ("--mirror", "--no-mirror"):
+        detect_speed.measure(detect_speed.get_args_parser().parse_args([*scene_flags, mirror]))
     return 0 if passed else 1
 
 
