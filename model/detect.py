@@ -194,7 +194,7 @@ class SceneSegmenter:
 
     `mirror`: each frame is also run mirrored left to right and the two probabilities averaged
     (signs are as likely on either side of a road, and a false region of one pass is seldom one
-    of the other). On the four generated validation sets it removed a fifth of the false signs
+    of the other). On the four generated validation sets it removed 7-22 % of the false signs
     at the same recall, for twice the segmentation's time (BENCHMARKS.md section 6); so it is
     on by default where that time is small, on a GPU.
     """
