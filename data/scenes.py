@@ -13,9 +13,10 @@ A frame is built as follows.
   warning signs), a mosaic of TT100K negative patches, or a DFG frame with every annotated
   sign painted out (cv2.inpaint over the dilated polygons); scaled to cover the output size,
   zoomed, cropped and sometimes mirrored. With none of them at hand, a procedural texture.
-- Signs (between `config.signs` bounds): a synthetic drawing (data/synth_signs.py, exact
-  alpha), a TT100K crop or a TSRD crop cut to its box, the real crops cut with the outline of
-  their family (disc, triangle, inverted triangle, octagon, square), and, when asked for
+- Signs (between `config.signs` bounds; the cutouts of data/sign_cutouts.py): a synthetic
+  drawing (data/synth_signs.py, exact alpha), a TT100K crop or a TSRD crop cut to its box,
+  the real crops cut with the outline of their family (disc, triangle, inverted triangle,
+  octagon, square), and, when asked for
   ("dfg"), a European sign cut from a DFG frame along its annotated polygon (give the
   training side of `greedysign data split-frames`, so the test frames stay unseen).
   Sizes (larger side of the sign's box) are log-uniform in [min_size, max_size], a few
@@ -36,14 +37,13 @@ pole, an occluder) takes the pixel over.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -59,22 +59,38 @@ from data.frames import (
 )
 from data.images import read_rgb
 from data.records import Box, DataError
+from data.sign_cutouts import (
+    Cutout,
+    board_style,
+    cached_real,
+    ctsrd_shape,
+    dfg_cutout,
+    direction_board,
+    panel_cutout,
+    read_tsrd_boxes,
+    read_tt100k_codes,
+    synthetic_cutout,
+    tt100k_shape,
+    tt100k_split,
+)
 from data.synth import _background as procedural_background
-from data.synth_signs import sign_template
-from data.validate import annotation_lines, parse_int, split_fields
 
 BACKGROUNDS = ("video", "negatives", "dfg")
 SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg")
 # DFG signs are opt-in: the shared DFG frames are where scene detection is measured.
 DEFAULT_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
 DFG_MIN_SIGN = 24  # px, longer box side: smaller DFG signs are too coarse to pose
-SHAPES = ("disc", "triangle", "inverted", "octagon", "square")
 UNKNOWN_SIGN = "unknown sign"
 SUPERCATEGORY = "sign"
 VIDEO_SKIP_SECONDS = 6.0  # the clip's first seconds show warning signs nobody labelled
 VIDEO_STRIDE = 3  # keep every third frame: neighbours are near copies
 _DFG_DILATION = 0.15  # painted-out area grows by this share of the sign's size
 _MARGIN = 2  # px around a warped sign's box
+# Of the synthetic signs, the share drawn as rectangular panels: direction and information
+# boards, supplementary plates and chevron boards. CTSRD and TT100K hold almost none, but a
+# street holds many (the DFG frames: a third of their signs), and a scene model that never
+# saw one does not mark them.
+PANEL_SHARE = 0.3
 
 
 def default_data_root() -> Path:
@@ -178,7 +194,7 @@ class SceneSources:
     def available_backgrounds(self) -> tuple[str, ...]:
         have = {
             "video": self.video,
-            "negatives": self.tt100k and self.tt100k / _tt100k_split(self.tt100k) / "negative",
+            "negatives": self.tt100k and self.tt100k / tt100k_split(self.tt100k) / "negative",
             "dfg": self.dfg,
         }
         return tuple(kind for kind in self.backgrounds if have[kind] and Path(have[kind]).exists())
@@ -273,103 +289,6 @@ class SceneReport:
             f"sign size (px, larger box side): min {sizes.min()}, p5 {p5:.0f}, median {p50:.0f}, "
             f"p95 {p95:.0f}, max {sizes.max()}; {bins}"
         )
-
-
-# --- sign families -------------------------------------------------------------------------
-
-
-def ctsrd_shape(class_id: int) -> str:
-    """The outline of a CTSRD class, from its family in data/ctsrd_classes.csv."""
-    sign = sign_classes("ctsrd")[class_id]
-    if sign.name == "Stop":
-        return "octagon"
-    if sign.name == "Give way":
-        return "inverted"
-    if sign.name == "U-turn allowed":  # the one square mandatory sign
-        return "square"
-    return {"prohibitory": "disc", "mandatory": "disc", "warning": "triangle"}[sign.family]
-
-
-def tt100k_shape(code: str) -> str | None:
-    """The outline of a TT100K class code; None for a crop with no sign. TT100K's "other"
-    codes keep their family's shape: io blue discs, po red-ring discs, wo triangles."""
-    if code == "negative":
-        return None
-    if code == "pg":
-        return "inverted"
-    if code == "ps":
-        return "octagon"
-    if code == "ip":  # pedestrian crossing: a blue square in China
-        return "square"
-    if code[0] in "pi":
-        return "disc"
-    if code[0] == "w":
-        return "triangle"
-    return None
-
-
-def shape_alpha(shape: str, width: int, height: int, inset: float = 0.02) -> np.ndarray:
-    """uint8 HxW coverage of `shape` filling a width x height crop (anti-aliased edges)."""
-    if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
-    scale = 4  # draw at 4x with sub-pixel vertices, then average down
-    alpha = np.zeros((height * scale, width * scale), np.uint8)
-    w, h = width * scale, height * scale
-    dx, dy = w * inset, h * inset
-    if shape == "disc":
-        cv2.ellipse(
-            alpha, (w // 2, h // 2), (round(w / 2 - dx), round(h / 2 - dy)), 0, 0, 360, 255, -1
-        )
-    else:
-        if shape == "triangle":
-            points = [(w / 2, dy), (w - dx, h - dy), (dx, h - dy)]
-        elif shape == "inverted":
-            points = [(dx, dy), (w - dx, dy), (w / 2, h - dy)]
-        elif shape == "square":
-            points = [(dx, dy), (w - dx, dy), (w - dx, h - dy), (dx, h - dy)]
-        else:  # octagon: corners cut at 1 / (2 + sqrt 2) of each side
-            cut = 1 / (2 + math.sqrt(2))
-            x0, x1, y0, y1 = dx, w - dx, dy, h - dy
-            cw, ch = (x1 - x0) * cut, (y1 - y0) * cut
-            points = [
-                (x0 + cw, y0), (x1 - cw, y0), (x1, y0 + ch), (x1, y1 - ch),
-                (x1 - cw, y1), (x0 + cw, y1), (x0, y1 - ch), (x0, y0 + ch),
-            ]  # fmt: skip
-        cv2.fillPoly(alpha, [np.round(np.array(points)).astype(np.int32)], 255)
-    return cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA)
-
-
-@dataclass(frozen=True, eq=False)
-class Cutout:
-    """A front-on sign ready to pose: premultiplied RGB and alpha, both uint8."""
-
-    rgb: np.ndarray
-    alpha: np.ndarray
-    class_id: int | None
-    source: str
-
-    @cached_property
-    def outline(self) -> np.ndarray:
-        """Convex hull of the sign's pixels (float32 Nx2), which sizes the posed sign."""
-        inside = (self.alpha >= 128).astype(np.uint8)
-        points = cv2.findNonZero(inside)
-        if points is None:
-            height, width = self.alpha.shape
-            return np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
-        hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float32)
-        # Pixel centres, pushed out to the pixel edges around them.
-        return np.vstack([hull + offset for offset in ((0, 0), (1, 0), (1, 1), (0, 1))])
-
-
-def _real_cutout(rgb: np.ndarray, shape: str, class_id: int | None, source: str) -> Cutout:
-    height, width = rgb.shape[:2]
-    return _premultiplied(rgb, shape_alpha(shape, width, height), class_id, source)
-
-
-def _premultiplied(rgb: np.ndarray, alpha: np.ndarray, class_id: int | None, source: str):
-    """A Cutout of a sign (photographed or drawn) under its uint8 coverage `alpha`."""
-    premultiplied = (rgb.astype(np.uint16) * alpha[..., None] // 255).astype(np.uint8)
-    return Cutout(premultiplied, alpha, class_id, source)
 
 
 # --- the generator -------------------------------------------------------------------------
@@ -472,7 +391,7 @@ class SceneGenerator:
 
     @cached_property
     def _negatives(self) -> list[Path]:
-        folder = self.sources.tt100k / _tt100k_split(self.sources.tt100k) / "negative"
+        folder = self.sources.tt100k / tt100k_split(self.sources.tt100k) / "negative"
         paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
         if not paths:
             raise DataError(folder, None, "no negative patches (*.jpg, *.png) in this folder")
@@ -486,7 +405,7 @@ class SceneGenerator:
         canvas = np.empty((rows * cell, cols * cell, 3), np.uint8)
         for row in range(rows):
             for col in range(cols):
-                patch = _read_crop(self._negatives[int(rng.integers(len(self._negatives)))])
+                patch = read_rgb(self._negatives[int(rng.integers(len(self._negatives)))])
                 patch = cv2.resize(patch, (cell, cell), interpolation=cv2.INTER_LINEAR)
                 if rng.random() < 0.5:
                     patch = patch[:, ::-1]
@@ -524,15 +443,15 @@ class SceneGenerator:
         elif kind == "tsrd":
             crop = self._real_pick(rng, self._tsrd_crops, size, self._tsrd_cutout)
         elif kind == "dfg":
-            crop = self._real_pick(rng, self._dfg_signs, size, _dfg_cutout)
+            crop = self._real_pick(rng, self._dfg_signs, size, dfg_cutout)
         else:
             crop = None
         if crop is not None:
             return crop
         if rng.random() < PANEL_SHARE:
-            return _panel_cutout(rng)
+            return panel_cutout(rng)
         class_id = int(rng.integers(len(sign_classes("ctsrd"))))
-        return _synthetic_cutout(class_id)
+        return synthetic_cutout(class_id)
 
     def _real_pick(self, rng, groups: list[list], size: float, load) -> Cutout | None:
         """A real crop of a random group (code or class) that is not blown up beyond 2.5x.
@@ -555,8 +474,8 @@ class SceneGenerator:
     def _tt100k_crops(self) -> list[list[tuple[str, Path, int | None]]]:
         """(code, file, CTSRD class) of every shapeable crop, grouped by code."""
         root = self.sources.tt100k
-        code_map = _read_tt100k_codes(root / "classes.csv")
-        split_root = root / _tt100k_split(root)
+        code_map = read_tt100k_codes(root / "classes.csv")
+        split_root = root / tt100k_split(root)
         groups = []
         for folder in sorted(p for p in split_root.iterdir() if p.is_dir()):
             if tt100k_shape(folder.name) is None:
@@ -569,20 +488,20 @@ class SceneGenerator:
     @staticmethod
     def _tt100k_cutout(item: tuple[str, Path, int | None]) -> Cutout:
         code, path, class_id = item
-        return _cached_real(path, None, tt100k_shape(code), class_id, f"tt100k:{code}/{path.name}")
+        return cached_real(path, None, tt100k_shape(code), class_id, f"tt100k:{code}/{path.name}")
 
     @cached_property
     def _tsrd_crops(self) -> list[list[tuple[Path, Box, int]]]:
         """(file, sign box, class) of every TSRD image, grouped by class."""
         by_class: dict[int, list[tuple[Path, Box, int]]] = {}
-        for path, box, class_id in _read_tsrd_boxes(self.sources.tsrd):
+        for path, box, class_id in read_tsrd_boxes(self.sources.tsrd):
             by_class.setdefault(class_id, []).append((path, box, class_id))
         return [by_class[class_id] for class_id in sorted(by_class)]
 
     @staticmethod
     def _tsrd_cutout(item: tuple[Path, Box, int]) -> Cutout:
         path, box, class_id = item
-        return _cached_real(path, box, ctsrd_shape(class_id), class_id, f"tsrd:{path.name}")
+        return cached_real(path, box, ctsrd_shape(class_id), class_id, f"tsrd:{path.name}")
 
     @cached_property
     def _dfg_signs(self) -> list[list[tuple[FrameRecord, FrameInstance]]]:
@@ -643,9 +562,9 @@ class SceneGenerator:
         a post, each its own sign; nothing where the stack does not fit."""
         config = self.config
         width = float(np.clip(self._size(rng) * 1.5, 32, 0.45 * config.width))
-        style, pose = _board_style(rng), _draw_pose(False, rng)
+        style, pose = board_style(rng), _draw_pose(False, rng)
         count = int(rng.integers(2, 8))
-        boards = [_pose_sign(_direction_board(rng, style), width, rng, pose) for _ in range(count)]
+        boards = [_pose_sign(direction_board(rng, style), width, rng, pose) for _ in range(count)]
         gap = round(width * rng.uniform(0, 0.02)) if rng.random() < 0.5 else 0
         # Each board's patch origin relative to the stack's: centred under the first board,
         # its box starting where the box above it ends (plus the gap).
@@ -1076,212 +995,6 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
 
 def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
     return _decode_jpeg(_encode_jpeg(rgb, quality))
-
-
-# --- sign sources ------------------------------------------------------------------------------
-
-
-# Of the synthetic signs, the share drawn as rectangular panels: direction and information
-# boards, supplementary plates and chevron boards. CTSRD and TT100K hold almost none, but a
-# street holds many (the DFG frames: a third of their signs), and a scene model that never
-# saw one does not mark them.
-PANEL_SHARE = 0.3
-_PANEL_COLOURS = (  # (background, ink)
-    ((245, 245, 240), (20, 20, 20)),
-    ((20, 70, 170), (245, 245, 245)),
-    ((250, 200, 10), (20, 20, 20)),
-    ((10, 120, 60), (245, 245, 245)),
-    ((120, 70, 30), (245, 245, 245)),
-)
-_PANEL_TEXT = "ABCDEFGHKLMNOPRSTUVZ0123456789"
-
-
-def _panel_cutout(rng: np.random.Generator) -> Cutout:
-    """A rectangular panel, front on: a plain colour, a border, and arrows, text, a symbol or
-    chevron stripes on it. An "unknown sign" (no CTSRD class)."""
-    height = 96
-    width = int(height * float(np.exp(rng.uniform(np.log(0.6), np.log(2.6)))))
-    background, ink = _PANEL_COLOURS[int(rng.integers(len(_PANEL_COLOURS)))]
-    rgb = np.empty((height, width, 3), np.uint8)
-    rgb[:] = background
-    kind = int(rng.integers(4))
-    if kind == 0:  # chevrons: black on yellow, or red on white
-        stripe = (20, 20, 20) if rng.random() < 0.5 else (200, 20, 30)
-        rgb[:] = (250, 200, 10) if stripe[0] < 100 else (245, 245, 240)
-        step = max(8, width // int(rng.integers(2, 5)))
-        for x in range(-height, width + height, step):
-            points = np.array([[x, 0], [x + step // 2, height // 2], [x, height]], np.int32)
-            cv2.polylines(rgb, [points], False, stripe, max(4, step // 4))
-    else:
-        inset = int(rng.integers(4, 9))
-        cv2.rectangle(rgb, (inset, inset), (width - inset, height - inset), ink, 3)
-        if kind == 1:  # an arrow
-            y = height // 2
-            start, end = (width // 5, y), (4 * width // 5, y)
-            if rng.random() < 0.5:
-                start, end = end, start
-            cv2.arrowedLine(rgb, start, end, ink, 9, tipLength=0.35)
-        elif kind == 2:  # a line or two of text
-            rows = int(rng.integers(1, 3))
-            baselines = [height // 2] if rows == 1 else [height // 2 - 16, height // 2 + 16]
-            for y in baselines:
-                letters = "".join(rng.choice(list(_PANEL_TEXT), int(rng.integers(2, 7))))
-                cv2.putText(rgb, letters, (12, y + 10), cv2.FONT_HERSHEY_SIMPLEX, 1.0, ink, 3)
-        else:  # a symbol: a disc or a square
-            centre, radius = (width // 2, height // 2), height // 4
-            if rng.random() < 0.5:
-                cv2.circle(rgb, centre, radius, ink, -1)
-            else:
-                corners = (width // 2 - radius, height // 4), (width // 2 + radius, 3 * height // 4)
-                cv2.rectangle(rgb, *corners, ink, -1)
-    return _premultiplied(
-        rgb, shape_alpha("square", width, height, inset=0.0), None, "synthetic:panel"
-    )
-
-
-# Direction boards, (background, ink, border): white with a black, green or blue rim,
-# yellow, brown (tourist), green and blue.
-_BOARD_STYLES = (
-    ((245, 245, 240), (20, 20, 20), (20, 20, 20)),
-    ((245, 245, 240), (20, 20, 20), (20, 130, 60)),
-    ((245, 245, 240), (20, 20, 20), (20, 70, 170)),
-    ((250, 200, 10), (20, 20, 20), (20, 20, 20)),
-    ((120, 60, 30), (245, 245, 245), (245, 245, 245)),
-    ((10, 120, 60), (245, 245, 245), (245, 245, 245)),
-    ((20, 70, 170), (245, 245, 245), (245, 245, 245)),
-)
-
-
-@dataclass(frozen=True)
-class _BoardStyle:
-    colours: tuple[tuple[int, int, int], ...]  # background, ink, border
-    aspect: float  # width / height
-    arrow_left: bool  # the arrow at the left end (pointing left or up), else at the right
-
-
-def _board_style(rng: np.random.Generator) -> _BoardStyle:
-    colours = _BOARD_STYLES[int(rng.integers(len(_BOARD_STYLES)))]
-    aspect = float(np.exp(rng.uniform(np.log(2.5), np.log(6.0))))
-    return _BoardStyle(colours, aspect, bool(rng.random() < 0.5))
-
-
-def _direction_board(rng: np.random.Generator, style: _BoardStyle) -> Cutout:
-    """One board of a direction post, front on: a thin rim, an arrow at one end (pointing
-    out or up), one or two lines of place names and sometimes a small symbol at the other
-    end. An "unknown sign" (no CTSRD class)."""
-    height = 48
-    width = round(height * style.aspect)
-    background, ink, border = style.colours
-    rgb = np.empty((height, width, 3), np.uint8)
-    rgb[:] = background
-    up = rng.random() < 0.4
-    end = 18 if style.arrow_left else width - 18  # the arrow's column
-    if up:
-        tail, tip = (end, height - 8), (end, 7)
-    else:
-        tail, tip = (end + 12, height // 2), (end - 12, height // 2)
-        if not style.arrow_left:
-            tail, tip = tip, tail
-    text_x = 38 if style.arrow_left else 10
-    rows = int(rng.integers(1, 3))
-    baselines = [height // 2 + 7] if rows == 1 else [height // 2 - 3, height // 2 + 15]
-    scale = 0.55 if rows == 1 else 0.42
-    for baseline in baselines:
-        letters = "".join(rng.choice(list(_PANEL_TEXT), int(rng.integers(4, 14)))).title()
-        cv2.putText(rgb, letters, (text_x, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, 1)
-    # The text runs into the right end, which holds the arrow or a symbol: clear it.
-    rgb[:, width - 36 :] = background
-    if style.arrow_left and rng.random() < 0.6:
-        cv2.rectangle(rgb, (width - 30, 10), (width - 10, height - 10), ink, -1)
-    cv2.arrowedLine(rgb, tail, tip, ink, 4, tipLength=0.45)
-    cv2.rectangle(rgb, (1, 1), (width - 2, height - 2), border, 2)
-    return _premultiplied(
-        rgb, shape_alpha("square", width, height, inset=0.0), None, "synthetic:board"
-    )
-
-
-@lru_cache(maxsize=64)
-def _synthetic_cutout(class_id: int) -> Cutout:
-    template = sign_template(class_id)
-    # The drawing's colours are already coverage-weighted at its edges (it is drawn over
-    # black at 4x and averaged down), so they serve as premultiplied colours.
-    return Cutout(template.rgb, template.alpha, class_id, f"synthetic:{class_id}")
-
-
-@lru_cache(maxsize=4096)
-def _cached_real(path: Path, box: Box | None, shape: str, class_id: int | None, source: str):
-    rgb = _read_crop(path)
-    if box is not None:
-        x1, y1, x2, y2 = box
-        rgb = rgb[y1:y2, x1:x2]
-    return _real_cutout(np.ascontiguousarray(rgb), shape, class_id, source)
-
-
-@lru_cache(maxsize=1024)
-def _dfg_cutout(item: tuple[FrameRecord, FrameInstance]) -> Cutout:
-    """A DFG sign as photographed, cut along its annotated polygon (no CTSRD class)."""
-    frame, sign = item
-    x1, y1, x2, y2 = sign.box
-    rgb = read_rgb(frame.image_path)[y1:y2, x1:x2]
-    alpha = instance_mask(sign, frame.height, frame.width)[y1:y2, x1:x2].astype(np.uint8) * 255
-    return _premultiplied(rgb, alpha, None, f"dfg:{frame.image_path.name}#{sign.annotation_id}")
-
-
-def _read_crop(path: Path) -> np.ndarray:
-    return read_rgb(path)
-
-
-def _tt100k_split(root: Path) -> str:
-    """The folder of class-code folders: train/ where there is one (never test/), else root."""
-    return "train" if (root / "train").is_dir() else "."
-
-
-def _read_tt100k_codes(classes_file: Path) -> dict[str, int]:
-    """TT100K code -> CTSRD class id for the codes classes.csv maps."""
-    try:
-        text = classes_file.read_text(encoding="utf-8-sig")
-    except OSError as error:
-        raise DataError(classes_file, None, f"cannot read the class table ({error})") from None
-    rows = list(csv.reader(text.splitlines()))
-    if not rows or rows[0][:1] != ["code"] or "ctsrd_class_id" not in rows[0]:
-        raise DataError(classes_file, 1, "header must name the columns code and ctsrd_class_id")
-    column = rows[0].index("ctsrd_class_id")
-    count = len(sign_classes("ctsrd"))
-    codes = {}
-    for line, row in enumerate(rows[1:], start=2):
-        value = row[column].strip() if len(row) > column else ""
-        if not value:
-            continue
-        class_id = parse_int(value, "ctsrd_class_id", source_file=classes_file, line=line)
-        if not 0 <= class_id < count:
-            raise DataError(classes_file, line, f"ctsrd_class_id {class_id} is not a CTSRD class")
-        codes[row[0].strip()] = class_id
-    return codes
-
-
-def _read_tsrd_boxes(root: Path) -> list[tuple[Path, Box, int]]:
-    """(image, box, class) per line of a TSRD plain folder's annotations.txt. Boxes are
-    checked against the declared size; pixels are read when a crop is first used."""
-    annotation_file = root / "annotations.txt"
-    names = ("filename", "width", "height", "x1", "y1", "x2", "y2", "class")
-    count = len(sign_classes("ctsrd"))
-    crops = []
-    for line, text in annotation_lines(annotation_file):
-        where = {"source_file": annotation_file, "line": line}
-        filename, *fields = split_fields(text, names, **where)
-        width, height, x1, y1, x2, y2, class_id = (
-            parse_int(value, name, **where) for value, name in zip(fields, names[1:], strict=True)
-        )
-        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-            raise DataError(
-                annotation_file,
-                line,
-                f"box ({x1}, {y1}, {x2}, {y2}) is not inside {width}x{height}",
-            )
-        if not 0 <= class_id < count:
-            raise DataError(annotation_file, line, f"class {class_id} is not a CTSRD class")
-        crops.append((root / "images" / filename, (x1, y1, x2, y2), class_id))
-    return crops
 
 
 # --- writing -----------------------------------------------------------------------------------

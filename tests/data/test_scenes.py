@@ -14,15 +14,7 @@ from app.cli import main
 from data.classes import sign_classes
 from data.frames import instance_mask, mask_box, read_coco_frames, split_frames
 from data.images import read_rgb
-from data.scenes import (
-    SceneConfig,
-    SceneGenerator,
-    SceneSources,
-    ctsrd_shape,
-    shape_alpha,
-    tt100k_shape,
-    write_scenes,
-)
+from data.scenes import SceneConfig, SceneGenerator, SceneSources, write_scenes
 
 # Small frames, few signs: synthetic signs on procedural backgrounds need no real data.
 SMALL = SceneConfig(
@@ -203,39 +195,6 @@ def test_coco_round_trips_through_the_reader(written, scenes):
             assert instance.category == names[58 if sign.class_id is None else sign.class_id]
             assert instance.ignore == sign.ignore
             assert instance.area == sign.mask.sum()
-
-
-def test_family_shapes():
-    assert [tt100k_shape(c) for c in ("pl40", "pne", "pn", "pb", "i5", "il60", "w57")] == [
-        "disc",
-        "disc",
-        "disc",
-        "disc",
-        "disc",
-        "disc",
-        "triangle",
-    ]
-    assert [tt100k_shape(c) for c in ("pg", "ps", "ip", "io", "po", "wo")] == [
-        "inverted",
-        "octagon",
-        "square",
-        "disc",
-        "disc",
-        "triangle",
-    ]
-    by_name = {c.name: c.class_id for c in sign_classes("ctsrd")}
-    assert tt100k_shape("negative") is None
-    assert ctsrd_shape(by_name["Stop"]) == "octagon"
-    assert ctsrd_shape(by_name["Give way"]) == "inverted"
-    assert ctsrd_shape(by_name["Speed limit 40 km/h"]) == "disc"
-    assert ctsrd_shape(by_name["Turn left"]) == "disc"
-    assert ctsrd_shape(by_name["Road works"]) == "triangle"
-    disc, triangle = shape_alpha("disc", 40, 40), shape_alpha("triangle", 40, 40)
-    assert abs((disc >= 128).mean() - np.pi / 4) < 0.05
-    assert abs((triangle >= 128).mean() - 0.5) < 0.06
-    assert triangle[3, 3] == 0 and triangle[36, 3] > 0  # point up, base down
-    inverted = shape_alpha("inverted", 40, 40)
-    assert inverted[3, 3] > 0 and inverted[36, 3] == 0
 
 
 def test_bad_config_is_refused():
