@@ -21,7 +21,7 @@ import numpy as np
 
 from data.frames import read_coco_frames
 from data.images import read_rgb
-from data.records import Box
+from data.records import Box, box_area, box_overlap
 from model.detect import (
     SHIPPED_SCENE_MODEL,
     DetectConfig,
@@ -46,23 +46,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def _intersection(a: Box, b: Box) -> int:
-    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
-
-
-def _area(box: Box) -> int:
-    return (box[2] - box[0]) * (box[3] - box[1])
-
-
 def why_missed(sign: Box, signs: list[Box], regions: list[Box]) -> str:
     """ "found", "merged", "loose" or "not marked" (see the module docstring)."""
     if regions and iou_matrix(np.array([sign]), np.array(regions)).max() >= 0.5:
         return "found"
-    holding = [r for r in regions if _intersection(sign, r) >= 0.5 * _area(sign)]
+    holding = [r for r in regions if box_overlap(sign, r) >= 0.5 * box_area(sign)]
     for region in holding:
-        if sum(_intersection(other, region) >= 0.5 * _area(other) for other in signs) >= 2:
+        if sum(box_overlap(other, region) >= 0.5 * box_area(other) for other in signs) >= 2:
             return "merged"
-    if any(_intersection(sign, region) for region in regions):
+    if any(box_overlap(sign, region) for region in regions):
         return "loose"
     return "not marked"
 

@@ -14,9 +14,15 @@ variants reuse those answers:
 - "P(no sign) < T": a region dropped when the reader gives "no sign" probability T or more.
 - "score x P(sign) > T": kept when the region's mean sign probability times the reader's
   1 - P(no sign) exceeds T.
+- "reader's box at 1.0 where larger": the reader's own mask in a crop twice the region's
+  size replaces the region when it holds the region and is 1.5 times its area or more (a
+  large sign marked only in pieces: the region lies wholly on it).
 - "+ long side S": regions found at a second, coarser long side (large signs there have the
   sizes the scene model saw most in training) added where they overlap no region of the
   first (IoU < 0.1), all read by the reader.
+- "coarse over fragments": a coarse region of 96 px and more replaces the first regions
+  that lie inside it (0.7 of their box) when they cover less than half of it and no other
+  first region touches it: one region for a large sign the first pass marked in pieces.
 
 Prints one line per variant: recall and false signs per frame for the bar (32 px and more),
 false signs per frame of every size, mask IoU.
@@ -35,6 +41,7 @@ import torch
 
 from data.frames import read_coco_frames
 from data.images import read_rgb
+from data.records import box_area, box_overlap
 from model.detect import (
     SHIPPED_SCENE_MODEL,
     Detection,
@@ -51,9 +58,13 @@ from model.reading import grown
 from model.runs import resolve_model
 from model.track import iou_matrix
 
-READER_MARGINS = (0.15, 0.3)  # the detection's margin, and a loose one
+READER_MARGINS = (0.15, 0.3, 1.0)  # the detection's margin, a loose one, twice the region
 SECOND_LONG_SIDE = 512
 NEW_REGION_IOU = 0.1  # a coarser region overlapping a first one less than this is new
+GROW_MARGIN, GROW_AREA = 1.0, 1.5  # the reader's box replaces a region it holds, this much larger
+FRAGMENTS_MIN_SIDE = 96  # px: a coarse region this large may stand for the fragments inside it
+FRAGMENT_INSIDE = 0.7  # share of a first region's box inside the coarse one
+FRAGMENTS_COVER = 0.5  # the fragments' boxes cover less than this share of the coarse box
 
 
 @dataclass
@@ -104,16 +115,55 @@ def read_regions(detector: Detector, rgb: np.ndarray, instances: list[Instance])
     return reads
 
 
-def coarse_regions(detector: Detector, rgb: np.ndarray, first: list[Instance]) -> list[Instance]:
-    """Regions at SECOND_LONG_SIDE that overlap none of `first`."""
+def coarse_regions(detector: Detector, rgb: np.ndarray) -> list[Instance]:
+    """The regions of the frame at SECOND_LONG_SIDE."""
     config = replace(detector.config, long_side=SECOND_LONG_SIDE)
     frame = prepare_frame(rgb, config)
     maps = stitch(detector.segmenter.probabilities(frame.tensor), frame)
-    more = find_instances(maps, frame.geometry, config)
-    if not first or not more:
-        return more
-    overlap = iou_matrix(np.array([m.box for m in more]), np.array([f.box for f in first]))
-    return [m for m, row in zip(more, overlap, strict=True) if row.max() < NEW_REGION_IOU]
+    return find_instances(maps, frame.geometry, config)
+
+
+def new_regions(first: list[Read], coarse: list[Read]) -> list[Read]:
+    """Coarse regions that overlap no first region (IoU < NEW_REGION_IOU)."""
+    if not first or not coarse:
+        return coarse
+    boxes = [np.array([r.instance.box for r in reads]) for reads in (coarse, first)]
+    overlap = iou_matrix(*boxes)
+    return [c for c, row in zip(coarse, overlap, strict=True) if row.max() < NEW_REGION_IOU]
+
+
+def coarse_over_fragments(first: list[Read], coarse: list[Read]) -> list[Read]:
+    """The first regions, each group of fragments of a large coarse region replaced by it."""
+    replaced, added = set(), []
+    for region in coarse:
+        box = region.instance.box
+        if max(box[2] - box[0], box[3] - box[1]) < FRAGMENTS_MIN_SIDE:
+            continue
+        touching = [j for j, f in enumerate(first) if box_overlap(f.instance.box, box) > 0]
+        inside = [
+            j
+            for j in touching
+            if box_overlap(first[j].instance.box, box)
+            >= FRAGMENT_INSIDE * box_area(first[j].instance.box)
+        ]
+        cover = sum(box_area(first[j].instance.box) for j in inside) / box_area(box)
+        if inside and len(inside) == len(touching) and cover < FRAGMENTS_COVER:
+            replaced.update(inside)
+            added.append(region)
+    return [f for j, f in enumerate(first) if j not in replaced] + added
+
+
+def reader_grown(read: Read) -> Read:
+    """The region replaced by the reader's box at GROW_MARGIN when that box holds it and is
+    GROW_AREA times its area or more."""
+    if GROW_MARGIN not in read.boxes:
+        return read
+    box, mask = read.boxes[GROW_MARGIN]
+    own = read.instance.box
+    holds = box_overlap(box, own) == box_area(own)
+    if not holds or box_area(box) < GROW_AREA * box_area(own):
+        return read
+    return replace(read, instance=Instance(box, mask, read.instance.score))
 
 
 def as_detection(read: Read, margin: float | None = None) -> Detection:
@@ -149,14 +199,22 @@ def main(args: argparse.Namespace) -> int:
         rgb = read_rgb(frame.image_path)
         instances = detector.instances(rgb)
         first_reads.append(read_regions(detector, rgb, instances))
-        coarse_reads.append(read_regions(detector, rgb, coarse_regions(detector, rgb, instances)))
+        coarse_reads.append(read_regions(detector, rgb, coarse_regions(detector, rgb)))
     rows = {
         name: [[as_detection(r, margin) for r in reads if keep(r)] for reads in first_reads]
         for name, (keep, margin) in variants().items()
     }
+    rows[f"reader's box at {GROW_MARGIN} where larger"] = [
+        [as_detection(reader_grown(r)) for r in reads if read_as_sign(r)] for reads in first_reads
+    ]
+    pairs = list(zip(first_reads, coarse_reads, strict=True))
     rows[f"+ long side {SECOND_LONG_SIDE}"] = [
-        [as_detection(r) for r in first + more if read_as_sign(r)]
-        for first, more in zip(first_reads, coarse_reads, strict=True)
+        [as_detection(r) for r in first + new_regions(first, coarse) if read_as_sign(r)]
+        for first, coarse in pairs
+    ]
+    rows["coarse over fragments"] = [
+        [as_detection(r) for r in coarse_over_fragments(first, coarse) if read_as_sign(r)]
+        for first, coarse in pairs
     ]
     print(f"{args.data} ({len(frames)} frames): bar recall, bar false/frame, all false/frame")
     for name, detections in rows.items():

@@ -8,6 +8,15 @@ from pathlib import Path
 Box = tuple[int, int, int, int]  # (x1, y1, x2, y2) in image pixels, x2 > x1, y2 > y1
 
 
+def box_area(box: Box) -> int:
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+def box_overlap(a: Box, b: Box) -> int:
+    """Pixels the two boxes share."""
+    return box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+
+
 @dataclass(frozen=True, slots=True)
 class SignRecord:
     """One annotated image: a sign of a known class, a sign of no known class, or no sign.

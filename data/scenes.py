@@ -58,7 +58,7 @@ from data.frames import (
     rle_encode_box,
 )
 from data.images import read_rgb
-from data.records import Box, DataError
+from data.records import Box, DataError, box_area, box_overlap
 from data.sign_cutouts import (
     Cutout,
     board_style,
@@ -608,7 +608,7 @@ class SceneGenerator:
         if not (0 <= nx <= config.width - width and 0 <= ny <= config.height - height):
             return None
         box = warped.box_at(nx, ny)
-        if not _fits(box, placed, config.max_overlap) or _overlap(box, (ux1, uy1, ux2, uy2)) > 0:
+        if not _fits(box, placed, config.max_overlap) or box_overlap(box, (ux1, uy1, ux2, uy2)) > 0:
             return None
         return warped, nx, ny
 
@@ -778,16 +778,11 @@ def _weather(premultiplied: np.ndarray, alpha: np.ndarray, rng) -> np.ndarray:
 
 
 def _fits(box: Box, placed: list[_Placed], max_overlap: float) -> bool:
-    area = (box[2] - box[0]) * (box[3] - box[1])
+    area = box_area(box)
     for other in placed:
-        other_area = (other.box[2] - other.box[0]) * (other.box[3] - other.box[1])
-        if _overlap(box, other.box) > max_overlap * min(area, other_area):
+        if box_overlap(box, other.box) > max_overlap * min(area, box_area(other.box)):
             return False
     return True
-
-
-def _overlap(a: Box, b: Box) -> int:
-    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _paint(image, owner, region: Box, cover: np.ndarray, paint, placed, min_visible) -> bool:
