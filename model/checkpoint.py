@@ -110,8 +110,20 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[Si
     """An exported model (`model.pt`) or a finished training checkpoint as an inference
     SignNet in eval mode, float32 on `device`, loaded with strict=True. A missing file
     raises FileNotFoundError; any other file that is not such a model, ModelFileError."""
+    model, info, _ = _load(path)
+    return model.to(device).eval(), info
+
+
+def load_for_fine_tuning(path: Path | str) -> tuple[SignNet, ModelInfo, dict[str, torch.Tensor]]:
+    """As `load_model` (on the CPU), with the aux heads' weights (float32) of a training
+    checkpoint: none from an exported model, which does not keep them."""
+    model, info, aux = _load(path)
+    return model.eval(), info, aux
+
+
+def _load(path: Path | str) -> tuple[SignNet, ModelInfo, dict[str, torch.Tensor]]:
     try:
-        model, info = _read_model(path)
+        return _read_model(path)
     except (FileNotFoundError, ModelFileError):
         raise
     except Exception as error:
@@ -121,10 +133,9 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[Si
         reason = (str(error).strip().splitlines() or [""])[0][:200]
         fault = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
         raise ModelFileError(f"{path}: not a GreedySign model file ({fault})") from error
-    return model.to(device).eval(), info
 
 
-def _read_model(path: Path | str) -> tuple[SignNet, ModelInfo]:
+def _read_model(path: Path | str) -> tuple[SignNet, ModelInfo, dict[str, torch.Tensor]]:
     state = load_file(path)
     if not isinstance(state, dict):
         raise ModelFileError(
@@ -136,12 +147,9 @@ def _read_model(path: Path | str) -> tuple[SignNet, ModelInfo]:
         raise ModelFileError(f"{path}: not a GreedySign model or checkpoint (no format mark)")
     config = NetConfig(**state["config"])
     model = SignNet(config, with_aux=False)
-    weights = {
-        name: value for name, value in state["model"].items() if not name.startswith(AUX_PREFIXES)
-    }
-    model.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, strict=True
-    )
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    aux = {name: value for name, value in weights.items() if name.startswith(AUX_PREFIXES)}
+    model.load_state_dict({k: v for k, v in weights.items() if k not in aux}, strict=True)
     info = ModelInfo(
         config=config,
         class_names=list(state["class_names"]),
@@ -155,4 +163,4 @@ def _read_model(path: Path | str) -> tuple[SignNet, ModelInfo]:
         open_set=dict(state.get("open_set", {})),
         path=str(path),
     )
-    return model, info
+    return model, info, aux

@@ -173,8 +173,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="MODEL",
-        help="start from this model file's weights (same --arch and task; the aux heads start "
-        "fresh): fine-tuning, e.g. the shipped scene model on new frames",
+        help="start from the weights of this model file or run's checkpoint.pth (same --arch "
+        "and task): fine-tuning, e.g. the shipped scene model on new frames. A checkpoint "
+        "also brings the aux heads, which a Greedy-DIB fine-tune trains on; from a model "
+        "file they start fresh",
     )
     parser.add_argument(
         "--snapshot-every",

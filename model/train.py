@@ -48,7 +48,7 @@ from model.checkpoint import (
     ModelInfo,
     export_model,
     load_file,
-    load_model,
+    load_for_fine_tuning,
     save_atomic,
     versions,
 )
@@ -707,10 +707,13 @@ def final_metrics(
 
 
 def start_from(model: SignNet, path: Path, task: str) -> None:
-    """Load a model file's weights into `model` (fine-tuning): every inference weight must
-    fit; the aux heads, which a model file does not keep, start as initialised."""
+    """Load a model file's or a training checkpoint's weights into `model` (fine-tuning):
+    every inference weight must fit. A checkpoint's aux heads come along where `model` has
+    them in the same shapes: a Greedy-DIB module learns only from its own aux heads, and
+    fresh ones first unsettle the module they train (BENCHMARKS.md section 6, "Larger training
+    tiles"). A model file does not keep them, so they start as initialised."""
     try:
-        source, info = load_model(path)
+        source, info, aux = load_for_fine_tuning(path)
     except (FileNotFoundError, ModelFileError) as error:
         raise SystemExit(f"--init: {error}") from None
     if info.task != task or info.config.arch != model.config.arch:
@@ -726,13 +729,17 @@ def start_from(model: SignNet, path: Path, task: str) -> None:
         print(f"{path} draws {source.config.seg_channels} map(s): its sign map seeds the rest")
         for name in ("seg_head.0.weight", "seg_head.0.bias"):
             state[name] = state[name][:1].repeat_interleave(model.config.seg_channels, dim=0)
+    own = model.state_dict()
+    fitting = {k: v for k, v in aux.items() if k in own and own[k].shape == v.shape}
+    state.update(fitting)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # a tensor of another shape (other classes, image size)
         raise SystemExit(f"{fault} ({str(error).splitlines()[-1].strip()})") from None
     if unexpected or any(not name.startswith(AUX_PREFIXES) for name in missing):
         raise SystemExit(fault)
-    print(f"starting from the weights of {path}", flush=True)
+    heads = f", aux heads included ({len(fitting)} tensors)" if fitting else ""
+    print(f"starting from the weights of {path}{heads}", flush=True)
 
 
 def _read_resumable(checkpoint_path: Path) -> dict[str, Any]:

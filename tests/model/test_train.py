@@ -318,6 +318,41 @@ def test_init_loads_every_inference_weight_and_refuses_another_task(tmp_path):
         start_from(other_classes, path, "scenes")
 
 
+def test_init_from_a_checkpoint_brings_its_aux_heads_and_a_model_file_does_not(tmp_path):
+    from model.checkpoint import CHECKPOINT_FORMAT, ModelInfo, export_model, save_atomic
+    from model.network import AUX_PREFIXES
+    from model.train import start_from
+
+    config = NetConfig(image_size=SIZE)
+    source = network_for("greedy-dib", config)
+    with torch.no_grad():  # aux heads unlike any fresh ones
+        for name, value in source.named_parameters():
+            if name.startswith(AUX_PREFIXES):
+                value.add_(1.0)
+    info = ModelInfo(config=source.config, class_names=["a"] * 60, task="scenes")
+    checkpoint = save_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": source.state_dict(),
+            "info": {k: v for k, v in info.to_dict().items() if k != "path"},
+        },
+        tmp_path / "checkpoint.pth",
+    )
+    model_file = export_model(source, info, tmp_path / "model.pt")
+    aux = {k: v.detach() for k, v in source.named_parameters() if k.startswith(AUX_PREFIXES)}
+    assert aux
+
+    from_checkpoint = network_for("greedy-dib", config)
+    start_from(from_checkpoint, checkpoint, "scenes")
+    for name, value in source.state_dict().items():
+        assert torch.equal(from_checkpoint.state_dict()[name], value.float()), name
+
+    from_model_file = network_for("greedy-dib", config)
+    start_from(from_model_file, model_file, "scenes")
+    fresh = from_model_file.state_dict()
+    assert not any(torch.equal(fresh[k], v) for k, v in aux.items())
+
+
 def test_init_from_a_scene_model_without_cores_seeds_the_core_map_with_the_sign_map(tmp_path):
     from model.checkpoint import ModelInfo, export_model
     from model.train import start_from
