@@ -86,14 +86,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def read_regions(detector: Detector, rgb: np.ndarray, instances: list[Instance]) -> list[Read]:
-    """Each region read at every margin of READER_MARGINS (the first is the detection's)."""
+def read_regions(
+    detector: Detector,
+    rgb: np.ndarray,
+    instances: list[Instance],
+    margins: tuple[float, ...] = READER_MARGINS,
+) -> list[Read]:
+    """Each region read at every margin of `margins` (the first is the detection's)."""
     if not instances:
         return []
     height, width = rgb.shape[:2]
     predictor = detector.predictor
     reads = [Read(i, 0.0, False, {}) for i in instances]
-    for margin in READER_MARGINS:
+    for margin in margins:
         crops = crop_inputs(rgb, instances, predictor.preprocess, margin)
         batch = torch.stack([tensor for tensor, _ in crops])
         predictions = predictor.predict_batch(batch, [size for _, size in crops], top_k=1)
@@ -199,7 +204,9 @@ def main(args: argparse.Namespace) -> int:
         rgb = read_rgb(frame.image_path)
         instances = detector.instances(rgb)
         first_reads.append(read_regions(detector, rgb, instances))
-        coarse_reads.append(read_regions(detector, rgb, coarse_regions(detector, rgb)))
+        # Coarse regions are only kept or dropped: the detection's margin is all they need.
+        coarse = coarse_regions(detector, rgb)
+        coarse_reads.append(read_regions(detector, rgb, coarse, (detector.config.margin,)))
     rows = {
         name: [[as_detection(r, margin) for r in reads if keep(r)] for reads in first_reads]
         for name, (keep, margin) in variants().items()
