@@ -45,7 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
 from model.device import resolve_device
-from model.greedy import LossSettings, Phase, end_to_end_step
+from model.greedy import LossSettings, Phase, end_to_end_step, enter_phase
 from model.metrics import EvalAccumulator
 from model.network import SignNet
 
@@ -206,7 +206,7 @@ def data_parallel(model: SignNet, phase: Phase, losses: LossSettings) -> Iterato
     if world_size() == 1:
         yield phase
         return
-    model.freeze_stages(phase.frozen)  # the prefix must not require grad when DDP is built
+    enter_phase(model, phase)  # the prefix must not require grad when DDP is built
     if len(phase.trainable) == 1 and phase.trainable[0] is model:  # end to end: one wrapper
         yield replace(phase, step=end_to_end_step(_ddp(model), losses))
     else:

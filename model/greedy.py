@@ -18,6 +18,11 @@ every module on the same L_k, each from the detached output of the module below,
 decoder from the detached features: no gradient crosses a module boundary either way, but
 each batch is forwarded once instead of once per module.
 
+A fine-tune from a model file (`--init model.pt`) starts without the aux heads, which a model
+file does not keep; fresh heads first pull their modules toward whatever fits them. With
+`aux_warmup_epochs`, the aux heads alone train first on the frozen encoder (the "aux-heads"
+phase), so the modules then learn from heads that already read them.
+
 A step yields its local losses one by one, and the trainer backpropagates each before asking
 for the next: a module's graph is freed before the next module runs, so a step holds one
 module's activations at a time, whatever the schedule. Each phase names the parameters its
@@ -72,6 +77,8 @@ Step = Callable[..., Iterator[LocalLoss]]
 
 # The simultaneous schedule's one phase: every module, every batch.
 SIMULTANEOUS_PHASE = "modules"
+# The aux heads alone, on the frozen encoder, before a fine-tune's modules train.
+AUX_WARMUP_PHASE = "aux-heads"
 
 
 @dataclass
@@ -82,7 +89,8 @@ class Phase:
     `stage` is k for a single module's phase (whose auxiliary heads then score it), None
     otherwise. `trainable` are the modules whose parameters the optimizer owns; `reads` every
     module whose weights the forward pass uses (the frozen prefix too); `frozen` is how many
-    encoder stages are frozen meanwhile; `epochs` how long the phase trains.
+    encoder stages are frozen meanwhile, with their aux heads unless `trainable` holds them;
+    `epochs` how long the phase trains.
     """
 
     name: str
@@ -101,6 +109,15 @@ class Phase:
         """Every distinct parameter the forward pass reads (shared modules counted once)."""
         unique = {id(p): p for module in self.reads or self.trainable for p in module.parameters()}
         return list(unique.values())
+
+
+def enter_phase(model: SignNet, phase: Phase) -> None:
+    """Freeze what `phase` does not train and put the rest in training mode: the frozen stages
+    (BatchNorm in eval) and their aux heads, except heads the phase trains itself."""
+    model.freeze_stages(phase.frozen)
+    model.train()
+    for module in phase.trainable:
+        module.requires_grad_(True).train()
 
 
 def information_term(losses: LossSettings, t_in: Tensor, t_out: Tensor) -> Tensor | None:
@@ -187,6 +204,22 @@ def heads_step(model: SignNet, losses: LossSettings) -> Step:
     return step
 
 
+def aux_heads_step(model: SignNet, losses: LossSettings) -> Step:
+    """Every module's aux heads on its frozen output T_k. T_k does not change, so its
+    information term is a constant and is left out."""
+    supervised = replace(losses, reg="none")
+
+    def step(*batch: Tensor) -> Iterator[LocalLoss]:
+        t = batch[0]
+        for k in range(model.num_stages):
+            t_in = t
+            with torch.no_grad():
+                t, _taps = model.forward_stage(k, t_in)
+            yield _module_loss(model, k, supervised, t_in, t, batch)
+
+    return step
+
+
 def simultaneous_step(model: SignNet, losses: LossSettings) -> Step:
     """Every module on every batch, each from the detached output of the one below, then the
     decoder from the detached multi-scale features."""
@@ -230,11 +263,15 @@ def build_phases(
     epochs: int = 1,
     head_epochs: int | None = None,
     schedule: str = "sequential",
+    aux_warmup_epochs: int = 0,
 ) -> list[Phase]:
     """The phases of `method`, in training order: `epochs` for SGD, for each greedy module
     and for the simultaneous phase; `head_epochs` (default `epochs`) for the sequential
-    schedule's segmentation-decoder phase."""
+    schedule's segmentation-decoder phase; first, with `aux_warmup_epochs`, the aux heads
+    alone (greedy methods)."""
     if method == "sgd":
+        if aux_warmup_epochs:
+            raise ValueError("end-to-end SGD has no aux heads to warm up")
         return [Phase("sgd", None, 0, [model], end_to_end_step(model, losses), epochs)]
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
@@ -243,11 +280,15 @@ def build_phases(
     assert model.aux_cls is not None and model.aux_mask is not None, "greedy needs aux heads"
     K = model.num_stages
     decoder = [model.seg_decoder, model.seg_head]
+    phases = [aux_warmup_phase(model, losses, aux_warmup_epochs)] if aux_warmup_epochs else []
     if schedule == "simultaneous":
         everything = [model.stages, model.aux_cls, model.aux_mask, model.aux_recon, *decoder]
         step = simultaneous_step(model, losses)
-        return [Phase(SIMULTANEOUS_PHASE, None, 0, everything, step, epochs, reads=everything)]
-    phases = [
+        phases.append(
+            Phase(SIMULTANEOUS_PHASE, None, 0, everything, step, epochs, reads=everything)
+        )
+        return phases
+    phases += [
         Phase(
             f"module{k + 1}",
             k,
@@ -264,6 +305,20 @@ def build_phases(
         Phase("heads", None, K, decoder, heads_step(model, losses), head_epochs or epochs, reads)
     )
     return phases
+
+
+def aux_warmup_phase(model: SignNet, losses: LossSettings, epochs: int) -> Phase:
+    """Every aux head but the classification head (aux_cls[K-1], an inference weight that a
+    model file keeps) on the frozen encoder."""
+    assert model.aux_cls is not None and model.aux_mask is not None and model.aux_recon is not None
+    heads = [
+        head
+        for head in (*model.aux_cls, *model.aux_mask, *model.aux_recon)
+        if head is not model.cls_head
+    ]
+    reads = [model.stages, model.cls_head, *heads]
+    step = aux_heads_step(model, losses)
+    return Phase(AUX_WARMUP_PHASE, None, model.num_stages, heads, step, epochs, reads=reads)
 
 
 def first_layer_weights(model: SignNet) -> list[nn.Parameter]:

@@ -179,6 +179,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "file they start fresh",
     )
     parser.add_argument(
+        "--aux-warmup-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --init from a model file (greedy methods): first train the fresh aux heads "
+        "alone for N epochs on the frozen encoder, so that the modules then learn from heads "
+        "that already read them",
+    )
+    parser.add_argument(
         "--snapshot-every",
         type=int,
         default=0,

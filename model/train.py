@@ -58,6 +58,7 @@ from model.greedy import (
     LossSettings,
     Phase,
     build_phases,
+    enter_phase,
     first_layer_weights,
     network_for,
 )
@@ -375,8 +376,7 @@ def train_one_epoch(
     the phase's local losses), the training accuracy of the classification head, the images
     per second, and the mean first-layer gradient norm of every stage (NaN where no gradient
     reached it: the frozen and the not-yet-trained modules of greedy training)."""
-    model.freeze_stages(phase.frozen)
-    model.train()
+    enter_phase(model, phase)
     first_layers = first_layer_weights(model)
     sums: dict[str, float] = {}
     grad_sums = [0.0] * len(first_layers)
@@ -472,6 +472,8 @@ def _train(
         raise SystemExit(f"--reg {args.reg} needs --method greedy-dib")
     if args.cache_prefix and (args.method == "sgd" or args.schedule != "sequential"):
         raise SystemExit("--cache-prefix is for the sequential schedule of a greedy method")
+    if args.aux_warmup_epochs and (args.method == "sgd" or args.init is None):
+        raise SystemExit("--aux-warmup-epochs is for a greedy method's fine-tune (--init)")
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out: the run folder to continue")
     # Rank 0's name: the processes may not start in the same second.
@@ -510,7 +512,15 @@ def _train(
         label_smoothing=args.label_smoothing,
         lambda_recon=args.lambda_recon,
     )
-    phases = build_phases(model, args.method, losses, args.epochs, args.head_epochs, args.schedule)
+    phases = build_phases(
+        model,
+        args.method,
+        losses,
+        args.epochs,
+        args.head_epochs,
+        args.schedule,
+        args.aux_warmup_epochs,
+    )
     if args.stop_after is not None and args.stop_after not in [p.name for p in phases]:
         raise SystemExit(
             f"--stop-after {args.stop_after}: phases of this run are "

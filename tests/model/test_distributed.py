@@ -42,7 +42,7 @@ import torch
 
 from model.checkpoint import load_file
 from model.distributed import RankShare
-from model.greedy import LossSettings, build_phases, network_for
+from model.greedy import LossSettings, build_phases, enter_phase, network_for
 from model.network import NetConfig
 from model.options import get_args_parser
 from model.train import EpochShuffle
@@ -51,11 +51,13 @@ SIZE = 32
 LAUNCH_TIMEOUT = 120
 # (method, schedule, phase index): SGD, greedy module 3 (two frozen modules before it, four
 # units in it with the balanced split), the heads phase, the simultaneous schedule.
+# (method, schedule, phase index, aux warm-up epochs)
 STEP_CASES = [
-    ("sgd", "sequential", 0),
-    ("greedy-dib", "sequential", 2),
-    ("greedy-dib", "sequential", -1),
-    ("greedy-dib", "simultaneous", 0),
+    ("sgd", "sequential", 0, 0),
+    ("greedy-dib", "sequential", 2, 0),
+    ("greedy-dib", "sequential", -1, 0),
+    ("greedy-dib", "simultaneous", 0, 0),
+    ("greedy-dib", "simultaneous", 0, 1),  # the aux heads alone
 ]
 COMPARED = ("train_ce", "train_mask", "train_total", "test_accuracy", "test_box_iou")
 
@@ -131,21 +133,26 @@ def test_the_ranks_batches_of_a_step_are_the_one_process_batch():
 # ---------------------------------------------------------------------- one step, sharp
 
 
-def _step_gradients(method: str, schedule: str, index: int, place=(0, 1)) -> dict:
+def _step_gradients(
+    method: str, schedule: str, index: int, aux_warmup_epochs: int, place=(0, 1)
+) -> dict:
     """One step of a phase on this process's part of a fixed batch of 8; the gradients."""
     from model import distributed
 
     torch.manual_seed(0)
     model = network_for(method, NetConfig(image_size=SIZE))
     losses = LossSettings(reg="none")
-    phase = build_phases(model, method, losses, schedule=schedule)[index]
+    phases = build_phases(
+        model, method, losses, schedule=schedule, aux_warmup_epochs=aux_warmup_epochs
+    )
+    phase = phases[index]
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(8, 3, SIZE, SIZE, generator=generator)
     masks = (torch.rand(8, 1, SIZE, SIZE, generator=generator) > 0.7).float()
     labels = torch.randint(0, 58, (8,), generator=generator)
     batch = [t[place[0] :: place[1]] for t in (images, masks, labels)]
     batch.append(torch.ones(len(batch[0]), dtype=torch.bool))
-    model.freeze_stages(phase.frozen)
+    enter_phase(model, phase)
     with distributed.data_parallel(model, phase, losses) as parallel:
         model.eval()  # every sample on its own: BatchNorm's running statistics, no dropout
         for local in parallel.step(*batch):

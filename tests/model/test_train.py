@@ -12,7 +12,7 @@ import torch
 
 from data.frames import split_frames
 from model.checkpoint import load_file, load_model
-from model.greedy import LossSettings, build_phases, network_for
+from model.greedy import LossSettings, build_phases, enter_phase, network_for
 from model.network import NetConfig, SignNet
 from model.options import get_args_parser
 from model.runs import latest_run
@@ -38,8 +38,7 @@ def _greedy_phases(reg="entropy"):
 
 
 def _train_steps(model, phase, steps=5, lr=0.05):
-    model.freeze_stages(phase.frozen)
-    model.train()
+    enter_phase(model, phase)
     optimizer = torch.optim.SGD(list(phase.parameters()), lr=lr, momentum=0.9)
     batch = _batch()
     losses = []
@@ -97,6 +96,60 @@ def test_heads_phase_trains_only_the_segmentation_decoder():
         assert all(p.grad is None for p in part.parameters())
     decoder_after = model.seg_decoder.parameters()
     assert any(not torch.equal(a, b) for a, b in zip(decoder_before, decoder_after, strict=True))
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "simultaneous"])
+def test_aux_warmup_trains_the_aux_heads_alone_on_the_frozen_network(schedule):
+    torch.manual_seed(0)
+    model = SignNet(NetConfig(image_size=SIZE))
+    phases = build_phases(
+        model, "greedy-dib", LossSettings(), schedule=schedule, aux_warmup_epochs=1
+    )
+    warmup = phases[0]
+    assert warmup.name == "aux-heads" and phases[1].name in ("module1", "modules")
+    heads = [*model.aux_cls[:-1], *model.aux_mask]
+    fixed = [model.stages, model.cls_head, model.seg_decoder, model.seg_head]
+    before = [{n: v.clone() for n, v in part.state_dict().items()} for part in fixed]
+    heads_before = [{n: v.clone() for n, v in head.state_dict().items()} for head in heads]
+    _train_steps(model, warmup, steps=2)
+    assert all(head.training for head in heads)
+    # The encoder (weights and BatchNorm statistics), the classification head a model file
+    # keeps, and the decoder stay put; every fresh aux head learned.
+    for part, saved in zip(fixed, before, strict=True):
+        assert all(torch.equal(saved[n], v) for n, v in part.state_dict().items())
+        assert all(p.grad is None for p in part.parameters())
+    for head, saved in zip(heads, heads_before, strict=True):
+        assert any(not torch.equal(saved[n], v) for n, v in head.state_dict().items())
+    # The next phase trains its module again.
+    enter_phase(model, phases[1])
+    assert all(p.requires_grad for p in model.stages[0].parameters())
+    assert model.stages[0].training
+
+
+def test_fine_tune_from_a_model_file_warms_its_aux_heads_up_first(
+    tiny_synthetic, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    simultaneous = ("--schedule", "simultaneous")
+    main(_args(tiny_synthetic, tmp_path / "start", *simultaneous))
+    start = load_file(tmp_path / "start" / "model.pt")["model"]
+    tuned = tmp_path / "tuned"
+    init = ("--init", str(tmp_path / "start" / "model.pt"), "--aux-warmup-epochs", "1")
+    main(_args(tiny_synthetic, tuned, *simultaneous, *init, "--stop-after", "aux-heads"))
+    # After the warm-up, every inference weight is still the start's.
+    warmed = load_file(tuned / "checkpoint.pth")["model"]
+    assert all(torch.equal(warmed[name].half(), value) for name, value in start.items())
+    main(_args(tiny_synthetic, tuned, *simultaneous, *init, "--resume"))
+    with open(tuned / "history.csv") as handle:
+        assert [row["phase"] for row in csv.DictReader(handle)] == ["aux-heads", "modules"]
+
+
+def test_aux_warmup_is_for_a_greedy_fine_tune(tiny_synthetic, tmp_path):
+    model = network_for("sgd", NetConfig(image_size=SIZE))
+    with pytest.raises(ValueError, match="no aux heads"):
+        build_phases(model, "sgd", LossSettings(), aux_warmup_epochs=1)
+    with pytest.raises(SystemExit, match="--init"):
+        main(_args(tiny_synthetic, tmp_path / "x", "--aux-warmup-epochs", "1"))
 
 
 @pytest.mark.parametrize(
