@@ -538,7 +538,13 @@ def _train(
         command=getattr(args, "command_line", ""),
     )
     if args.init is not None and resumed is None:
-        start_from(model, args.init, args.task)
+        aux_heads_brought = start_from(model, args.init, args.task)
+        if args.method != "sgd" and not aux_heads_brought and not args.aux_warmup_epochs:
+            print(
+                "the aux heads start fresh, and the modules would first learn from them: "
+                "--aux-warmup-epochs 1 trains them alone first (BENCHMARKS.md section 6)",
+                flush=True,
+            )
     start_phase, start_epoch, history = 0, 0, []
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -716,12 +722,13 @@ def final_metrics(
     return metrics
 
 
-def start_from(model: SignNet, path: Path, task: str) -> None:
+def start_from(model: SignNet, path: Path, task: str) -> int:
     """Load a model file's or a training checkpoint's weights into `model` (fine-tuning):
     every inference weight must fit. A checkpoint's aux heads come along where `model` has
     them in the same shapes: a Greedy-DIB module learns only from its own aux heads, and
-    fresh ones first unsettle the module they train (BENCHMARKS.md section 6, "Larger training
-    tiles"). A model file does not keep them, so they start as initialised."""
+    fresh ones first unsettle the module they train (BENCHMARKS.md section 6, "256-px
+    tiles"). A model file does not keep them, so they start as initialised. Returns how many
+    aux-head tensors came along."""
     try:
         source, info, aux = load_for_fine_tuning(path)
     except (FileNotFoundError, ModelFileError) as error:
@@ -750,6 +757,7 @@ def start_from(model: SignNet, path: Path, task: str) -> None:
         raise SystemExit(fault)
     heads = f", aux heads included ({len(fitting)} tensors)" if fitting else ""
     print(f"starting from the weights of {path}{heads}", flush=True)
+    return len(fitting)
 
 
 def _read_resumable(checkpoint_path: Path) -> dict[str, Any]:

@@ -396,12 +396,14 @@ def test_init_from_a_checkpoint_brings_its_aux_heads_and_a_model_file_does_not(t
     assert aux
 
     from_checkpoint = network_for("greedy-dib", config)
-    start_from(from_checkpoint, checkpoint, "scenes")
+    assert start_from(from_checkpoint, checkpoint, "scenes") == len(
+        {k for k in from_checkpoint.state_dict() if k.startswith(AUX_PREFIXES)}
+    )
     for name, value in source.state_dict().items():
         assert torch.equal(from_checkpoint.state_dict()[name], value.float()), name
 
     from_model_file = network_for("greedy-dib", config)
-    start_from(from_model_file, model_file, "scenes")
+    assert start_from(from_model_file, model_file, "scenes") == 0
     fresh = from_model_file.state_dict()
     assert not any(torch.equal(fresh[k], v) for k, v in aux.items())
 
