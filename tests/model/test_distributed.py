@@ -49,15 +49,15 @@ from model.train import EpochShuffle
 
 SIZE = 32
 LAUNCH_TIMEOUT = 120
-# (method, schedule, phase index): SGD, greedy module 3 (two frozen modules before it, four
-# units in it with the balanced split), the heads phase, the simultaneous schedule.
-# (method, schedule, phase index, aux warm-up epochs)
+# (method, schedule, phase index, aux warm-up epochs): SGD, greedy module 3 (two frozen
+# modules before it, four units in it with the balanced split), the heads phase, the
+# simultaneous schedule, and the aux heads alone on the frozen network.
 STEP_CASES = [
     ("sgd", "sequential", 0, 0),
     ("greedy-dib", "sequential", 2, 0),
     ("greedy-dib", "sequential", -1, 0),
     ("greedy-dib", "simultaneous", 0, 0),
-    ("greedy-dib", "simultaneous", 0, 1),  # the aux heads alone
+    ("greedy-dib", "simultaneous", 0, 1),
 ]
 COMPARED = ("train_ce", "train_mask", "train_total", "test_accuracy", "test_box_iou")
 
