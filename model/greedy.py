@@ -248,11 +248,16 @@ def end_to_end_step(model: SignNet, losses: LossSettings) -> Step:
     return step
 
 
-def network_for(method: str, config: NetConfig) -> SignNet:
+def network_for(method: str, config: NetConfig, cls_head: str | None = None) -> SignNet:
     """The SignNet that `method` trains: greedy methods with aux heads, whose last classifier
-    is the classification head; end-to-end SGD with the linear head, which it trains best."""
+    is the classification head; end-to-end SGD with the linear head, which it trains best, or
+    with `cls_head` (that of the model it fine-tunes, so that every weight fits)."""
     if method == "sgd":
-        return SignNet(replace(config, cls_head="linear"), with_aux=False)
+        return SignNet(replace(config, cls_head=cls_head or "linear"), with_aux=False)
+    if cls_head not in (None, "aux"):
+        raise ValueError(
+            f"a greedy method's classification head is the last aux head, not {cls_head}"
+        )
     return SignNet(replace(config, cls_head="aux"), with_aux=True)
 
 

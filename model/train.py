@@ -482,6 +482,12 @@ def _train(
     )
     checkpoint_path = args.out / CHECKPOINT_FILE
     resumed = _read_resumable(checkpoint_path) if args.resume else None
+    init = None if args.init is None or resumed else read_init(args.init, args.task, args.arch)
+    if init is not None and args.method != "sgd" and init.model.config.cls_head != "aux":
+        raise SystemExit(
+            f"--init {args.init}: its classification head is {init.model.config.cls_head}, and a "
+            "greedy method trains the last aux head as it: fine-tune it with --method sgd"
+        )
     torch.manual_seed(args.seed)
 
     with distributed.local_main_first():  # one process per machine generates a synthetic set
@@ -502,7 +508,14 @@ def _train(
         split=args.module_split,
         seg_channels=SCENE_SEG_CHANNELS if args.task == "scenes" else 1,
     )
-    model = network_for(args.method, config).to(device, memory_format=memory_format_for(device))
+    # A fine-tune keeps the classification head it starts from (end-to-end SGD of a greedy
+    # model: the conv head, not a fresh linear one), as a resumed one keeps the run's.
+    cls_head = init.model.config.cls_head if init is not None else None
+    if resumed is not None:
+        cls_head = resumed["info"]["config"].get("cls_head")
+    model = network_for(args.method, config, cls_head).to(
+        device, memory_format=memory_format_for(device)
+    )
     losses = LossSettings(
         lambda_mask=args.lambda_mask,
         beta=args.beta,
@@ -537,8 +550,8 @@ def _train(
         data_fingerprint=data.fingerprint,
         command=getattr(args, "command_line", ""),
     )
-    if args.init is not None and resumed is None:
-        aux_heads_brought = start_from(model, args.init, args.task)
+    if init is not None:
+        aux_heads_brought = start_from(model, init)
         if args.method != "sgd" and not aux_heads_brought and not args.aux_warmup_epochs:
             print(
                 "the aux heads start fresh, and the modules would first learn from them: "
@@ -722,32 +735,46 @@ def final_metrics(
     return metrics
 
 
-def start_from(model: SignNet, path: Path, task: str) -> int:
-    """Load a model file's or a training checkpoint's weights into `model` (fine-tuning):
-    every inference weight must fit. A checkpoint's aux heads come along where `model` has
-    them in the same shapes: a Greedy-DIB module learns only from its own aux heads, and
-    fresh ones first unsettle the module they train (BENCHMARKS.md section 6, "256-px
-    tiles"). A model file does not keep them, so they start as initialised. Returns how many
-    aux-head tensors came along."""
+@dataclass(frozen=True)
+class InitWeights:
+    """The weights a fine-tune starts from (--init): a model file's or a checkpoint's."""
+
+    path: Path
+    model: SignNet  # the inference network, as the file holds it
+    aux: dict[str, torch.Tensor]  # a checkpoint's aux heads; none from a model file
+
+
+def read_init(path: Path, task: str, arch: str) -> InitWeights:
+    """Read --init's file, refusing one of another task or architecture."""
     try:
         source, info, aux = load_for_fine_tuning(path)
     except (FileNotFoundError, ModelFileError) as error:
         raise SystemExit(f"--init: {error}") from None
-    if info.task != task or info.config.arch != model.config.arch:
+    if info.task != task or info.config.arch != arch:
         raise SystemExit(
-            f"--init {path}: a {info.config.arch} model for task {info.task}, not a "
-            f"{model.config.arch} for {task}"
+            f"--init {path}: a {info.config.arch} model for task {info.task}, "
+            f"not a {arch} for {task}"
         )
-    fault = f"--init {path}: its weights do not fit this network"
-    state = source.state_dict()
-    if source.config.seg_channels < model.config.seg_channels:
+    return InitWeights(Path(path), source, aux)
+
+
+def start_from(model: SignNet, init: InitWeights) -> int:
+    """Load the fine-tune's starting weights into `model`: every inference weight must fit.
+    A checkpoint's aux heads come along where `model` has them in the same shapes: a
+    Greedy-DIB module learns only from its own aux heads, and fresh ones first unsettle the
+    module they train (BENCHMARKS.md section 6, "256-px tiles"). A model file does not keep
+    them, so they start as initialised. Returns how many aux-head tensors came along."""
+    fault = f"--init {init.path}: its weights do not fit this network"
+    state = init.model.state_dict()
+    if init.model.config.seg_channels < model.config.seg_channels:
         # A scene model from before the core maps: each new map starts as a copy of its sign
         # map (a core is a sign shrunk), which trains faster than a fresh head.
-        print(f"{path} draws {source.config.seg_channels} map(s): its sign map seeds the rest")
+        maps = init.model.config.seg_channels
+        print(f"{init.path} draws {maps} map(s): its sign map seeds the rest")
         for name in ("seg_head.0.weight", "seg_head.0.bias"):
             state[name] = state[name][:1].repeat_interleave(model.config.seg_channels, dim=0)
     own = model.state_dict()
-    fitting = {k: v for k, v in aux.items() if k in own and own[k].shape == v.shape}
+    fitting = {k: v for k, v in init.aux.items() if k in own and own[k].shape == v.shape}
     state.update(fitting)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -756,7 +783,7 @@ def start_from(model: SignNet, path: Path, task: str) -> int:
     if unexpected or any(not name.startswith(AUX_PREFIXES) for name in missing):
         raise SystemExit(fault)
     heads = f", aux heads included ({len(fitting)} tensors)" if fitting else ""
-    print(f"starting from the weights of {path}{heads}", flush=True)
+    print(f"starting from the weights of {init.path}{heads}", flush=True)
     return len(fitting)
 
 

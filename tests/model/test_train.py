@@ -144,6 +144,25 @@ def test_fine_tune_from_a_model_file_warms_its_aux_heads_up_first(
         assert [row["phase"] for row in csv.DictReader(handle)] == ["aux-heads", "modules"]
 
 
+def test_sgd_fine_tunes_a_greedy_model_with_its_head_and_greedy_refuses_an_sgd_one(
+    tiny_synthetic, tmp_path, monkeypatch
+):
+    from model.checkpoint import ModelInfo, export_model
+
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    files = {}
+    for method in ("greedy-dib", "sgd"):
+        network = network_for(method, NetConfig(image_size=SIZE, num_classes=60))
+        info = ModelInfo(config=network.config, class_names=["a"] * 60)
+        files[method] = export_model(network, info, tmp_path / f"{method}.pt")
+    tuned = tmp_path / "tuned"
+    main(_args(tiny_synthetic, tuned, "--method", "sgd", "--init", str(files["greedy-dib"])))
+    _, info = load_model(tuned / "model.pt")
+    assert info.method == "sgd" and info.config.cls_head == "aux"
+    with pytest.raises(SystemExit, match="--method sgd"):
+        main(_args(tiny_synthetic, tmp_path / "x", "--init", str(files["sgd"])))
+
+
 def test_aux_warmup_is_for_a_greedy_fine_tune(tiny_synthetic, tmp_path):
     model = network_for("sgd", NetConfig(image_size=SIZE))
     with pytest.raises(ValueError, match="no aux heads"):
@@ -351,7 +370,7 @@ def test_scene_task_trains_the_segmentation_of_whole_frames(tmp_path, monkeypatc
 
 def test_init_loads_every_inference_weight_and_refuses_another_task(tmp_path):
     from model.checkpoint import ModelInfo, export_model
-    from model.train import start_from
+    from model.train import read_init, start_from
 
     config = NetConfig(image_size=SIZE)
     source = network_for("sgd", config)
@@ -361,20 +380,20 @@ def test_init_loads_every_inference_weight_and_refuses_another_task(tmp_path):
         tmp_path / "m.pt",
     )
     target = network_for("sgd", config)
-    start_from(target, path, "scenes")
+    start_from(target, read_init(path, "scenes", "resnet18"))
     for name, value in source.inference_state_dict().items():
         assert torch.equal(target.state_dict()[name], value.half().float()), name
     with pytest.raises(SystemExit, match="task scenes, not"):
-        start_from(target, path, "crops")
+        start_from(target, read_init(path, "crops", "resnet18"))
     other_classes = network_for("sgd", NetConfig(image_size=SIZE, num_classes=7))
     with pytest.raises(SystemExit, match="do not fit this network"):
-        start_from(other_classes, path, "scenes")
+        start_from(other_classes, read_init(path, "scenes", "resnet18"))
 
 
 def test_init_from_a_checkpoint_brings_its_aux_heads_and_a_model_file_does_not(tmp_path):
     from model.checkpoint import CHECKPOINT_FORMAT, ModelInfo, export_model, save_atomic
     from model.network import AUX_PREFIXES
-    from model.train import start_from
+    from model.train import read_init, start_from
 
     config = NetConfig(image_size=SIZE)
     source = network_for("greedy-dib", config)
@@ -396,21 +415,21 @@ def test_init_from_a_checkpoint_brings_its_aux_heads_and_a_model_file_does_not(t
     assert aux
 
     from_checkpoint = network_for("greedy-dib", config)
-    assert start_from(from_checkpoint, checkpoint, "scenes") == len(
+    assert start_from(from_checkpoint, read_init(checkpoint, "scenes", "resnet18")) == len(
         {k for k in from_checkpoint.state_dict() if k.startswith(AUX_PREFIXES)}
     )
     for name, value in source.state_dict().items():
         assert torch.equal(from_checkpoint.state_dict()[name], value.float()), name
 
     from_model_file = network_for("greedy-dib", config)
-    assert start_from(from_model_file, model_file, "scenes") == 0
+    assert start_from(from_model_file, read_init(model_file, "scenes", "resnet18")) == 0
     fresh = from_model_file.state_dict()
     assert not any(torch.equal(fresh[k], v) for k, v in aux.items())
 
 
 def test_init_from_a_scene_model_without_cores_seeds_the_core_map_with_the_sign_map(tmp_path):
     from model.checkpoint import ModelInfo, export_model
-    from model.train import start_from
+    from model.train import read_init, start_from
 
     source = network_for("sgd", NetConfig(image_size=SIZE))
     path = export_model(
@@ -419,7 +438,7 @@ def test_init_from_a_scene_model_without_cores_seeds_the_core_map_with_the_sign_
         tmp_path / "m.pt",
     )
     target = network_for("sgd", NetConfig(image_size=SIZE, seg_channels=2))
-    start_from(target, path, "scenes")
+    start_from(target, read_init(path, "scenes", "resnet18"))
     weight, bias = target.seg_head[0].weight, target.seg_head[0].bias
     assert torch.equal(weight[0], weight[1]) and torch.equal(bias[0], bias[1])
     assert torch.equal(weight[:1], source.seg_head[0].weight.half().float())
