@@ -2,8 +2,8 @@
 regions the scene model marks, before they are read (the reader's "no sign" is not applied).
 
     .venv/bin/python bench/detect_misses.py --data runs/dfg-split/train \
-        [--scene-model FILE] [--no-split-touching] [--no-require-core] [--long-side PX]
-        [--mirror]
+        [--scene-model FILE] [--no-split-touching] [--no-require-core] [--no-part-boards]
+        [--long-side PX] [--mirror]
 
 A sign is "found" when a region matches it at IoU 0.5; else "merged" when a region holding
 half of its box also holds half of another sign's box (signs that touch, marked as one),
@@ -41,6 +41,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--scene-model", type=Path, default=SHIPPED_SCENE_MODEL)
     parser.add_argument("--split-touching", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--require-core", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--part-boards", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--long-side", type=int, default=DetectConfig.long_side)
     parser.add_argument("--mirror", action="store_true", help="average with the mirrored frame")
     return parser
@@ -61,14 +62,18 @@ def why_missed(sign: Box, signs: list[Box], regions: list[Box]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     config = DetectConfig(
-        long_side=args.long_side, split_touching=args.split_touching, require_core=args.require_core
+        long_side=args.long_side,
+        split_touching=args.split_touching,
+        require_core=args.require_core,
+        part_boards=args.part_boards,
     )
     segmenter = SceneSegmenter.load(args.scene_model, "cpu", mirror=args.mirror)
     counts: Counter[str] = Counter()
     for frame in read_coco_frames(args.data):
-        prepared = prepare_frame(read_rgb(frame.image_path), config)
+        rgb = read_rgb(frame.image_path)
+        prepared = prepare_frame(rgb, config)
         maps = stitch(segmenter.probabilities(prepared.tensor), prepared)
-        regions = [i.box for i in find_instances(maps, prepared.geometry, config)]
+        regions = [i.box for i in find_instances(maps, prepared.geometry, config, rgb)]
         signs = [
             s.box
             for s in frame.instances

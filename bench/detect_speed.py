@@ -136,7 +136,7 @@ def measure(args: argparse.Namespace) -> int:
             if args.scene_model is None:  # random weights mark noise: draw the signs instead
                 maps = sign_map(drawn, frame.geometry)
             t2 = time.perf_counter()
-            found = find_instances(maps, frame.geometry, config)
+            found = find_instances(maps, frame.geometry, config, rgb)
             t3 = time.perf_counter()
             crops = crop_inputs(rgb, found, predictor.preprocess, config.margin)
             predictor.predict_batch(

@@ -125,7 +125,7 @@ def coarse_regions(detector: Detector, rgb: np.ndarray) -> list[Instance]:
     config = replace(detector.config, long_side=SECOND_LONG_SIDE)
     frame = prepare_frame(rgb, config)
     maps = stitch(detector.segmenter.probabilities(frame.tensor), frame)
-    return find_instances(maps, frame.geometry, config)
+    return find_instances(maps, frame.geometry, config, rgb)
 
 
 def new_regions(first: list[Read], coarse: list[Read]) -> list[Read]:

@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -45,6 +46,12 @@ SCENE_TASK = "scenes"
 SHIPPED_SCENE_MODEL = Path(__file__).resolve().parent / "shipped" / "greedysign-scenes-resnet18.pt"
 STRIDE = 32  # the network's output stride: inputs are padded to a multiple of it
 MIN_CORE_AREA = 4  # working pixels: a core smaller than this is noise, not a sign
+# A post of direction boards, parted at its seams (`part_board_post`); chosen on the
+# validation sets (BENCHMARKS.md section 6, "Board posts parted at their seams").
+BOARD_MIN_WIDTH = 32  # original pixels
+BOARD_MIN_FILL = 0.7  # the region's mask fills this share of its box: a rectangle, not a disc
+SEAM_COVER = 0.95  # a seam: a strong horizontal edge across this share of the inner width
+BOARD_ASPECTS = (2.5, 8.0)  # each part's width over its height: a board, not a sign's half
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32) * 255
 _INV_STD = 1 / (np.asarray(IMAGENET_STD, np.float32) * 255)
 
@@ -69,8 +76,10 @@ class DetectConfig:
     necks (bench/detect_oracle.py). `require_core`: with a model that draws cores, a region
     without one (MIN_CORE_AREA working pixels) is dropped: on the generated validation scenes
     that removed about a tenth of the false signs and no found sign of 32 px and more
-    (BENCHMARKS.md section 6). `max_signs`: at most this many instances per frame, the best
-    scores (a frame is read in one batch of crops).
+    (BENCHMARKS.md section 6). `part_boards`: a region of direction boards stacked flush on
+    one post (one component, its cores merged too) is parted at the seams the frame shows
+    between them (`part_board_post`). `max_signs`: at most this many instances per frame, the
+    best scores (a frame is read in one batch of crops).
     """
 
     long_side: int = 1024
@@ -82,6 +91,7 @@ class DetectConfig:
     margin: float = 0.15
     split_touching: bool = True
     require_core: bool = True
+    part_boards: bool = True
     max_signs: int = 64
 
     def __post_init__(self) -> None:
@@ -274,12 +284,16 @@ class Instance:
 
 
 def find_instances(
-    maps: np.ndarray, geometry: FrameGeometry, config: DetectConfig
+    maps: np.ndarray,
+    geometry: FrameGeometry,
+    config: DetectConfig,
+    rgb: np.ndarray | None = None,
 ) -> list[Instance]:
     """The connected components (8-connected) of the thresholded sign map, parted where
     signs touch, each at least `min_area` working pixels, as instances in original pixels,
     best score first. `maps`: [C, h, w], the sign probability and, if C = 2, the core
-    probability."""
+    probability. `rgb`: the original frame, in which posts of boards are parted at their
+    seams (`config.part_boards`)."""
     probability = maps[0]
     binary = (probability >= config.threshold).astype(np.uint8)
     cores = maps[1] >= config.threshold if len(maps) > 1 else None
@@ -302,7 +316,9 @@ def find_instances(
             continue
         values = probability[y1:y2, x1:x2]
         mask, original = _original_mask(np.where(own, values, 0.0), own, box, geometry, config)
-        instances.append(Instance(original, mask, float(values[own].mean())))
+        instance = Instance(original, mask, float(values[own].mean()))
+        parted = config.part_boards and rgb is not None
+        instances.extend(part_board_post(rgb, instance) if parted else [instance])
     instances.sort(key=lambda instance: -instance.score)
     return instances[: config.max_signs]
 
@@ -385,6 +401,68 @@ def part_by_cores(binary: np.ndarray, cores: np.ndarray) -> np.ndarray:
             region[own & (part == core)] = next_label
             next_label += 1
     return labels
+
+
+def part_board_post(rgb: np.ndarray, instance: Instance) -> list[Instance]:
+    """A region of direction boards stacked flush, parted at the seams between them; any
+    other region as it is.
+
+    The scene model marks such a post as one region, cores included (the cores of thin boards
+    blur into one), but the frame shows the seams: a straight edge across the post's whole
+    width where one board ends and the next begins. A region is parted when it is a filled
+    rectangle (BOARD_MIN_FILL of its box) at least BOARD_MIN_WIDTH wide, at every row where a
+    strong vertical gradient runs across SEAM_COVER of its inner width (a tilt of 3 % of the
+    width allowed), and only if every part is then as wide as a board (BOARD_ASPECTS): a
+    sign's text or pictogram does not cross it whole, and a disc or a triangle is not filled.
+    The parts keep the region's score and their rows of its mask."""
+    x1, y1, x2, y2 = instance.box
+    width, height = x2 - x1, y2 - y1
+    min_aspect, max_aspect = BOARD_ASPECTS  # a part's width over its height
+    if width < BOARD_MIN_WIDTH or height * max_aspect < 2 * width:
+        return [instance]
+    if instance.mask.mean() < BOARD_MIN_FILL:
+        return [instance]
+    cover = _seam_cover(rgb[y1:y2, x1:x2])
+    seams, previous = [], 0
+    rows = np.flatnonzero(cover >= SEAM_COVER)
+    for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1) if len(rows) else []:
+        # One seam per run of rows: the middle of its best-covered rows (the tilt band widens
+        # a seam's edges into a run centred on it).
+        best = run[cover[run] == cover[run].max()]
+        row = int(best[len(best) // 2])
+        if min(row - previous, height - row) * max_aspect >= width:
+            seams.append(row)
+            previous = row
+    cuts = list(pairwise([0, *seams, height]))
+    if not seams or any((end - start) * min_aspect > width for start, end in cuts):
+        return [instance]
+    parts = []
+    for start, end in cuts:
+        mask = instance.mask[start:end]
+        ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if len(ys):
+            box = (
+                x1 + int(xs[0]),
+                y1 + start + int(ys[0]),
+                x1 + int(xs[-1]) + 1,
+                y1 + start + int(ys[-1]) + 1,
+            )
+            mask = mask[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
+            parts.append(Instance(box, mask, instance.score))
+    return parts
+
+
+def _seam_cover(rgb: np.ndarray) -> np.ndarray:
+    """Per row of an RGB patch: the share of its inner columns (the middle 80 %) crossed by a
+    strong horizontal edge within a few rows (a tilted seam). Strong: a vertical Sobel
+    gradient of 40 grey levels or more, and at least 0.3 of the patch's 99th percentile."""
+    grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), (3, 3), 0)
+    gradient = np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
+    strong = gradient >= max(40.0, 0.3 * float(np.percentile(gradient, 99)))
+    tilt = max(1, round(0.03 * rgb.shape[1]))
+    band = cv2.dilate(strong.astype(np.uint8), np.ones((2 * tilt + 1, 1), np.uint8))
+    inner = slice(round(0.1 * rgb.shape[1]), round(0.9 * rgb.shape[1]))
+    return band[:, inner].mean(axis=1)
 
 
 def _reconstruct(marker: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -544,7 +622,7 @@ class Detector:
     def instances(self, rgb: np.ndarray) -> list[Instance]:
         frame = prepare_frame(rgb, self.config)
         probability = stitch(self.segmenter.probabilities(frame.tensor), frame)
-        return find_instances(probability, frame.geometry, self.config)
+        return find_instances(probability, frame.geometry, self.config, rgb)
 
     def read(self, rgb: np.ndarray, instances: Sequence[Instance], top_k: int = 1):
         if not instances:

@@ -57,6 +57,7 @@ def detect_config(settings: Settings) -> DetectConfig:
         threshold=settings.scene_threshold,
         split_touching=settings.scene_split_touching,
         require_core=settings.scene_require_core,
+        part_boards=settings.scene_part_boards,
     )
 
 

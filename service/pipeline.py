@@ -208,8 +208,9 @@ class SceneMode:
     ) -> tuple[list[Instance], list]:
         """In the threadpool: the instances of the mask and their crops from the original."""
         frame = prepared.frame
-        instances = find_instances(stitch(probabilities, frame), frame.geometry, self.config)
         assert prepared.rgb is not None
+        maps = stitch(probabilities, frame)
+        instances = find_instances(maps, frame.geometry, self.config, prepared.rgb)
         crops = crop_inputs(prepared.rgb, instances, self.predictor.preprocess, self.config.margin)
         prepared.rgb = None  # the crops are cut: the frame's pixels can go
         return instances, crops

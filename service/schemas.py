@@ -140,6 +140,9 @@ class SceneModelDescription(BaseModel):
     require_core: bool = Field(
         description="with a scene model that draws cores, regions without one are dropped"
     )
+    part_boards: bool = Field(
+        description="a region of direction boards stacked flush is parted at its seams"
+    )
     mirror: bool = Field(
         description="each frame is also run mirrored and the two probabilities averaged"
     )

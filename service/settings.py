@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     scene_require_core: bool = Field(
         True, description="with a scene model that draws cores, drop regions without one"
     )
+    scene_part_boards: bool = Field(
+        True,
+        description="part a region of direction boards stacked flush at the seams the frame "
+        "shows between them",
+    )
     scene_mirror: bool | None = Field(
         None,
         description="also run each frame mirrored and average: fewer false signs for twice "

@@ -109,6 +109,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="with a scene model that draws cores, drop regions without one (default: on)",
     )
     parser.add_argument(
+        "--part-boards",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="part a region of direction boards stacked flush at the seams the frame shows "
+        "between them (default: on)",
+    )
+    parser.add_argument(
         "--mirror",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -133,6 +140,7 @@ def _load_detector(args: argparse.Namespace):
             threshold=args.threshold,
             split_touching=args.split_touching,
             require_core=args.require_core,
+            part_boards=args.part_boards,
             upscale=args.upscale,
         )
     except ValueError as error:

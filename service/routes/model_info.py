@@ -31,6 +31,7 @@ async def model(pipeline: PipelineDep) -> ModelDescription:
             threshold=config.threshold,
             split_touching=config.split_touching,
             require_core=config.require_core,
+            part_boards=config.part_boards,
             mirror=segmenter.mirror,
         )
     return ModelDescription(

@@ -24,6 +24,7 @@ from model.detect import (
     find_instances,
     frame_geometry,
     frame_mask,
+    part_board_post,
     part_by_cores,
     prepare_frame,
     split_touching,
@@ -189,6 +190,55 @@ def test_a_model_that_draws_cores_gets_one_instance_per_core() -> None:
     assert len(find_instances(maps, geometry, unparted)) == 2
     # A model without cores: nothing is required of regions.
     assert len(find_instances(maps[:1], geometry, DetectConfig(long_side=200))) == 2
+
+
+def board_post(boards: int, width: int = 150, height: int = 45) -> tuple[np.ndarray, Instance]:
+    """A post of `boards` white direction boards stacked flush on a grey frame, each with its
+    dark border and a line of text, and the one region a scene model marks over them."""
+    rgb = np.full((40 + boards * height, 40 + width, 3), 120, np.uint8)
+    for k in range(boards):
+        top = 20 + k * height
+        cv2.rectangle(rgb, (20, top), (19 + width, top + height - 1), (30, 30, 30), -1)
+        cv2.rectangle(rgb, (22, top + 2), (17 + width, top + height - 3), (235, 235, 235), -1)
+        cv2.putText(rgb, "Celje 12", (35, top + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2)
+    box = (20, 20, 20 + width, 20 + boards * height)
+    return rgb, Instance(box, np.ones((boards * height, width), bool), 0.9)
+
+
+def test_a_post_of_boards_is_parted_at_its_seams() -> None:
+    rgb, post = board_post(3)
+    parts = part_board_post(rgb, post)
+    assert len(parts) == 3
+    for k, part in enumerate(parts):
+        board = (20, 20 + 45 * k, 170, 65 + 45 * k)
+        assert all(abs(a - b) <= 3 for a, b in zip(part.box, board, strict=True)), part.box
+        assert part.mask.shape == (part.box[3] - part.box[1], part.box[2] - part.box[0])
+        assert part.score == post.score
+    # find_instances parts it when it has the frame, and only then.
+    maps = np.zeros((1, *rgb.shape[:2]), np.float32)
+    maps[0, 20:155, 20:170] = 1
+    config = DetectConfig(long_side=400)
+    geometry = frame_geometry(*rgb.shape[:2], config)
+    assert len(find_instances(maps, geometry, config, rgb)) == 3
+    assert len(find_instances(maps, geometry, config)) == 1
+    unparted = DetectConfig(long_side=400, part_boards=False)
+    assert len(find_instances(maps, geometry, unparted, rgb)) == 1
+
+
+def test_one_board_a_plain_panel_and_a_speed_limit_disc_stay_whole() -> None:
+    rgb, board = board_post(1)
+    assert part_board_post(rgb, board) == [board]
+    panel = Instance((0, 0, 60, 120), np.ones((120, 60), bool), 0.9)
+    assert part_board_post(np.full((120, 60, 3), 200, np.uint8), panel) == [panel]
+    # A disc's text does not cross it whole (nor are its halves boards).
+    disc = np.full((100, 100, 3), 120, np.uint8)
+    cv2.circle(disc, (50, 50), 45, (200, 20, 20), -1)
+    cv2.circle(disc, (50, 50), 34, (250, 250, 250), -1)
+    cv2.putText(disc, "60", (24, 66), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (0, 0, 0), 4)
+    mask = np.zeros((100, 100), np.uint8)
+    cv2.circle(mask, (50, 50), 45, 1, -1)
+    sign = Instance((5, 5, 96, 96), mask[5:96, 5:96] > 0, 0.9)
+    assert part_board_post(disc, sign) == [sign]
 
 
 # --- crops ---------------------------------------------------------------------------------
