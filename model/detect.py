@@ -51,6 +51,8 @@ MIN_CORE_AREA = 4  # working pixels: a core smaller than this is noise, not a si
 BOARD_MIN_WIDTH = 32  # original pixels
 BOARD_MIN_FILL = 0.7  # the region's mask fills this share of its box: a rectangle, not a disc
 SEAM_COVER = 0.95  # a seam: a strong horizontal edge across this share of the inner width
+SEAM_TILT = 0.03  # rows a seam may rise or fall over the region's width, as a share of it
+SEAM_THICKNESS = 0.08  # a seam's rows beyond its tilt band, as a share of the width (8 or more)
 BOARD_ASPECTS = (2.5, 8.0)  # each part's width over its height: a board, not a sign's half
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32) * 255
 _INV_STD = 1 / (np.asarray(IMAGENET_STD, np.float32) * 255)
@@ -411,10 +413,11 @@ def part_board_post(rgb: np.ndarray, instance: Instance) -> list[Instance]:
     blur into one), but the frame shows the seams: a straight edge across the post's whole
     width where one board ends and the next begins. A region is parted when it is a filled
     rectangle (BOARD_MIN_FILL of its box) at least BOARD_MIN_WIDTH wide, at every row where a
-    strong vertical gradient runs across SEAM_COVER of its inner width (a tilt of 3 % of the
-    width allowed), and only if every part is then as wide as a board (BOARD_ASPECTS): a
-    sign's text or pictogram does not cross it whole, and a disc or a triangle is not filled.
-    The parts keep the region's score and their rows of its mask."""
+    strong vertical gradient runs across SEAM_COVER of its inner width (a tilt of SEAM_TILT
+    of the width allowed) in a run of rows no thicker than a line, and only if every part is
+    then as wide as a board (BOARD_ASPECTS): a sign's text or pictogram does not cross it
+    whole, a disc or a triangle is not filled, and texture has no lines. The parts keep the
+    region's score and their rows of its mask."""
     x1, y1, x2, y2 = instance.box
     width, height = x2 - x1, y2 - y1
     min_aspect, max_aspect = BOARD_ASPECTS  # a part's width over its height
@@ -422,10 +425,16 @@ def part_board_post(rgb: np.ndarray, instance: Instance) -> list[Instance]:
         return [instance]
     if instance.mask.mean() < BOARD_MIN_FILL:
         return [instance]
-    cover = _seam_cover(rgb[y1:y2, x1:x2])
+    tilt = max(1, round(SEAM_TILT * width))
+    cover = _seam_cover(rgb[y1:y2, x1:x2], tilt)
+    # A seam is a line: its run of covered rows is the tilt band around an edge or a border a
+    # few pixels thick. Longer runs are texture (foliage, noise), not seams.
+    thickest = 2 * tilt + 1 + max(8, round(SEAM_THICKNESS * width))
     seams, previous = [], 0
     rows = np.flatnonzero(cover >= SEAM_COVER)
     for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1) if len(rows) else []:
+        if len(run) > thickest:
+            continue
         # One seam per run of rows: the middle of its best-covered rows (the tilt band widens
         # a seam's edges into a run centred on it).
         best = run[cover[run] == cover[run].max()]
@@ -452,14 +461,13 @@ def part_board_post(rgb: np.ndarray, instance: Instance) -> list[Instance]:
     return parts
 
 
-def _seam_cover(rgb: np.ndarray) -> np.ndarray:
+def _seam_cover(rgb: np.ndarray, tilt: int) -> np.ndarray:
     """Per row of an RGB patch: the share of its inner columns (the middle 80 %) crossed by a
-    strong horizontal edge within a few rows (a tilted seam). Strong: a vertical Sobel
+    strong horizontal edge within `tilt` rows (a tilted seam). Strong: a vertical Sobel
     gradient of 40 grey levels or more, and at least 0.3 of the patch's 99th percentile."""
     grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), (3, 3), 0)
     gradient = np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
     strong = gradient >= max(40.0, 0.3 * float(np.percentile(gradient, 99)))
-    tilt = max(1, round(0.03 * rgb.shape[1]))
     band = cv2.dilate(strong.astype(np.uint8), np.ones((2 * tilt + 1, 1), np.uint8))
     inner = slice(round(0.1 * rgb.shape[1]), round(0.9 * rgb.shape[1]))
     return band[:, inner].mean(axis=1)

@@ -138,10 +138,12 @@ def test_eval_detect_prints_the_scores(
     whole_frame_scene_model_path, tiny_model_path, tmp_path, capsys
 ) -> None:
     scenes = write_small_scenes(tmp_path / "scenes", frames=3, min_size=12)
-    argv = ["eval-detect", "--data", str(scenes), "--long-side", "64"]
+    # The model marks each whole frame: one region, unless parted along a horizon.
+    argv = ["eval-detect", "--data", str(scenes), "--long-side", "64", "--no-part-boards"]
     assert main(argv + models(whole_frame_scene_model_path, tiny_model_path)) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["frames"] == 3 and result["class_agnostic"] is True
+    assert result["config"]["part_boards"] is False
     assert set(result) >= {
         "precision",
         "recall",

@@ -225,7 +225,7 @@ def test_a_post_of_boards_is_parted_at_its_seams() -> None:
     assert len(find_instances(maps, geometry, unparted, rgb)) == 1
 
 
-def test_one_board_a_plain_panel_and_a_speed_limit_disc_stay_whole() -> None:
+def test_one_board_a_panel_a_speed_limit_disc_and_texture_stay_whole() -> None:
     rgb, board = board_post(1)
     assert part_board_post(rgb, board) == [board]
     panel = Instance((0, 0, 60, 120), np.ones((120, 60), bool), 0.9)
@@ -239,6 +239,10 @@ def test_one_board_a_plain_panel_and_a_speed_limit_disc_stay_whole() -> None:
     cv2.circle(mask, (50, 50), 45, 1, -1)
     sign = Instance((5, 5, 96, 96), mask[5:96, 5:96] > 0, 0.9)
     assert part_board_post(disc, sign) == [sign]
+    # Texture has edges across every row, but no line: foliage or noise is no post.
+    noise = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    region = Instance((0, 0, 160, 90), np.ones((90, 160), bool), 0.9)
+    assert part_board_post(noise, region) == [region]
 
 
 # --- crops ---------------------------------------------------------------------------------
