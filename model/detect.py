@@ -5,6 +5,7 @@ crop classifier.
              long side resized,  sign (and core)    tiles     connected         crops of the
              padded to /32,      probability        merged    components,       original frame,
              tiled if asked      per pixel                    parted by cores   15 % margin
+                                                                  and board seams
 
 A scene model is a SignNet (model/network.py) whose segmentation head was trained to mark sign
 pixels in tiles of whole frames (`ModelInfo.task == "scenes"`); its classifier is not used.
