@@ -302,6 +302,7 @@ def find_instances(
     cores = maps[1] >= config.threshold if len(maps) > 1 else None
     # In a frame of a few pixels, a quarter of it is no noise.
     min_area = min(config.min_area, max(1, probability.size // 4))
+    part_boards = config.part_boards and rgb is not None
     if config.split_touching and cores is not None:
         labels = part_by_cores(binary, cores)
     elif config.split_touching:
@@ -320,8 +321,7 @@ def find_instances(
         values = probability[y1:y2, x1:x2]
         mask, original = _original_mask(np.where(own, values, 0.0), own, box, geometry, config)
         instance = Instance(original, mask, float(values[own].mean()))
-        parted = config.part_boards and rgb is not None
-        instances.extend(part_board_post(rgb, instance) if parted else [instance])
+        instances.extend(part_board_post(rgb, instance) if part_boards else [instance])
     instances.sort(key=lambda instance: -instance.score)
     return instances[: config.max_signs]
 
