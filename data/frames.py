@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -40,6 +41,7 @@ from data.validate import check_on_error
 ANNOTATIONS = "annotations.json"
 IMAGES = "images"
 _EDGE_TOLERANCE = 1.0  # px: bbox and polygon coordinates may sit this far outside the image
+_JPEG_QUALITY = 95  # for resized frames: close to lossless, so shrinking is the only change
 
 Polygons = tuple[np.ndarray, ...]
 Segmentation = Polygons | dict[str, Any] | None
@@ -199,6 +201,76 @@ def split_frames(root: Path | str, out: Path | str, test_share: float) -> tuple[
         link.symlink_to(image_dir.resolve(), target_is_directory=True)
         (folder / ANNOTATIONS).write_text(json.dumps(subset), encoding="utf-8")
     return len(sides["train"]), len(sides["test"])
+
+
+def resize_frames(root: Path | str, out: Path | str, scale: float) -> int:
+    """Write the COCO set at `root` to `out` (annotations.json and images/) with every frame
+    shrunk by `scale`: what a lower-resolution camera sees of the same scenes, for measuring
+    a detector on low-resolution frames. Pixels and RLE masks are averaged over the area each
+    new pixel covers (a mask pixel is set where at least half of it was, so thin parts
+    survive); boxes and polygons are scaled. Every other entry and key is copied unchanged.
+    Returns the number of frames written."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be above 0 and at most 1, not {scale}")
+    frames = {frame.image_id: frame for frame in read_coco_frames(root)}
+    annotation_file, image_dir = _locate(Path(root))
+    out_images = Path(out) / IMAGES
+    if out_images.resolve() == image_dir.resolve():
+        raise ValueError(f"{out}: would overwrite the source images in {image_dir}")
+    document = _load_json(annotation_file)
+    sizes = {}  # image id -> (new width, new height)
+    images = []
+    for entry in document["images"]:
+        frame = frames[entry["id"]]
+        size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+        _write_resized_image(frame.image_path, out_images / entry["file_name"], size)
+        sizes[frame.image_id] = size
+        images.append({**entry, "width": size[0], "height": size[1]})
+    annotations = []
+    for entry in document["annotations"]:
+        frame = frames[entry["image_id"]]
+        width, height = sizes[frame.image_id]
+        # The image's own ratios, which rounding makes differ slightly from `scale`.
+        x_scale, y_scale = width / frame.width, height / frame.height
+        x, y, w, h = entry["bbox"]
+        resized = {**entry, "bbox": [x * x_scale, y * y_scale, w * x_scale, h * y_scale]}
+        segmentation = entry.get("segmentation")
+        if isinstance(segmentation, dict):
+            covered = cv2.resize(
+                rle_decode(segmentation).astype(np.float32),
+                (width, height),
+                interpolation=cv2.INTER_AREA,
+            )  # the share of each new pixel that the mask covered
+            mask = covered >= 0.5
+            resized["segmentation"] = rle_encode(mask)
+            resized["area"] = int(mask.sum())
+        else:
+            if segmentation:
+                resized["segmentation"] = [
+                    (np.reshape(polygon, (-1, 2)) * (x_scale, y_scale)).ravel().tolist()
+                    for polygon in segmentation
+                ]
+            if "area" in entry:
+                resized["area"] = entry["area"] * x_scale * y_scale
+        annotations.append(resized)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    resized_document = {**document, "images": images, "annotations": annotations}
+    (Path(out) / ANNOTATIONS).write_text(json.dumps(resized_document), encoding="utf-8")
+    return len(images)
+
+
+def _write_resized_image(source: Path, target: Path, size: tuple[int, int]) -> None:
+    """`source` shrunk to `size` (width, height) by area averaging, written to `target` in
+    the format its extension names (JPEG at quality 95)."""
+    image = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DataError(source, None, "image unreadable")
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    is_jpeg = target.suffix.lower() in (".jpg", ".jpeg")
+    options = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if is_jpeg else []
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(target), resized, options):
+        raise OSError(f"cannot write {target}")
 
 
 def _locate(root: Path) -> tuple[Path, Path]:

@@ -1,4 +1,4 @@
-"""`greedysign data check|synth|scenes|split-frames|preview`."""
+"""`greedysign data check|synth|scenes|split-frames|resize-frames|preview`."""
 
 from __future__ import annotations
 
@@ -100,6 +100,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--test-share", type=float, default=0.3, help="the last share of frames by name: test"
     )
     split.set_defaults(handler=run_split_frames)
+
+    resize = sub.add_parser(
+        "resize-frames",
+        help="a COCO frames folder at a lower resolution: what a lower-resolution camera sees "
+        "of the same scenes",
+    )
+    resize.add_argument("path", type=Path, help="COCO frames folder, e.g. runs/scenes-val")
+    resize.add_argument("out", type=Path, help="writes OUT/images and OUT/annotations.json")
+    resize.add_argument(
+        "--scale", type=float, required=True, help="the new size's share of the old (0 to 1]"
+    )
+    resize.set_defaults(handler=run_resize_frames)
 
     preview = sub.add_parser("preview", help="contact sheet of samples with masks and boxes")
     preview.add_argument("path", type=Path)
@@ -206,6 +218,18 @@ def run_split_frames(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {train} training frames to {args.out / 'train'}, {test} to {args.out / 'test'}")
+    return 0
+
+
+def run_resize_frames(args: argparse.Namespace) -> int:
+    from data.frames import resize_frames
+
+    try:
+        written = resize_frames(args.path, args.out, args.scale)
+    except (DataError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {written} frames at {args.scale:g} of their size to {args.out}")
     return 0
 
 

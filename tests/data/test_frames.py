@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.cli import main
 from data.frames import (
     instance_mask,
     mask_box,
     polygon_mask,
     read_coco,
     read_coco_frames,
+    resize_frames,
     rle_decode,
     rle_encode,
     rle_encode_box,
@@ -288,3 +290,50 @@ def test_split_frames_cuts_by_name_and_keeps_entries(tmp_path):
     assert written["categories"] == document["categories"]
     with pytest.raises(ValueError, match="between 0 and 1"):
         split_frames(source, tmp_path / "again", test_share=1.0)
+
+
+def _halved(mask: np.ndarray) -> np.ndarray:
+    """The mask at half size: a pixel is set where at least two of its four were."""
+    height, width = mask.shape
+    return mask.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)) >= 0.5
+
+
+def test_resize_frames_halves_images_boxes_and_masks(tmp_path):
+    source = tmp_path / "set"
+    document = _coco_set(source)
+    assert resize_frames(source, tmp_path / "half", scale=0.5) == 2
+    originals = read_coco_frames(source)
+    resized = read_coco_frames(tmp_path / "half")  # also checks each image's size
+
+    assert [frame.image_path.name for frame in resized] == ["a.jpg", "b.png"]
+    for original, frame in zip(originals, resized, strict=True):
+        assert (frame.width, frame.height) == (32, 24)
+        assert [i.ignore for i in frame.instances] == [i.ignore for i in original.instances]
+        for old, new in zip(original.instances, frame.instances, strict=True):
+            assert max(abs(a / 2 - b) for a, b in zip(old.box, new.box, strict=True)) <= 1
+            old_mask = _halved(instance_mask(old, original.height, original.width))
+            new_mask = instance_mask(new, frame.height, frame.width)
+            iou = (old_mask & new_mask).sum() / (old_mask | new_mask).sum()
+            assert iou > 0.8, (new.annotation_id, iou)
+    polygon, rle = resized[0].instances
+    assert isinstance(polygon.segmentation, tuple) and polygon.area == 50
+    assert isinstance(rle.segmentation, dict) and rle.area == 30  # the 12x10 disc, halved
+
+    written = json.loads((tmp_path / "half" / "annotations.json").read_text())
+    assert written["categories"] == document["categories"]
+    assert written["annotations"][1]["ctsrd_class"] is None  # extra keys are kept
+    assert written["annotations"][2]["ignore"] is True
+    for scale in (0, 1.5):
+        with pytest.raises(ValueError, match="scale"):
+            resize_frames(source, tmp_path / "bad", scale=scale)
+
+
+def test_resize_frames_command(tmp_path, capsys):
+    _coco_set(tmp_path / "set")
+    out = tmp_path / "small"
+    assert main(["data", "resize-frames", str(tmp_path / "set"), str(out), "--scale", "0.5"]) == 0
+    assert f"wrote 2 frames at 0.5 of their size to {out}" in capsys.readouterr().out
+    assert len(read_coco_frames(out)) == 2
+    missing = str(tmp_path / "none")
+    assert main(["data", "resize-frames", missing, str(out), "--scale", "0.5"]) == 2
+    assert "error:" in capsys.readouterr().err
