@@ -39,7 +39,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "dfg-frames")
     parser.add_argument("--long-sides", type=int, nargs="+", default=[640, 768, 1024, 1280])
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--upscale", action="store_true", help="enlarge frames under the side")
+    parser.add_argument(
+        "--max-upscale", type=float, default=DetectConfig.max_upscale, help="enlarge small frames"
+    )
     parser.add_argument("--gap", type=int, default=0, help="px of background between signs")
     parser.add_argument("--cores", action="store_true", help="the true cores as second map")
     return parser
@@ -73,7 +75,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"{args.data}: {len(frames)} frames, {signs} signs (true masks{gap} as the output)")
     for long_side in args.long_sides:
         for split in (False, True):
-            config = DetectConfig(long_side=long_side, split_touching=split, upscale=args.upscale)
+            config = DetectConfig(
+                long_side=long_side, split_touching=split, max_upscale=args.max_upscale
+            )
             found = [oracle_detections(f, config, args.gap, args.cores) for f in frames]
             result = report(frames, found)
             sizes = result["recall_by_size"]

@@ -63,8 +63,13 @@ _INV_STD = 1 / (np.asarray(IMAGENET_STD, np.float32) * 255)
 class DetectConfig:
     """How a frame is searched.
 
-    `long_side`: the frame is resized so that its longer side is this many pixels (never
-    enlarged unless `upscale`) and padded to a multiple of 32. `tile`: 0 runs the whole
+    `long_side`: the frame is resized so that its longer side is this many pixels and padded
+    to a multiple of 32; a smaller frame is enlarged toward it by at most `max_upscale` (1:
+    never). The scene model learned signs at the sizes a road frame about 1024 px wide shows
+    them: in a 480x360 dashcam frame they are half that size or less (and the camera's
+    burnt-in text shrinks to the size of a far sign), while a photo of one sign enlarged
+    eightfold is a sign larger than any it saw (BENCHMARKS.md section 6, "Small frames
+    enlarged"). `tile`: 0 runs the whole
     resized frame at once; else it runs in tile x tile pieces (a multiple of 32) that overlap
     by `overlap` pixels, their probabilities merged by maximum (bounds the memory of a large
     `long_side`; the answers are those of the whole frame up to the tiles' edges).
@@ -88,7 +93,7 @@ class DetectConfig:
     long_side: int = 1024
     tile: int = 0
     overlap: int = 64
-    upscale: bool = False
+    max_upscale: float = 1.5
     threshold: float = 0.5
     min_area: int = 12
     margin: float = 0.15
@@ -104,6 +109,8 @@ class DetectConfig:
             raise ValueError(f"tile must be 0 or a multiple of {STRIDE}, got {self.tile}")
         if self.tile and not 0 <= self.overlap < self.tile:
             raise ValueError(f"overlap must lie in [0, tile), got {self.overlap}")
+        if self.max_upscale < 1:
+            raise ValueError(f"max_upscale must be at least 1, got {self.max_upscale}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
         if self.min_area < 1 or self.max_signs < 1 or self.margin < 0:
@@ -130,9 +137,7 @@ class FrameGeometry:
 def frame_geometry(height: int, width: int, config: DetectConfig) -> FrameGeometry:
     if height < 1 or width < 1:
         raise ValueError(f"a frame needs pixels, got {width}x{height}")
-    scale = config.long_side / max(height, width)
-    if not config.upscale:
-        scale = min(scale, 1.0)
+    scale = min(config.long_side / max(height, width), config.max_upscale)
     resized = (max(1, round(height * scale)), max(1, round(width * scale)))
     padded = tuple(max(STRIDE, -(-side // STRIDE) * STRIDE) for side in resized)
     return FrameGeometry((height, width), resized, padded)

@@ -54,6 +54,7 @@ def detect_config(settings: Settings) -> DetectConfig:
     return DetectConfig(
         long_side=settings.scene_long_side,
         tile=settings.scene_tile,
+        max_upscale=settings.scene_max_upscale,
         threshold=settings.scene_threshold,
         split_touching=settings.scene_split_touching,
         require_core=settings.scene_require_core,

@@ -132,6 +132,9 @@ class SceneModelDescription(BaseModel):
     arch: str
     metrics: dict[str, Any]
     long_side: int = Field(description="frames are resized to this longer side")
+    max_upscale: float = Field(
+        description="a smaller frame is enlarged toward the long side by at most this factor"
+    )
     tile: int = Field(description="0: whole frames; else the tile side")
     threshold: float
     split_touching: bool = Field(

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     scene_long_side: int = Field(
         1024, ge=32, le=4096, description="frames are resized to this longer side (px)"
     )
+    scene_max_upscale: float = Field(
+        1.5,
+        ge=1,
+        le=8,
+        description="a frame smaller than the long side is enlarged toward it by at most "
+        "this factor (1: never)",
+    )
     scene_tile: int = Field(
         0, ge=0, le=4096, description="0: the whole frame at once; else tiles of this side"
     )

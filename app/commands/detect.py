@@ -123,7 +123,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "model's time (default: on with a GPU, off on a CPU)",
     )
     parser.add_argument(
-        "--upscale", action="store_true", help="enlarge frames smaller than --long-side"
+        "--max-upscale",
+        type=float,
+        default=1.5,
+        help="a frame smaller than --long-side is enlarged toward it by at most this factor "
+        "(1: never; default 1.5)",
     )
 
 
@@ -141,7 +145,7 @@ def _load_detector(args: argparse.Namespace):
             split_touching=args.split_touching,
             require_core=args.require_core,
             part_boards=args.part_boards,
-            upscale=args.upscale,
+            max_upscale=args.max_upscale,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -27,6 +27,7 @@ async def model(pipeline: PipelineDep) -> ModelDescription:
             arch=segmenter.info.config.arch,
             metrics=segmenter.info.metrics,
             long_side=config.long_side,
+            max_upscale=config.max_upscale,
             tile=config.tile,
             threshold=config.threshold,
             split_touching=config.split_touching,

@@ -144,6 +144,7 @@ def test_eval_detect_prints_the_scores(
     result = json.loads(capsys.readouterr().out)
     assert result["frames"] == 3 and result["class_agnostic"] is True
     assert result["config"]["part_boards"] is False
+    assert result["config"]["max_upscale"] == 1.5
     assert set(result) >= {
         "precision",
         "recall",

@@ -182,3 +182,24 @@ def test_detect_variants_scores_the_shipped_steps_as_eval_detect_does(tmp_path) 
         round(bar["false_signs_per_frame"], 2),
         round(result["false_signs_per_frame"], 2),
     )
+
+
+def test_detect_closeups_counts_the_photos_whose_sign_is_found(tmp_path) -> None:
+    from data.synth import generate_synthetic
+    from model.detect import SHIPPED_SCENE_MODEL
+    from model.runs import SHIPPED_MODEL
+
+    missing = _run("detect_closeups.py", "--data", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "no TSRD plain folder" in missing.stderr
+    if not (SHIPPED_SCENE_MODEL.is_file() and SHIPPED_MODEL.is_file()):
+        pytest.skip("no shipped models")
+    photos = generate_synthetic(tmp_path, per_class=1, classes={0, 1, 2})
+    done = _run(
+        "detect_closeups.py", "--data", str(tmp_path), "--every", "1", "--max-upscales", "1", "8"
+    )
+    assert done.returncode == 0, done.stderr
+    line = r"max_upscale (\S+): sign found in (\d+), any detection in (\d+)"
+    rows = re.findall(line, done.stdout)
+    assert [row[0] for row in rows] == ["1", "8"]
+    for _, found, detected in rows:
+        assert int(found) <= int(detected) <= photos

@@ -46,10 +46,12 @@ torch.set_num_threads(1)
     [
         ((1080, 1920), DetectConfig(long_side=1024), (576, 1024), (576, 1024)),
         ((720, 1280), DetectConfig(long_side=1024), (576, 1024), (576, 1024)),
-        ((576, 720), DetectConfig(long_side=1024), (576, 720), (576, 736)),  # never enlarged
-        ((576, 720), DetectConfig(long_side=1024, upscale=True), (819, 1024), (832, 1024)),
-        ((8, 8), DetectConfig(long_side=1024), (8, 8), (32, 32)),  # tiny: padded to 32
-        ((1, 3), DetectConfig(long_side=64), (1, 3), (32, 32)),
+        ((576, 720), DetectConfig(long_side=1024), (819, 1024), (832, 1024)),  # enlarged
+        ((360, 480), DetectConfig(long_side=1024), (540, 720), (544, 736)),  # by 1.5 at most
+        ((360, 480), DetectConfig(long_side=1024, max_upscale=1), (360, 480), (384, 480)),
+        ((8, 8), DetectConfig(long_side=1024, max_upscale=1), (8, 8), (32, 32)),  # padded
+        ((8, 8), DetectConfig(long_side=1024), (12, 12), (32, 32)),
+        ((1, 3), DetectConfig(long_side=64), (2, 4), (32, 32)),
         ((3000, 4000), DetectConfig(long_side=64), (48, 64), (64, 64)),  # huge
     ],
 )
@@ -63,6 +65,14 @@ def test_frames_keep_their_aspect_and_are_padded_to_32(size, config, resized, pa
     assert float(frame.tensor[0, :, h:, :].abs().sum()) == 0
     assert float(frame.tensor[0, :, :, w:].abs().sum()) == 0
     assert float(frame.tensor[0, :, :h, :w].abs().min()) > 0
+
+
+@pytest.mark.parametrize(
+    "fields", [{"max_upscale": 0.5}, {"long_side": 16}, {"tile": 48}, {"threshold": 1.0}]
+)
+def test_a_config_out_of_range_is_refused(fields) -> None:
+    with pytest.raises(ValueError):
+        DetectConfig(**fields)
 
 
 @pytest.mark.parametrize(
@@ -217,11 +227,11 @@ def test_a_post_of_boards_is_parted_at_its_seams() -> None:
     # find_instances parts it when it has the frame, and only then.
     maps = np.zeros((1, *rgb.shape[:2]), np.float32)
     maps[0, 20:155, 20:170] = 1
-    config = DetectConfig(long_side=400)
+    config = DetectConfig(long_side=400, max_upscale=1)  # the map is the frame's own size
     geometry = frame_geometry(*rgb.shape[:2], config)
     assert len(find_instances(maps, geometry, config, rgb)) == 3
     assert len(find_instances(maps, geometry, config)) == 1
-    unparted = DetectConfig(long_side=400, part_boards=False)
+    unparted = DetectConfig(long_side=400, max_upscale=1, part_boards=False)
     assert len(find_instances(maps, geometry, unparted, rgb)) == 1
 
 
