@@ -69,10 +69,10 @@ class DetectConfig:
     them: in a 480x360 dashcam frame they are half that size or less (and the camera's
     burnt-in text shrinks to the size of a far sign), while a photo of one sign enlarged
     eightfold is a sign larger than any it saw (BENCHMARKS.md section 6, "Small frames
-    enlarged"). `tile`: 0 runs the whole
-    resized frame at once; else it runs in tile x tile pieces (a multiple of 32) that overlap
-    by `overlap` pixels, their probabilities merged by maximum (bounds the memory of a large
-    `long_side`; the answers are those of the whole frame up to the tiles' edges).
+    enlarged"). `tile`: 0 runs the whole resized frame at once; else it runs in tile x tile
+    pieces (a multiple of 32) that overlap by `overlap` pixels, their probabilities merged by
+    maximum (bounds the memory of a large `long_side`; the answers are those of the whole
+    frame up to the tiles' edges).
     `threshold`: a pixel is a sign pixel from this probability on. `min_area`: components
     smaller than this many pixels at the working size are noise. `margin`: the crop read by
     the classifier extends the box by this share of its width (height) on each side.
