@@ -15,7 +15,6 @@ and those with any detection at all.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,19 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from data.images import read_rgb
+from data.scenes import default_data_root
 from data.sign_cutouts import read_tsrd_boxes
 from model.detect import SHIPPED_SCENE_MODEL, Detector
 from model.runs import resolve_model
 from model.track import iou_matrix
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("GREEDYSIGN_SHARED_DATA", REPO.parent / "shared" / "data"))
 IOU = 0.5
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help)
-    parser.add_argument("--data", type=Path, default=SHARED_DATA / "ctsrd-real")
+    parser.add_argument("--data", type=Path, default=default_data_root() / "ctsrd-real")
     parser.add_argument("--every", type=int, default=10, help="read every N-th photo")
     parser.add_argument("--max-upscales", type=float, nargs="+", default=[1, 1.5, 2, 2.5, 8])
     parser.add_argument("--scene-model", type=Path, default=SHIPPED_SCENE_MODEL)
