@@ -12,7 +12,6 @@ from pathlib import Path
 
 from data.records import DataError
 
-VIDEO_CODECS = ("libx264", "mpeg4")  # the first this FFmpeg build has writes the overlay
 KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
 UNKNOWN_COLOR = (200, 200, 200)
 MASK_COLOR = (60, 255, 130)
@@ -233,6 +232,7 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
     """Every (sampled) frame: detected, tracked, printed with --json, drawn into --out."""
     import av
 
+    from data.video_writer import VideoWriter
     from model.track import Tracker
 
     tracker = Tracker()
@@ -260,7 +260,7 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
                     print(json.dumps({**line, "signs": signs}), flush=True)
                 if args.out is not None:
                     if writer is None:
-                        writer = _VideoWriter(args.out, rate, rgb.shape[1], rgb.shape[0])
+                        writer = VideoWriter(args.out, rate, rgb.shape[1], rgb.shape[0])
                     writer.write(draw_signs(rgb, detections, signs))
                 frames += 1
     except (av.FFmpegError, OSError) as error:
@@ -280,33 +280,6 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
     }
     print(json.dumps({"summary": summary}), file=sys.stdout if args.json else sys.stderr)
     return 0
-
-
-class _VideoWriter:
-    """H.264 (else MPEG-4) in an mp4, yuv420p (even width and height: odd ones lose a pixel)."""
-
-    def __init__(self, path: Path, rate: float, width: int, height: int):
-        from fractions import Fraction
-
-        import av
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.width, self.height = max(2, width - width % 2), max(2, height - height % 2)
-        self.container = av.open(str(path), "w", format="mp4")
-        codec = next(name for name in VIDEO_CODECS if name in av.codecs_available)
-        self.stream = self.container.add_stream(codec, rate=Fraction(rate).limit_denominator(1000))
-        self.stream.width, self.stream.height = self.width, self.height
-        self.stream.pix_fmt = "yuv420p"
-
-    def write(self, rgb) -> None:
-        import av
-
-        frame = av.VideoFrame.from_ndarray(rgb[: self.height, : self.width].copy(), format="rgb24")
-        self.container.mux(self.stream.encode(frame))
-
-    def close(self) -> None:
-        self.container.mux(self.stream.encode())
-        self.container.close()
 
 
 def draw_signs(rgb, detections, signs):
