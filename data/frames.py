@@ -11,7 +11,12 @@ A frames folder holds `annotations.json` and `images/` (the DFG frames, and the 
   {"size": [height, width], "counts": str | list[int]}, or None when the annotation has none;
 - `category` and `category_id` (the COCO category), `ignore` (COCO `ignore` or `iscrowd`:
   a sign that neither counts nor penalises in evaluation), and `class_id`, the CTSRD class
-  where the annotation states one in the optional field `ctsrd_class`.
+  where the annotation states one in the optional field `ctsrd_class`;
+- for frames of a video (TAO's fields, which `greedysign data drives` writes): the frame's
+  `video_id` and `frame_index`, and each sign's `track_id`, the same in every frame that
+  shows that sign;
+- `source`, where a generated sign came from (`greedysign data scenes|drives` write it:
+  "synthetic:12", "tt100k:pl40/1.png", "tsrd:...", "dfg:..."), "" when the annotation has none.
 
 `instance_mask(instance, height, width)` rasterises one instance: a pixel is in a polygon
 when its centre is (the convention of pycocotools), RLE decodes exactly, and an instance
@@ -59,6 +64,8 @@ class FrameInstance:
     class_id: int | None = None
     annotation_id: int = -1
     area: float = 0.0
+    track_id: int | None = None  # the same physical sign across a video's frames
+    source: str = ""  # where a generated sign came from ("tt100k:pl40/1.png"); "" if unsaid
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -71,6 +78,8 @@ class FrameRecord:
     instances: tuple[FrameInstance, ...]
     image_id: int = -1
     source: str = ""  # "annotations.json: images[i]", for later errors
+    video_id: int | None = None  # frames of one video share it; None: a lone frame
+    frame_index: int | None = None  # the frame's place in its video
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -358,6 +367,8 @@ def _frame(
         instances=tuple(instances),
         image_id=image_id,
         source=f"{path}: {where}",
+        video_id=_optional_int(entry, "video_id", where, path),
+        frame_index=_optional_int(entry, "frame_index", where, path),
     )
 
 
@@ -403,6 +414,10 @@ def _instance(
     area = entry.get("area", 0.0)
     if not _is_number(area) or area < 0:
         raise DataError(path, None, f"{where}: area is not a non-negative number: {area!r}")
+    track_id = _optional_int(entry, "track_id", where, path)
+    source = entry.get("source", "")
+    if not isinstance(source, str):
+        raise DataError(path, None, f"{where}: source must be a string: {source!r}")
     return FrameInstance(
         box=box,
         category=categories[category_id],
@@ -412,6 +427,8 @@ def _instance(
         class_id=class_id,
         annotation_id=entry["id"],
         area=float(area),
+        track_id=track_id,
+        source=source,
     )
 
 
@@ -476,6 +493,13 @@ def _checked_rle(rle: dict[str, Any], width: int, height: int, where: str, path:
         fault = f"{where}: RLE runs add up to {int(runs.sum())} pixels, not {width}x{height}"
         raise DataError(path, None, fault)
     return {"size": [height, width], "counts": counts}
+
+
+def _optional_int(entry: dict[str, Any], key: str, where: str, path: Path) -> int | None:
+    value = entry.get(key)
+    if value is not None and (not _is_int(value) or value < 0):
+        raise DataError(path, None, f"{where}: {key} must be null or a non-negative integer")
+    return value
 
 
 def _is_int(value: Any) -> bool:

@@ -199,6 +199,10 @@ BAD_CASES = [
     ("annotations.1.segmentation.counts", "0\x7f", "RLE counts string is corrupt"),
     ("annotations.1.ignore", "yes", "ignore must be true/false or 0/1"),
     ("annotations.1.ctsrd_class", "3", "ctsrd_class must be null or a class id"),
+    ("annotations.1.track_id", -2, "track_id must be null or a non-negative integer"),
+    ("annotations.0.source", 5, "source must be a string"),
+    ("images.0.video_id", "a", "video_id must be null or a non-negative integer"),
+    ("images.1.frame_index", 1.5, "frame_index must be null or a non-negative integer"),
 ]
 
 
