@@ -350,11 +350,11 @@ class SceneGenerator:
             return self._mosaic(rng), "negatives"
         if kind == "video":
             number = int(rng.integers(len(self._video_frames)))
-            source = _decode_jpeg(self._video_frames[number])
+            source = decode_jpeg(self._video_frames[number])
             name = f"video:{self.sources.video.name}#{self._video_numbers[number]}"
         else:
             number = int(rng.integers(len(self._dfg_frames)))
-            source = _decode_jpeg(self._painted_dfg(number))
+            source = decode_jpeg(self._painted_dfg(number))
             name = f"dfg:{self._dfg_frames[number].image_path.name}"
         return _cover(source, width, height, rng), name
 
@@ -370,7 +370,7 @@ class SceneGenerator:
                 skip = round(VIDEO_SKIP_SECONDS * rate)
                 for number, frame in enumerate(container.decode(stream)):
                     if number >= skip and (number - skip) % VIDEO_STRIDE == 0:
-                        frames.append(_encode_jpeg(frame.to_ndarray(format="rgb24"), 95))
+                        frames.append(encode_jpeg(frame.to_ndarray(format="rgb24"), 95))
                         numbers.append(number)
         except (av.FFmpegError, OSError) as error:
             raise DataError(
@@ -431,7 +431,7 @@ class SceneGenerator:
                     f"{frame.width}x{frame.height}"
                 )
                 raise DataError(frame.image_path, None, fault)
-            self._dfg_cache[number] = _encode_jpeg(_paint_out(image, frame), 95)
+            self._dfg_cache[number] = encode_jpeg(_paint_out(image, frame), 95)
         return self._dfg_cache[number]
 
     # -- signs --
@@ -974,7 +974,7 @@ def _paint_out(image: np.ndarray, frame: FrameRecord) -> np.ndarray:
     return image
 
 
-def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     ok, encoded = cv2.imencode(
         ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
     )
@@ -983,13 +983,13 @@ def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return encoded.tobytes()
 
 
-def _decode_jpeg(data: bytes) -> np.ndarray:
+def decode_jpeg(data: bytes) -> np.ndarray:
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
-    return _decode_jpeg(_encode_jpeg(rgb, quality))
+    return decode_jpeg(encode_jpeg(rgb, quality))
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -1000,6 +1000,33 @@ def categories() -> list[dict]:
     classes = sign_classes("ctsrd")
     known = [{"id": c.class_id, "name": c.name, "supercategory": SUPERCATEGORY} for c in classes]
     return [*known, {"id": len(classes), "name": UNKNOWN_SIGN, "supercategory": SUPERCATEGORY}]
+
+
+def sign_annotation(
+    sign: SceneSign, annotation_id: int, image_id: int, height: int, width: int
+) -> dict:
+    """One sign as a COCO annotation (RLE mask), with the generator's own fields."""
+    x1, y1, x2, y2 = sign.box
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": len(sign_classes("ctsrd")) if sign.class_id is None else sign.class_id,
+        "ctsrd_class": sign.class_id,
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "area": int(sign.mask.sum()),
+        "segmentation": rle_encode_box(sign.mask, sign.box, height, width),
+        "iscrowd": 0,
+        "ignore": sign.ignore,
+        "visible": sign.visible,
+        "source": sign.source,
+    }
+
+
+def write_annotations(out: Path, document: dict) -> None:
+    """OUT/annotations.json, replaced whole (a reader never sees half a file)."""
+    temporary = out / "annotations.json.tmp"
+    temporary.write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
+    os.replace(temporary, out / "annotations.json")
 
 
 def write_scenes(
@@ -1017,14 +1044,13 @@ def write_scenes(
     config = generator.config
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    unknown_id = len(sign_classes("ctsrd"))
     images, annotations = [], []
     report = SceneReport(frames=frames, seconds=0.0)
     started = time.perf_counter()
     for index in range(frames):
         scene = generator.render(seed, index, compress=False)
         name = f"{index:06d}.jpg"
-        (out / "images" / name).write_bytes(_encode_jpeg(scene.image, scene.jpeg_quality))
+        (out / "images" / name).write_bytes(encode_jpeg(scene.image, scene.jpeg_quality))
         images.append(
             {
                 "id": index,
@@ -1038,23 +1064,8 @@ def write_scenes(
             report.backgrounds.get(scene.background.split(":")[0], 0) + 1
         )
         for sign in scene.signs:
-            x1, y1, x2, y2 = sign.box
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": index,
-                    "category_id": unknown_id if sign.class_id is None else sign.class_id,
-                    "ctsrd_class": sign.class_id,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": int(sign.mask.sum()),
-                    "segmentation": rle_encode_box(
-                        sign.mask, sign.box, config.height, config.width
-                    ),
-                    "iscrowd": 0,
-                    "ignore": sign.ignore,
-                    "visible": sign.visible,
-                    "source": sign.source,
-                }
+                sign_annotation(sign, len(annotations) + 1, index, config.height, config.width)
             )
             report.sizes.append(sign.size)
             report.ignored += sign.ignore
@@ -1074,9 +1085,6 @@ def write_scenes(
         "annotations": annotations,
         "categories": categories(),
     }
-    text = json.dumps(document, separators=(",", ":"))
-    temporary = out / "annotations.json.tmp"
-    temporary.write_text(text + "\n", encoding="utf-8")
-    os.replace(temporary, out / "annotations.json")
+    write_annotations(out, document)
     report.seconds = time.perf_counter() - started
     return report

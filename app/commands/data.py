@@ -1,4 +1,4 @@
-"""`greedysign data check|synth|scenes|split-frames|resize-frames|preview`."""
+"""`greedysign data check|synth|scenes|drives|split-frames|resize-frames|preview`."""
 
 from __future__ import annotations
 
@@ -38,57 +38,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     scenes.add_argument("out", type=Path, help="writes OUT/images/*.jpg and OUT/annotations.json")
     scenes.add_argument("--frames", type=int, default=100, help="number of frames")
-    scenes.add_argument("--seed", type=int, default=0)
-    scenes.add_argument("--width", type=int, default=1280)
-    scenes.add_argument("--height", type=int, default=720)
-    scenes.add_argument("--min-size", type=float, default=12.0, help="smallest sign (px)")
-    scenes.add_argument("--max-size", type=float, default=120.0, help="largest common sign (px)")
-    scenes.add_argument(
-        "--large-max-size", type=float, default=320.0, help="largest of the few larger signs (px)"
-    )
-    scenes.add_argument(
-        "--signs", type=int, nargs=2, default=(1, 10), metavar=("MIN", "MAX"), help="per frame"
-    )
-    scenes.add_argument(
-        "--stack-rate",
-        type=float,
-        help="share of signs with a second sign stacked under them, touching or nearly "
-        "(default: the generator's, 0.15)",
-    )
-    scenes.add_argument(
-        "--board-stack-rate",
-        type=float,
-        default=0.0,
-        help="share of sign groups drawn as a post of 2-7 direction boards stacked flush "
-        "(default 0)",
-    )
-    scenes.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="real data (video/, tt100k-crops/, ctsrd-real/, dfg-frames/); default "
-        "$GREEDYSIGN_SHARED_DATA or ../shared/data beside the repository",
-    )
-    scenes.add_argument(
-        "--backgrounds",
-        default=",".join(SCENE_BACKGROUNDS),
-        help=f"comma-separated, of {','.join(SCENE_BACKGROUNDS)} (those present are used; "
-        "none present: procedural textures)",
-    )
-    scenes.add_argument(
-        "--sign-sources",
-        default=",".join(SCENE_DEFAULT_SIGN_SOURCES),
-        help=f"comma-separated, of {','.join(SCENE_SIGN_SOURCES)} (those present are used; "
-        "dfg: signs cut from the DFG frames along their polygons)",
-    )
-    scenes.add_argument(
-        "--dfg",
-        type=Path,
-        default=None,
-        help="COCO frames folder for the dfg backgrounds and signs (default: DATA_ROOT/"
-        "dfg-frames); the train side of greedysign data split-frames keeps its test unseen",
-    )
+    _add_scene_options(scenes)
     scenes.set_defaults(handler=run_scenes)
+
+    drives = sub.add_parser(
+        "drives",
+        help="short videos of composited scenes, filmed driving toward their signs, with every "
+        "sign's track (COCO with video fields; mp4s)",
+    )
+    drives.add_argument(
+        "out",
+        type=Path,
+        help="writes OUT/images/drive-NNN/*.jpg, OUT/videos/drive-NNN.mp4, OUT/annotations.json",
+    )
+    drives.add_argument("--drives", type=int, default=10, help="number of drives")
+    drives.add_argument("--frames-per-drive", type=int, default=30)
+    drives.add_argument(
+        "--zoom", type=float, default=2.0, help="how much larger the signs are at the end (1-8)"
+    )
+    drives.add_argument("--fps", type=float, default=10.0, help="of the written videos")
+    _add_scene_options(drives, size_note=" in the first frame")
+    drives.set_defaults(handler=run_drives)
 
     split = sub.add_parser(
         "split-frames",
@@ -129,6 +99,64 @@ def register(commands: argparse._SubParsersAction) -> None:
     preview.set_defaults(handler=run_preview)
 
 
+def _add_scene_options(parser: argparse.ArgumentParser, size_note: str = "") -> None:
+    """What a generated frame holds: shared by `data scenes` and `data drives`."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument(
+        "--min-size", type=float, default=12.0, help=f"smallest sign (px){size_note}"
+    )
+    parser.add_argument(
+        "--max-size", type=float, default=120.0, help=f"largest common sign (px){size_note}"
+    )
+    parser.add_argument(
+        "--large-max-size", type=float, default=320.0, help="largest of the few larger signs (px)"
+    )
+    parser.add_argument(
+        "--signs", type=int, nargs=2, default=(1, 10), metavar=("MIN", "MAX"), help="per frame"
+    )
+    parser.add_argument(
+        "--stack-rate",
+        type=float,
+        help="share of signs with a second sign stacked under them, touching or nearly "
+        "(default: the generator's, 0.15)",
+    )
+    parser.add_argument(
+        "--board-stack-rate",
+        type=float,
+        default=0.0,
+        help="share of sign groups drawn as a post of 2-7 direction boards stacked flush "
+        "(default 0)",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="real data (video/, tt100k-crops/, ctsrd-real/, dfg-frames/); default "
+        "$GREEDYSIGN_SHARED_DATA or ../shared/data beside the repository",
+    )
+    parser.add_argument(
+        "--backgrounds",
+        default=",".join(SCENE_BACKGROUNDS),
+        help=f"comma-separated, of {','.join(SCENE_BACKGROUNDS)} (those present are used; "
+        "none present: procedural textures)",
+    )
+    parser.add_argument(
+        "--sign-sources",
+        default=",".join(SCENE_DEFAULT_SIGN_SOURCES),
+        help=f"comma-separated, of {','.join(SCENE_SIGN_SOURCES)} (those present are used; "
+        "dfg: signs cut from the DFG frames along their polygons)",
+    )
+    parser.add_argument(
+        "--dfg",
+        type=Path,
+        default=None,
+        help="COCO frames folder for the dfg backgrounds and signs (default: DATA_ROOT/"
+        "dfg-frames); the train side of greedysign data split-frames keeps its test unseen",
+    )
+
+
 def _add_on_error(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--on-error",
@@ -165,28 +193,36 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_scenes(args: argparse.Namespace) -> int:
-    from data.scenes import SceneConfig, SceneGenerator, SceneSources, write_scenes
+def _scene_config_and_sources(args: argparse.Namespace):
+    """The SceneConfig and SceneSources the scene options ask for (ValueError if invalid)."""
+    from data.scenes import SceneConfig, SceneSources
 
     def kinds(text: str) -> tuple[str, ...]:
         return tuple(part.strip() for part in text.split(",") if part.strip())
 
+    config = SceneConfig(
+        width=args.width,
+        height=args.height,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        large_max_size=max(args.large_max_size, args.max_size),
+        signs=tuple(args.signs),
+        board_stack_rate=args.board_stack_rate,
+        **({} if args.stack_rate is None else {"stack_rate": args.stack_rate}),
+    )
+    sources = SceneSources.from_data_root(
+        args.data_root, backgrounds=kinds(args.backgrounds), signs=kinds(args.sign_sources)
+    )
+    if args.dfg is not None:
+        sources = dataclasses.replace(sources, dfg=args.dfg)
+    return config, sources
+
+
+def run_scenes(args: argparse.Namespace) -> int:
+    from data.scenes import SceneGenerator, write_scenes
+
     try:
-        config = SceneConfig(
-            width=args.width,
-            height=args.height,
-            min_size=args.min_size,
-            max_size=args.max_size,
-            large_max_size=max(args.large_max_size, args.max_size),
-            signs=tuple(args.signs),
-            board_stack_rate=args.board_stack_rate,
-            **({} if args.stack_rate is None else {"stack_rate": args.stack_rate}),
-        )
-        sources = SceneSources.from_data_root(
-            args.data_root, backgrounds=kinds(args.backgrounds), signs=kinds(args.sign_sources)
-        )
-        if args.dfg is not None:
-            sources = dataclasses.replace(sources, dfg=args.dfg)
+        config, sources = _scene_config_and_sources(args)
         generator = SceneGenerator(sources, config)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -206,6 +242,39 @@ def run_scenes(args: argparse.Namespace) -> int:
         f"({report.images_per_minute:.0f} images/min)"
     )
     print(report.size_summary())
+    return 0
+
+
+def run_drives(args: argparse.Namespace) -> int:
+    from data.drives import DriveConfig, DriveGenerator, write_drives
+
+    try:
+        config, sources = _scene_config_and_sources(args)
+        drive = DriveConfig(frames=args.frames_per_drive, zoom=args.zoom, fps=args.fps)
+        generator = DriveGenerator(sources, config, drive)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    scenes = generator.scenes
+    backgrounds = ", ".join(scenes.background_kinds) or "procedural textures (no real data)"
+    print(f"backgrounds: {backgrounds}; signs: {', '.join(scenes.sign_kinds)}")
+    try:
+        report = write_drives(
+            args.out,
+            drives=args.drives,
+            seed=args.seed,
+            config=config,
+            drive=drive,
+            sources=sources,
+        )
+    except (DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {report.drives} drives of {drive.frames} frames ({args.width}x{args.height}, "
+        f"{len(report.sizes)} signs in {report.tracks} tracks) to {args.out} in "
+        f"{report.seconds:.1f} s ({report.frames_per_minute:.0f} frames/min)"
+    )
     return 0
 
 
