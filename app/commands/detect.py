@@ -1,5 +1,6 @@
 """`greedysign detect PATH...` (every sign in road frames: images, or a video with tracking and
-an annotated copy) and `greedysign eval-detect --data FOLDER` (precision, recall, F1)."""
+an annotated copy), `greedysign eval-detect --data FOLDER` (precision, recall, F1) and
+`greedysign eval-track --data FOLDER` (MOTA, IDF1 of the tracks through videos)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--limit", type=int, help="only the first N frames")
     _add_model_options(evaluate)
     evaluate.set_defaults(handler=run_eval_detect)
+
+    follow = commands.add_parser(
+        "eval-track",
+        help="how well scene mode follows signs through annotated videos: MOTA, IDF1 (JSON)",
+        description="Each video of a COCO frames folder with video fields (greedysign data "
+        "drives writes one) is searched frame by frame and tracked as detect does a video; "
+        "motmetrics scores the tracks against the true ones at IoU 0.5 (signs marked ignore "
+        "neither count nor penalise). Prints one JSON object: MOTA, IDF1, identity switches, "
+        "fragmentations, mostly tracked and lost, false tracks per video, and the class shown "
+        "(each detection's own and its track's vote) against the true one.",
+    )
+    follow.add_argument(
+        "--data", type=Path, required=True, help="COCO frames folder of videos (data drives)"
+    )
+    follow.add_argument("--limit", type=int, help="only the first N videos")
+    _add_model_options(follow)
+    follow.set_defaults(handler=run_eval_track)
 
     negatives = commands.add_parser(
         "mine-negatives",
@@ -344,6 +362,28 @@ def run_eval_detect(args: argparse.Namespace) -> int:
         "config": asdict(detector.config),
         "mirror": detector.segmenter.mirror,
         "class_agnostic": True,
+    }
+    print(json.dumps({**header, **result}, indent=2))
+    return 0
+
+
+def run_eval_track(args: argparse.Namespace) -> int:
+    from model.track_eval import evaluate_tracking_folder
+
+    detector = _load_detector(args)
+    if detector is None:
+        return 2
+    try:
+        result = evaluate_tracking_folder(args.data, detector.detect, limit=args.limit)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    header = {
+        "data": str(args.data),
+        "scene_model": detector.segmenter.info.path,
+        "model": detector.predictor.info.path,
+        "config": asdict(detector.config),
+        "mirror": detector.segmenter.mirror,
     }
     print(json.dumps({**header, **result}, indent=2))
     return 0
