@@ -184,6 +184,54 @@ def test_detect_variants_scores_the_shipped_steps_as_eval_detect_does(tmp_path) 
     )
 
 
+def test_track_variants_score_the_shipped_tracker_as_eval_track_does(tmp_path) -> None:
+    from data.drives import DriveConfig, write_drives
+    from data.scenes import SceneConfig, SceneSources
+    from model.detect import SHIPPED_SCENE_MODEL
+    from model.runs import SHIPPED_MODEL
+
+    if not (SHIPPED_SCENE_MODEL.is_file() and SHIPPED_MODEL.is_file()):
+        pytest.skip("no shipped models")
+    config = SceneConfig(width=320, height=192, min_size=24, max_size=48, signs=(2, 3))
+    write_drives(
+        tmp_path,
+        drives=2,
+        seed=0,
+        config=config,
+        drive=DriveConfig(frames=5),
+        sources=SceneSources(signs=("synthetic",)),
+    )
+    done = _run("track_variants.py", "--data", str(tmp_path), "--model", str(SHIPPED_MODEL))
+    assert done.returncode == 0, done.stderr
+    rows = {
+        name.strip(): (float(mota), float(idf1), float(false_tracks))
+        for name, mota, idf1, false_tracks in re.findall(
+            r"^(.+?) MOTA (-?\d+\.\d+)  IDF1 (\d\.\d+).*false tracks/video (\d+\.\d+)",
+            done.stdout,
+            re.MULTILINE,
+        )
+    }
+    assert {"shipped", "IoU 0.3", "max age 2", "shown from hit 3"} <= rows.keys()
+    # Showing a track only from its third hit can only drop tracks, never add one.
+    assert rows["shown from hit 3"][2] <= rows["shipped"][2]
+
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "app", "eval-track", "--data", str(tmp_path)]
+        + ["--model", str(SHIPPED_MODEL), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(evaluated.stdout)
+    assert result["videos"] == 2 and result["frames"] == 10
+    assert rows["shipped"] == (
+        round(result["mota"], 3),
+        round(result["idf1"], 3),
+        round(result["false_tracks_per_video"], 2),
+    )
+
+
 def test_detect_closeups_counts_the_photos_whose_sign_is_found(tmp_path) -> None:
     from data.synth import generate_synthetic
     from model.detect import SHIPPED_SCENE_MODEL
