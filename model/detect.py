@@ -246,7 +246,9 @@ class SceneSegmenter:
             )
         if on_cuda:
             torch.backends.cudnn.benchmark = True
-            model = model.to(memory_format=torch.channels_last)
+        # Channels-last on every device: on 2 CPU cores oneDNN runs the whole-frame pass
+        # 1.4x faster so (BENCHMARKS.md section 6, "CPU speed"), on CUDA it feeds tensor cores.
+        model = model.to(memory_format=torch.channels_last)
         return cls(
             model,
             info,
@@ -263,8 +265,7 @@ class SceneSegmenter:
             inputs = batch.to(self.device, non_blocking=True)
             if self.mirror:
                 inputs = torch.cat([inputs, inputs.flip(-1)])
-            if self.device.type == "cuda":
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
             logits = self.model.segment(self.model.encode(inputs), inputs.shape[-2:])
             probabilities = torch.sigmoid(logits.float())
             if self.mirror:

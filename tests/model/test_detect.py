@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from data.frames import FrameInstance, FrameRecord
-from model.checkpoint import ModelFileError
+from model.checkpoint import ModelFileError, load_model
 from model.detect import (
     DetectConfig,
     Detection,
@@ -412,6 +412,20 @@ def test_a_mirrored_pass_averages_the_frame_and_its_mirror_image(tiny_scene_mode
     np.testing.assert_allclose(
         mirrored.probabilities(frames.flip(-1)), averaged[..., ::-1], atol=1e-5
     )
+
+
+def test_the_scene_pass_runs_channels_last_with_the_plain_layout_s_answers(
+    tiny_scene_model_path,
+) -> None:
+    """Channels-last is a speed choice (oneDNN on the CPU): the maps must not change."""
+    scene = SceneSegmenter.load(tiny_scene_model_path, "cpu")
+    conv = next(m for m in scene.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain, _ = load_model(tiny_scene_model_path, torch.device("cpu"))
+    frames = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = torch.sigmoid(plain.segment(plain.encode(frames), frames.shape[-2:]))
+    np.testing.assert_allclose(scene.probabilities(frames), expected.numpy(), atol=1e-5)
 
 
 def test_box_masks_encode_as_the_whole_frame_would() -> None:
