@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/detect_speed.py [--scene-model FILE] [--model FILE]
         [--size 1280x720] [--long-sides 768 1024 1280] [--tile 0] [--signs 5] [--frames 5]
-        [--mirror]
+        [--mirror] [--bf16]
 
 Stages, timed on the same frame: prepare (resize, normalise, pad), segment (the scene model),
 instances (components, touching ones split, masks at full size), read (the crop model on
@@ -59,6 +59,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         default=None,
         help="the scene model also runs each frame mirrored (default: on with a GPU)",
     )
+    parser.add_argument(
+        "--bf16", action="store_true", help="the scene model in bfloat16 on a CPU (AMX: faster)"
+    )
     parser.add_argument("--signs", type=int, default=5, help="crops read per frame")
     parser.add_argument("--frames", type=int, default=5, help="timed repetitions")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -107,7 +110,7 @@ def measure(args: argparse.Namespace) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as folder:
         scene_path = args.scene_model or random_scene_model(Path(folder))
-        segmenter = SceneSegmenter.load(scene_path, args.device, mirror=args.mirror)
+        segmenter = SceneSegmenter.load(scene_path, args.device, mirror=args.mirror, bf16=args.bf16)
     predictor = Predictor.load(resolve_model(args.model), segmenter.device)
     rgb = test_frame(width, height)
     rng = np.random.default_rng(0)
@@ -119,7 +122,7 @@ def measure(args: argparse.Namespace) -> int:
             x, y, side = drawn[0][0], drawn[0][1] + drawn[0][2], drawn[0][2]
         drawn.append((x, y, side))
     scene_name = scene_path if args.scene_model else "random ResNet-18"
-    mirrored = ", mirrored" if segmenter.mirror else ""
+    mirrored = (", mirrored" if segmenter.mirror else "") + f", {segmenter.dtype_name}"
     print(
         f"frame {width}x{height}, scene model {scene_name}{mirrored}"
         f" on {segmenter.device}, torch threads {torch.get_num_threads()}, {args.signs} signs "

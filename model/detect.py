@@ -38,7 +38,7 @@ from scipy import ndimage
 from data.records import Box
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from model.checkpoint import ModelFileError, ModelInfo, load_model
-from model.device import autocast_for, resolve_device
+from model.device import resolve_device
 from model.inference import NO_SIGN, Prediction, Predictor, mask_to_rle
 from model.network import SignNet
 from model.reading import grown
@@ -215,15 +215,26 @@ class SceneSegmenter:
     of the other). On the four generated validation sets it removed 7-22 % of the false signs
     at the same recall, for twice the segmentation's time (BENCHMARKS.md section 6); so it is
     on by default where that time is small, on a GPU.
+
+    `dtype`: what the pass autocasts to, None for float32: float16 on CUDA by default;
+    bfloat16 on a CPU when asked for (`bf16`), which on a CPU with AMX (Xeon 4th generation and
+    later) ran the whole-frame pass 2.2x faster with the validation sets' recall unchanged and
+    their false signs within 0.05 per frame, and on one without it is slower (BENCHMARKS.md
+    section 6, "CPU speed").
     """
 
     def __init__(
-        self, model: SignNet, info: ModelInfo, device: torch.device, fp16: bool, mirror: bool
+        self,
+        model: SignNet,
+        info: ModelInfo,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        mirror: bool,
     ):
         self.model = model
         self.info = info
         self.device = device
-        self.fp16 = fp16
+        self.dtype = dtype
         self.mirror = mirror
 
     @classmethod
@@ -233,9 +244,10 @@ class SceneSegmenter:
         device: str | torch.device = "auto",
         fp16: bool | None = None,
         mirror: bool | None = None,
+        bf16: bool = False,
     ) -> SceneSegmenter:
         """A scene model file (task "scenes"); a crop model is refused with the reason.
-        `fp16` and `mirror`: None turns them on with CUDA."""
+        `fp16` and `mirror`: None turns them on with CUDA. `bf16`: bfloat16 on a CPU."""
         device = resolve_device(device)
         on_cuda = device.type == "cuda"
         model, info = load_model(path, device)
@@ -246,6 +258,9 @@ class SceneSegmenter:
             )
         if on_cuda:
             torch.backends.cudnn.benchmark = True
+            dtype = torch.float16 if fp16 is None or fp16 else None
+        else:
+            dtype = torch.bfloat16 if bf16 else None
         # Channels-last on every device: on 2 CPU cores oneDNN runs the whole-frame pass
         # 1.4x faster so (BENCHMARKS.md section 6, "CPU speed"), on CUDA it feeds tensor cores.
         model = model.to(memory_format=torch.channels_last)
@@ -253,14 +268,21 @@ class SceneSegmenter:
             model,
             info,
             device,
-            fp16=on_cuda if fp16 is None else fp16 and on_cuda,
+            dtype=dtype,
             mirror=on_cuda if mirror is None else mirror,
         )
+
+    @property
+    def dtype_name(self) -> str:
+        """What the pass runs in: "float32", "float16" or "bfloat16"."""
+        return str(self.dtype or torch.float32).removeprefix("torch.")
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
         """[N, 3, h, w] (h, w multiples of 32) -> float32 [N, C, h, w] probabilities: of sign
         pixels, and of sign cores for a model that draws them (C = 2)."""
-        autocast = autocast_for(self.device) if self.fp16 else nullcontext()
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
+        )
         with torch.inference_mode(), autocast:
             inputs = batch.to(self.device, non_blocking=True)
             if self.mirror:
@@ -630,8 +652,9 @@ class Detector:
         device: str | torch.device = "auto",
         config: DetectConfig | None = None,
         mirror: bool | None = None,
+        bf16: bool = False,
     ) -> Detector:
-        segmenter = SceneSegmenter.load(scene_model, device, mirror=mirror)
+        segmenter = SceneSegmenter.load(scene_model, device, mirror=mirror, bf16=bf16)
         return cls(segmenter, Predictor.load(model, segmenter.device), config or DetectConfig())
 
     def instances(self, rgb: np.ndarray) -> list[Instance]:

@@ -76,7 +76,11 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> FastAPI:
         config = detect_config(settings)
         if scene_path is not None:
             scene = await asyncio.to_thread(
-                SceneSegmenter.load, scene_path, predictor.device, mirror=settings.scene_mirror
+                SceneSegmenter.load,
+                scene_path,
+                predictor.device,
+                mirror=settings.scene_mirror,
+                bf16=settings.scene_bf16,
             )
         engine = Engine(
             predictor,

@@ -149,6 +149,7 @@ class SceneModelDescription(BaseModel):
     mirror: bool = Field(
         description="each frame is also run mirrored and the two probabilities averaged"
     )
+    dtype: str = Field(description="what the scene pass runs in: float32, float16 or bfloat16")
 
 
 class ModelDescription(BaseModel):

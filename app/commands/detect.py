@@ -140,6 +140,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "model's time (default: on with a GPU, off on a CPU)",
     )
     parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run the scene model in bfloat16 on a CPU: about 2x faster on one with AMX "
+        "(Xeon 4th generation and later), slower on one without (a GPU runs float16 anyway)",
+    )
+    parser.add_argument(
         "--max-upscale",
         type=float,
         default=1.5,
@@ -179,7 +185,12 @@ def _load_detector(args: argparse.Namespace):
         scene_model = SHIPPED_SCENE_MODEL
     try:
         return Detector.load(
-            scene_model, resolve_model(args.model), args.device, config, mirror=args.mirror
+            scene_model,
+            resolve_model(args.model),
+            args.device,
+            config,
+            mirror=args.mirror,
+            bf16=args.bf16,
         )
     except (FileNotFoundError, ModelFileError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -361,6 +372,7 @@ def run_eval_detect(args: argparse.Namespace) -> int:
         "device": str(detector.segmenter.device),
         "config": asdict(detector.config),
         "mirror": detector.segmenter.mirror,
+        "scene_dtype": detector.segmenter.dtype_name,
         "class_agnostic": True,
     }
     print(json.dumps({**header, **result}, indent=2))
@@ -384,6 +396,7 @@ def run_eval_track(args: argparse.Namespace) -> int:
         "model": detector.predictor.info.path,
         "config": asdict(detector.config),
         "mirror": detector.segmenter.mirror,
+        "scene_dtype": detector.segmenter.dtype_name,
     }
     print(json.dumps({**header, **result}, indent=2))
     return 0

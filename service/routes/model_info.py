@@ -34,6 +34,7 @@ async def model(pipeline: PipelineDep) -> ModelDescription:
             require_core=config.require_core,
             part_boards=config.part_boards,
             mirror=segmenter.mirror,
+            dtype=segmenter.dtype_name,
         )
     return ModelDescription(
         file=Path(info.path).name,

@@ -166,6 +166,7 @@ def test_eval_detect_prints_the_scores(
     assert result["detections"] <= 3 and result["true_positives"] == 0
     assert result["config"]["long_side"] == 64
     assert result["mirror"] is False  # off on a CPU unless asked for
+    assert result["scene_dtype"] == "float32"  # bfloat16 only with --bf16
     assert main(argv + ["--mirror"] + models(whole_frame_scene_model_path, tiny_model_path)) == 0
     mirrored = json.loads(capsys.readouterr().out)
     assert mirrored["mirror"] is True and mirrored["detections"] == result["detections"]

@@ -428,6 +428,16 @@ def test_the_scene_pass_runs_channels_last_with_the_plain_layout_s_answers(
     np.testing.assert_allclose(scene.probabilities(frames), expected.numpy(), atol=1e-5)
 
 
+def test_bf16_on_a_cpu_is_asked_for_and_close_to_float32(tiny_scene_model_path) -> None:
+    plain = SceneSegmenter.load(tiny_scene_model_path, "cpu")
+    half = SceneSegmenter.load(tiny_scene_model_path, "cpu", bf16=True)
+    assert (plain.dtype_name, half.dtype_name) == ("float32", "bfloat16")
+    frames = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    answer = half.probabilities(frames)
+    assert answer.dtype == np.float32  # returned in float32 whatever the pass ran in
+    np.testing.assert_allclose(answer, plain.probabilities(frames), atol=0.05)
+
+
 def test_box_masks_encode_as_the_whole_frame_would() -> None:
     rng = np.random.default_rng(0)
     for _ in range(50):

@@ -129,6 +129,7 @@ def test_the_model_description_names_the_scene_model(scene_client) -> None:
     assert scene["file"] == "whole.pt" and scene["long_side"] == 64 and scene["tile"] == 0
     assert scene["max_upscale"] == 1.5  # a frame under 64 px is enlarged, by 1.5 at most
     assert scene["mirror"] is False  # off on a CPU unless asked for
+    assert scene["dtype"] == "float32"  # bfloat16 on a CPU only when asked for
 
 
 def test_a_mirrored_scene_model_is_served_as_set(
@@ -137,6 +138,17 @@ def test_a_mirrored_scene_model_is_served_as_set(
     settings = make_settings(scene_model=whole_frame_scene_model_path, scene_mirror=True, **SCENE)
     with TestClient(create_app(settings)) as client:
         assert client.get("/v1/model").json()["scene_model"]["mirror"] is True
+        frame = media.encode(np.full((48, 80, 3), 90, np.uint8))
+        signs = detect(client, frame, mask_format="none").json()["signs"]
+        assert [sign["box"] for sign in signs] in ([], [[0, 0, 80, 48]])
+
+
+def test_a_bf16_scene_model_is_served_as_set(
+    make_settings, whole_frame_scene_model_path, media
+) -> None:
+    settings = make_settings(scene_model=whole_frame_scene_model_path, scene_bf16=True, **SCENE)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/model").json()["scene_model"]["dtype"] == "bfloat16"
         frame = media.encode(np.full((48, 80, 3), 90, np.uint8))
         signs = detect(client, frame, mask_format="none").json()["signs"]
         assert [sign["box"] for sign in signs] in ([], [[0, 0, 80, 48]])
