@@ -31,7 +31,7 @@ import numpy as np
 
 from data.frames import FrameRecord, read_coco_frames
 from data.images import read_rgb
-from data.records import DataError
+from data.records import DataError, box_area, box_overlap
 from model.detect import Detection
 from model.track import Tracker, iou_matrix
 
@@ -73,6 +73,12 @@ def videos_of(frames: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
                 None,
                 f"{frame.image_path.name}: no video_id/frame_index: not frames of a video "
                 "(greedysign data drives writes them)",
+            )
+        if any(sign.track_id is None for sign in frame.instances):
+            raise DataError(
+                Path(frame.source.split(":")[0]),
+                None,
+                f"{frame.image_path.name}: a sign without a track_id: tracks cannot be scored",
             )
         grouped.setdefault(frame.video_id, []).append(frame)
     return [sorted(video, key=lambda frame: frame.frame_index) for video in grouped.values()]
@@ -202,14 +208,8 @@ def evaluate_tracking_folder(
 
 def _on_ignored(box: Sequence[int], ignored: Sequence) -> bool:
     """Half of the detection's area or more on one ignored sign."""
-    x1, y1, x2, y2 = box
-    area = max(0, x2 - x1) * max(0, y2 - y1)
-    for sign in ignored:
-        a1, b1, a2, b2 = sign.box
-        inter = max(0, min(x2, a2) - max(x1, a1)) * max(0, min(y2, b2) - max(y1, b1))
-        if area and inter >= 0.5 * area:
-            return True
-    return False
+    area = box_area(box)
+    return bool(area) and any(box_overlap(box, sign.box) >= 0.5 * area for sign in ignored)
 
 
 def _accuracy(detection_right: int, track_right: int, signs: int) -> dict:

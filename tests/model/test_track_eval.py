@@ -4,6 +4,7 @@ id per sign through generated drives when every sign is found."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,3 +135,13 @@ def test_frames_without_video_fields_are_refused(tmp_path):
     write_scenes(tmp_path, frames=2, seed=1, config=SMALL, sources=SceneSources())
     with pytest.raises(DataError, match="not frames of a video"):
         videos_of(read_coco_frames(tmp_path))
+
+
+def test_a_sign_without_a_track_is_refused(drives, tmp_path):
+    document = json.loads((drives / "annotations.json").read_text())
+    del document["annotations"][0]["track_id"]
+    copy = tmp_path / "annotations.json"
+    copy.write_text(json.dumps(document))
+    frames = read_coco_frames(copy, check_images=False)
+    with pytest.raises(DataError, match="without a track_id"):
+        videos_of(frames)
