@@ -192,13 +192,13 @@ def test_track_variants_score_the_shipped_tracker_as_eval_track_does(tmp_path) -
 
     if not (SHIPPED_SCENE_MODEL.is_file() and SHIPPED_MODEL.is_file()):
         pytest.skip("no shipped models")
-    config = SceneConfig(width=320, height=192, min_size=24, max_size=48, signs=(2, 3))
+    config = SceneConfig(width=256, height=160, min_size=24, max_size=48, signs=(2, 3))
     write_drives(
         tmp_path,
         drives=2,
         seed=0,
         config=config,
-        drive=DriveConfig(frames=5),
+        drive=DriveConfig(frames=3),
         sources=SceneSources(signs=("synthetic",)),
     )
     done = _run("track_variants.py", "--data", str(tmp_path), "--model", str(SHIPPED_MODEL))
@@ -224,7 +224,7 @@ def test_track_variants_score_the_shipped_tracker_as_eval_track_does(tmp_path) -
         check=True,
     )
     result = json.loads(evaluated.stdout)
-    assert result["videos"] == 2 and result["frames"] == 10
+    assert result["videos"] == 2 and result["frames"] == 6
     assert rows["shipped"] == (
         round(result["mota"], 3),
         round(result["idf1"], 3),
