@@ -365,17 +365,7 @@ def run_eval_detect(args: argparse.Namespace) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    header = {
-        "data": str(args.data),
-        "scene_model": detector.segmenter.info.path,
-        "model": detector.predictor.info.path,
-        "device": str(detector.segmenter.device),
-        "config": asdict(detector.config),
-        "mirror": detector.segmenter.mirror,
-        "scene_dtype": detector.segmenter.dtype_name,
-        "class_agnostic": True,
-    }
-    print(json.dumps({**header, **result}, indent=2))
+    print(json.dumps({**_header(args, detector), "class_agnostic": True, **result}, indent=2))
     return 0
 
 
@@ -390,16 +380,21 @@ def run_eval_track(args: argparse.Namespace) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    header = {
+    print(json.dumps({**_header(args, detector), **result}, indent=2))
+    return 0
+
+
+def _header(args: argparse.Namespace, detector) -> dict:
+    """What an evaluation ran on and with: the head of its JSON."""
+    return {
         "data": str(args.data),
         "scene_model": detector.segmenter.info.path,
         "model": detector.predictor.info.path,
+        "device": str(detector.segmenter.device),
         "config": asdict(detector.config),
         "mirror": detector.segmenter.mirror,
         "scene_dtype": detector.segmenter.dtype_name,
     }
-    print(json.dumps({**header, **result}, indent=2))
-    return 0
 
 
 def run_mine_negatives(args: argparse.Namespace) -> int:
