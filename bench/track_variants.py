@@ -30,10 +30,10 @@ import torch
 
 from data.frames import read_coco_frames
 from data.images import read_rgb
-from model.detect import SHIPPED_SCENE_MODEL, Detection, Detector
+from model.detect import SHIPPED_SCENE_MODEL, Detector
 from model.runs import resolve_model
 from model.track import Tracker
-from model.track_eval import Shown, score, videos_of
+from model.track_eval import follow, score, videos_of
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -56,23 +56,6 @@ def variants() -> list[tuple[str, Callable[[], Tracker], int]]:
     ]
 
 
-def follow_shown(
-    detections: list[list[Detection]], tracker: Tracker, first_hit: int
-) -> list[list[Shown]]:
-    """As model.track_eval.follow, showing a detection only from its track's `first_hit`."""
-    shown = []
-    for found in detections:
-        tracks = tracker.update(found)
-        shown.append(
-            [
-                Shown(detection.box, track.track_id, detection.class_id, track.label[1])
-                for detection, track in zip(found, tracks, strict=True)
-                if track.hits >= first_hit
-            ]
-        )
-    return shown
-
-
 def main(args: argparse.Namespace) -> int:
     torch.set_grad_enabled(False)
     detector = Detector.load(args.scene_model, resolve_model(args.model), device="cpu")
@@ -82,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     ]
     print(f"{args.data}: {len(videos)} videos, {sum(map(len, videos))} frames")
     for name, make_tracker, first_hit in variants():
-        shown = [follow_shown(found, make_tracker(), first_hit) for found in detections]
+        shown = [follow(found, make_tracker(), first_hit) for found in detections]
         r = score(videos, shown)
         print(
             f"{name:20s} MOTA {r['mota']:.3f}  IDF1 {r['idf1']:.3f}  switches {r['id_switches']}"

@@ -84,8 +84,11 @@ def videos_of(frames: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
     return [sorted(video, key=lambda frame: frame.frame_index) for video in grouped.values()]
 
 
-def follow(detections: Sequence[Sequence[Detection]], tracker: Tracker) -> list[list[Shown]]:
-    """One video's detections, frame by frame, through `tracker`."""
+def follow(
+    detections: Sequence[Sequence[Detection]], tracker: Tracker, first_hit: int = 1
+) -> list[list[Shown]]:
+    """One video's detections, frame by frame, through `tracker`; a detection is shown once
+    its track has been matched in `first_hit` frames (1: always, as the CLI and service do)."""
     shown = []
     for found in detections:
         tracks = tracker.update(found)
@@ -93,6 +96,7 @@ def follow(detections: Sequence[Sequence[Detection]], tracker: Tracker) -> list[
             [
                 Shown(detection.box, track.track_id, detection.class_id, track.label[1])
                 for detection, track in zip(found, tracks, strict=True)
+                if track.hits >= first_hit
             ]
         )
     return shown

@@ -218,6 +218,12 @@ def _scene_config_and_sources(args: argparse.Namespace):
     return config, sources
 
 
+def _print_sources(generator) -> None:
+    """What a scene generator found to draw from."""
+    backgrounds = ", ".join(generator.background_kinds) or "procedural textures (no real data)"
+    print(f"backgrounds: {backgrounds}; signs: {', '.join(generator.sign_kinds)}")
+
+
 def run_scenes(args: argparse.Namespace) -> int:
     from data.scenes import SceneGenerator, write_scenes
 
@@ -227,8 +233,7 @@ def run_scenes(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    backgrounds = ", ".join(generator.background_kinds) or "procedural textures (no real data)"
-    print(f"backgrounds: {backgrounds}; signs: {', '.join(generator.sign_kinds)}")
+    _print_sources(generator)
     try:
         report = write_scenes(
             args.out, frames=args.frames, seed=args.seed, config=config, sources=sources
@@ -255,9 +260,7 @@ def run_drives(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    scenes = generator.scenes
-    backgrounds = ", ".join(scenes.background_kinds) or "procedural textures (no real data)"
-    print(f"backgrounds: {backgrounds}; signs: {', '.join(scenes.sign_kinds)}")
+    _print_sources(generator.scenes)
     try:
         report = write_drives(
             args.out,

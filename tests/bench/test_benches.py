@@ -24,6 +24,18 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _cli_json(*args: str) -> dict:
+    """`greedysign ARGS --device cpu` in a process of its own: its JSON output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app", *args, "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
 def _write_small_scenes(folder: Path) -> None:
     """Two generated 320x192 scenes of synthetic signs of 32-64 px, as a COCO frames folder."""
     from data.scenes import SceneConfig, SceneSources, write_scenes
@@ -167,15 +179,7 @@ def test_detect_variants_scores_the_shipped_steps_as_eval_detect_does(tmp_path) 
     assert rows["no reader"][0] >= rows["shipped"][0]
     assert rows["no reader"][2] >= rows["shipped"][2]
 
-    evaluated = subprocess.run(
-        [sys.executable, "-m", "app", "eval-detect", "--data", str(tmp_path)]
-        + ["--model", str(SHIPPED_MODEL), "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    result = json.loads(evaluated.stdout)
+    result = _cli_json("eval-detect", "--data", str(tmp_path), "--model", str(SHIPPED_MODEL))
     bar = result["at_32_px_and_more"]
     assert rows["shipped"] == (
         round(bar["recall"], 2),
@@ -215,15 +219,7 @@ def test_track_variants_score_the_shipped_tracker_as_eval_track_does(tmp_path) -
     # Showing a track only from its third hit can only drop tracks, never add one.
     assert rows["shown from hit 3"][2] <= rows["shipped"][2]
 
-    evaluated = subprocess.run(
-        [sys.executable, "-m", "app", "eval-track", "--data", str(tmp_path)]
-        + ["--model", str(SHIPPED_MODEL), "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    result = json.loads(evaluated.stdout)
+    result = _cli_json("eval-track", "--data", str(tmp_path), "--model", str(SHIPPED_MODEL))
     assert result["videos"] == 2 and result["frames"] == 6
     assert rows["shipped"] == (
         round(result["mota"], 3),
