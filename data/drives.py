@@ -266,6 +266,7 @@ def write_drives(
             "drive": asdict(drive),
             "backgrounds": list(generator.scenes.background_kinds) or ["procedural"],
             "sign_sources": list(generator.scenes.sign_kinds),
+            "real_crops": generator.scenes.sources.real_crops_record(),
         },
         "videos": videos,
         "images": images,

@@ -19,6 +19,9 @@ A frame is built as follows.
   octagon, square), and, when asked for
   ("dfg"), a European sign cut from a DFG frame along its annotated polygon (give the
   training side of `greedysign data split-frames`, so the test frames stay unseen).
+  With a `CropSide`, the real TT100K and TSRD crops are only those on one side of a sign
+  model's split: its held-out side for scenes that score it, its training side for scenes
+  that teach it, so that neither leaks.
   Sizes (larger side of the sign's box) are log-uniform in [min_size, max_size], a few
   log-uniform up to large_max_size. Each sign is turned in 3D, faded and tinted, lit to suit its
   surroundings, sometimes defocused, often on a short pole, sometimes with a second sign
@@ -37,6 +40,7 @@ pole, an occluder) takes the pixel over.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -147,6 +151,39 @@ class SceneConfig:
             )
 
 
+CROP_SIDES = ("training", "held-out")
+
+
+@dataclass(frozen=True)
+class CropSide:
+    """One side of a sign model's split, for the real crops (TT100K, TSRD) a scene draws.
+
+    A scene set that scores the sign model (what scene mode reads right) must hold only
+    crops it never trained on, and one that teaches it only crops it may train on; drawn from
+    both sides, the first flatters the model and the second moves held-out photos into its
+    training. `held_out` holds the hashes of the model's held-out images (its checkpoint's
+    split.test_sha1: the hash of each image file's bytes), so one file is on one side
+    whatever its path. The training side is everything else: a crop the model never saw at
+    all is as safe to teach it as one it trained on.
+    """
+
+    held_out: frozenset[str]
+    side: str  # "training" or "held-out"
+    model: str = ""  # the sign model whose split this is, for the record
+
+    def __post_init__(self) -> None:
+        if self.side not in CROP_SIDES:
+            raise ValueError(f"crop side must be one of {', '.join(CROP_SIDES)}, not {self.side!r}")
+
+    def admits(self, path: Path) -> bool:
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        return (digest in self.held_out) == (self.side == "held-out")
+
+    def record(self) -> dict[str, str]:
+        """What a written set's info says about its real crops."""
+        return {"side": self.side, "model": self.model}
+
+
 @dataclass(frozen=True)
 class SceneSources:
     """Where backgrounds and real sign crops come from; None where there is none."""
@@ -157,6 +194,7 @@ class SceneSources:
     dfg: Path | None = None  # COCO frames folder with polygons (data.frames)
     backgrounds: tuple[str, ...] = BACKGROUNDS
     signs: tuple[str, ...] = DEFAULT_SIGN_SOURCES
+    crop_side: CropSide | None = None  # None: every real crop
 
     @classmethod
     def from_data_root(
@@ -198,6 +236,10 @@ class SceneSources:
             "dfg": self.dfg,
         }
         return tuple(kind for kind in self.backgrounds if have[kind] and Path(have[kind]).exists())
+
+    def real_crops_record(self) -> dict[str, str] | str:
+        """What a written set's info says about its real crops: "all", or the side kept."""
+        return "all" if self.crop_side is None else self.crop_side.record()
 
     def available_signs(self) -> tuple[str, ...]:
         have = {"synthetic": True, "tt100k": self.tt100k, "tsrd": self.tsrd, "dfg": self.dfg}
@@ -336,6 +378,11 @@ class SceneGenerator:
         while count is None or index < start + count:
             yield self.render(seed, index)
             index += 1
+
+    def real_crop_counts(self) -> dict[str, int]:
+        """Real crops each real sign source offers, after the crop side's filter."""
+        offers = {"tt100k": lambda: self._tt100k_crops, "tsrd": lambda: self._tsrd_crops}
+        return {kind: sum(map(len, offers[kind]())) for kind in self.sign_kinds if kind in offers}
 
     # -- backgrounds --
 
@@ -481,6 +528,7 @@ class SceneGenerator:
             if tt100k_shape(folder.name) is None:
                 continue
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg"))
+            files = [path for path in files if self._admitted(path)]
             if files:
                 groups.append([(folder.name, path, code_map.get(folder.name)) for path in files])
         return groups
@@ -495,8 +543,14 @@ class SceneGenerator:
         """(file, sign box, class) of every TSRD image, grouped by class."""
         by_class: dict[int, list[tuple[Path, Box, int]]] = {}
         for path, box, class_id in read_tsrd_boxes(self.sources.tsrd):
+            if not self._admitted(path):
+                continue
             by_class.setdefault(class_id, []).append((path, box, class_id))
         return [by_class[class_id] for class_id in sorted(by_class)]
+
+    def _admitted(self, path: Path) -> bool:
+        side = self.sources.crop_side
+        return side is None or side.admits(path)
 
     @staticmethod
     def _tsrd_cutout(item: tuple[Path, Box, int]) -> Cutout:
@@ -1080,6 +1134,7 @@ def write_scenes(
             "config": asdict(config),
             "backgrounds": list(generator.background_kinds) or ["procedural"],
             "sign_sources": list(generator.sign_kinds),
+            "real_crops": generator.sources.real_crops_record(),
         },
         "images": images,
         "annotations": annotations,

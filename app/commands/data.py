@@ -155,6 +155,21 @@ def _add_scene_options(parser: argparse.ArgumentParser, size_note: str = "") -> 
         help="COCO frames folder for the dfg backgrounds and signs (default: DATA_ROOT/"
         "dfg-frames); the train side of greedysign data split-frames keeps its test unseen",
     )
+    parser.add_argument(
+        "--reader-side",
+        choices=("training", "held-out"),
+        default=None,
+        help="draw TT100K and TSRD crops only from this side of the sign model's split: "
+        "held-out for frames that score the sign model, training for frames that teach it "
+        "(default: every crop, which suits the scene model alone)",
+    )
+    parser.add_argument(
+        "--reader",
+        type=Path,
+        default=None,
+        help="the sign model whose split --reader-side follows (a model file or run folder; "
+        "default: the newest run, else the shipped sign model)",
+    )
 
 
 def _add_on_error(parser: argparse.ArgumentParser) -> None:
@@ -215,13 +230,38 @@ def _scene_config_and_sources(args: argparse.Namespace):
     )
     if args.dfg is not None:
         sources = dataclasses.replace(sources, dfg=args.dfg)
+    if args.reader_side is not None:
+        sources = dataclasses.replace(sources, crop_side=_crop_side(args.reader, args.reader_side))
     return config, sources
+
+
+def _crop_side(reader: Path | None, side: str):
+    """The CropSide of the sign model `reader` (ValueError if it records no split)."""
+    from data.scenes import CropSide
+    from model.checkpoint import load_model
+    from model.runs import resolve_model
+
+    try:
+        path = resolve_model(reader)
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    _, info = load_model(path)
+    if info.task != "crops":
+        raise ValueError(f"{path} is a {info.task} model; --reader takes a sign model")
+    held_out = info.split.get("test_sha1")
+    if not held_out:
+        raise ValueError(f"{path} records no held-out images, so it has no sides to keep")
+    return CropSide(frozenset(held_out), side, str(path))
 
 
 def _print_sources(generator) -> None:
     """What a scene generator found to draw from."""
     backgrounds = ", ".join(generator.background_kinds) or "procedural textures (no real data)"
     print(f"backgrounds: {backgrounds}; signs: {', '.join(generator.sign_kinds)}")
+    side = generator.sources.crop_side
+    if side is not None:
+        counts = ", ".join(f"{n} {kind}" for kind, n in generator.real_crop_counts().items())
+        print(f"real crops: the {side.side} side of {side.model} ({counts or 'none drawn'})")
 
 
 def run_scenes(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from itertools import combinations
@@ -14,7 +15,7 @@ from app.cli import main
 from data.classes import sign_classes
 from data.frames import instance_mask, mask_box, read_coco_frames, split_frames
 from data.images import read_rgb
-from data.scenes import SceneConfig, SceneGenerator, SceneSources, write_scenes
+from data.scenes import CropSide, SceneConfig, SceneGenerator, SceneSources, write_scenes
 
 # Small frames, few signs: synthetic signs on procedural backgrounds need no real data.
 SMALL = SceneConfig(
@@ -224,6 +225,31 @@ def test_real_sources(scene_data_root):
                     assert sign.class_id is not None
 
 
+def _file_hash(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def test_a_crop_side_keeps_each_real_crop_on_one_side(scene_data_root):
+    tsrd = sorted((scene_data_root / "ctsrd-real" / "images").iterdir())
+    held_out = frozenset(_file_hash(path) for path in tsrd[::3])
+    config = SceneConfig(width=256, height=144, min_size=20, max_size=60, signs=(4, 6))
+    every = SceneSources.from_data_root(scene_data_root, backgrounds=("video",), signs=("tsrd",))
+    offered = {}
+    for side in ("held-out", "training"):
+        sources = replace(every, crop_side=CropSide(held_out, side))
+        generator = SceneGenerator(sources, config)
+        offered[side] = generator.real_crop_counts()["tsrd"]
+        for index in range(4):
+            for sign in generator.render(0, index).signs:
+                path = scene_data_root / "ctsrd-real" / "images" / sign.source.split(":")[1]
+                assert (_file_hash(path) in held_out) == (side == "held-out"), sign.source
+    everything = SceneGenerator(every, config).real_crop_counts()["tsrd"]
+    assert offered["held-out"] + offered["training"] == everything
+    assert 0 < offered["held-out"] < offered["training"]
+    with pytest.raises(ValueError, match="crop side"):
+        CropSide(held_out, "test")
+
+
 def test_dfg_signs_are_opt_in_and_cut_along_their_polygons(dfg_frames, tmp_path):
     assert "dfg" not in SceneSources.from_data_root(tmp_path).signs  # the DFG test stays unseen
     split_frames(dfg_frames, tmp_path / "split", test_share=0.28)
@@ -255,3 +281,21 @@ def test_cli_writes_scenes(tmp_path, capsys):
     assert len(read_coco_frames(out)) == 2
     assert main([*arguments, "--signs", "3", "1"]) == 2
     assert "signs per frame" in capsys.readouterr().err
+
+
+def test_cli_draws_real_crops_from_one_side_of_the_sign_model_s_split(
+    scene_data_root, tmp_path, capsys
+):
+    out = tmp_path / "held-out"
+    reader = (
+        Path(__file__).resolve().parents[2] / "model" / "shipped" / "greedysign-ctsrd-resnet18.pt"
+    )
+    arguments = ["data", "scenes", str(out), "--frames", "3", "--width", "256", "--height", "144"]
+    arguments += ["--data-root", str(scene_data_root), "--sign-sources", "tsrd"]
+    assert main([*arguments, "--reader-side", "held-out", "--reader", str(reader)]) == 0
+    assert f"the held-out side of {reader} (215 tsrd)" in capsys.readouterr().out
+    info = json.loads((out / "annotations.json").read_text())["info"]
+    assert info["real_crops"] == {"side": "held-out", "model": str(reader)}
+    scene_model = reader.with_name("greedysign-scenes-resnet18.pt")
+    assert main([*arguments, "--reader-side", "training", "--reader", str(scene_model)]) == 2
+    assert "takes a sign model" in capsys.readouterr().err
