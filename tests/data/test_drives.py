@@ -124,6 +124,7 @@ def test_written_drives_round_trip_with_tracks_and_videos(tmp_path):
     assert len(set(ids)) == len(ids)
     document = json.loads((tmp_path / "annotations.json").read_text())
     assert [v["frames"] for v in document["videos"]] == [RUN.frames, RUN.frames]
+    assert document["info"]["real_crops"] == "all"
     for video in document["videos"]:
         with av.open(str(tmp_path / video["file_name"])) as container:
             decoded = sum(1 for _ in container.decode(video=0))
