@@ -14,15 +14,21 @@ variants reuse those answers:
 - "P(no sign) < T": a region dropped when the reader gives "no sign" probability T or more.
 - "score x P(sign) > T": kept when the region's mean sign probability times the reader's
   1 - P(no sign) exceeds T.
-- "reader's box at 1.0 where larger": the reader's own mask in a crop twice the region's
-  size replaces the region when it holds the region and is 1.5 times its area or more (a
-  large sign marked only in pieces: the region lies wholly on it).
+- "reader's box at 1.0 where larger": the reader's own mask in a crop three times the
+  region's width and height (margin 1.0 on each side) replaces the region when it holds the
+  region and is 1.5 times its area or more (a large sign marked only in pieces: the region
+  lies wholly on it).
 - "+ long side S": regions found at a second, coarser long side (large signs there have the
   sizes the scene model saw most in training) added where they overlap no region of the
   first (IoU < 0.1), all read by the reader.
 - "coarse over fragments": a coarse region of 96 px and more replaces the first regions
   that lie inside it (0.7 of their box) when they cover less than half of it and no other
   first region touches it: one region for a large sign the first pass marked in pieces.
+- "GrabCut-grown": each region replaced by OpenCV's GrabCut in the original frame, seeded by
+  the region's mask (its inside as sign, the window's rim as background) in a window three
+  times the region's width and height, and read again: a large sign marked in pieces grows
+  to its edges; "where 2-16x" takes the grown region only when it is 2 to 16 times the
+  region's area.
 
 Prints one line per variant: recall and false signs per frame for the bar (32 px and more),
 false signs per frame of every size, mask IoU.
@@ -36,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -58,13 +65,17 @@ from model.reading import grown
 from model.runs import resolve_model
 from model.track import iou_matrix
 
-READER_MARGINS = (0.15, 0.3, 1.0)  # the detection's margin, a loose one, twice the region
+READER_MARGINS = (0.15, 0.3, 1.0)  # the detection's, a loose one, the region's size
 SECOND_LONG_SIDE = 512
 NEW_REGION_IOU = 0.1  # a coarser region overlapping a first one less than this is new
 GROW_MARGIN, GROW_AREA = 1.0, 1.5  # the reader's box replaces a region it holds, this much larger
 FRAGMENTS_MIN_SIDE = 96  # px: a coarse region this large may stand for the fragments inside it
 FRAGMENT_INSIDE = 0.7  # share of a first region's box inside the coarse one
 FRAGMENTS_COVER = 0.5  # the fragments' boxes cover less than this share of the coarse box
+GRABCUT_MARGIN = 1.0  # the window: the region's box grown by its size on each side
+GRABCUT_SIDE = 160  # px: the window is cut at most this large (GrabCut's cost grows with area)
+GRABCUT_ITERATIONS = 3
+GRABCUT_GROWTH = (2.0, 16.0)  # "where 2-16x": the grown box's area over the region's
 
 
 @dataclass
@@ -171,6 +182,51 @@ def reader_grown(read: Read) -> Read:
     return replace(read, instance=Instance(box, mask, read.instance.score))
 
 
+def grabcut_grown(rgb: np.ndarray, instance: Instance) -> Instance:
+    """The region grown by GrabCut in a window around it (see the module docstring): the
+    grown pixels connected to the region's own; the region itself when nothing is grown."""
+    height, width = rgb.shape[:2]
+    wx1, wy1, wx2, wy2 = grown(instance.box, height, width, GRABCUT_MARGIN)
+    window_size = (wx2 - wx1, wy2 - wy1)
+    scale = min(1.0, GRABCUT_SIDE / max(window_size))
+    size = (max(1, round(window_size[0] * scale)), max(1, round(window_size[1] * scale)))
+    window = cv2.resize(rgb[wy1:wy2, wx1:wx2], size, interpolation=cv2.INTER_AREA)
+    seed = np.zeros(window_size[::-1], np.uint8)
+    x1, y1, x2, y2 = instance.box
+    seed[y1 - wy1 : y2 - wy1, x1 - wx1 : x2 - wx1] = instance.mask
+    seed = cv2.resize(seed, size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    if seed.sum() < 4 or min(size) < 8:
+        return instance
+    labels = np.full(seed.shape, cv2.GC_PR_BGD, np.uint8)
+    labels[seed] = cv2.GC_PR_FGD
+    labels[cv2.erode(seed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)] = cv2.GC_FGD
+    rim = np.ones_like(seed)
+    rim[1:-1, 1:-1] = False
+    labels[rim & ~seed] = cv2.GC_BGD
+    models = np.zeros((1, 65)), np.zeros((1, 65))
+    cv2.grabCut(
+        window[..., ::-1].copy(), labels, None, *models, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK
+    )
+    sign = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    components = cv2.connectedComponents(sign, connectivity=8)[1]
+    own = np.isin(components, np.unique(components[seed & (sign > 0)])) & (components > 0)
+    full = cv2.resize(own.astype(np.uint8), window_size, interpolation=cv2.INTER_NEAREST)
+    ys, xs = np.nonzero(full)
+    if len(ys) == 0:
+        return instance
+    gx1, gy1, gx2, gy2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    box = (wx1 + gx1, wy1 + gy1, wx1 + gx2, wy1 + gy2)
+    return Instance(box, full[gy1:gy2, gx1:gx2].astype(bool), instance.score)
+
+
+def grown_enough(first: Read, grabcut: Read) -> Read:
+    """The GrabCut-grown region when its box is GRABCUT_GROWTH times the region's area, else
+    the region."""
+    low, high = GRABCUT_GROWTH
+    growth = box_area(grabcut.instance.box) / box_area(first.instance.box)
+    return grabcut if low <= growth <= high else first
+
+
 def as_detection(read: Read, margin: float | None = None) -> Detection:
     box, mask = read.instance.box, read.instance.mask
     if margin is not None and margin in read.boxes:
@@ -199,11 +255,13 @@ def variants() -> dict[str, tuple[Callable[[Read], bool], float | None]]:
 def main(args: argparse.Namespace) -> int:
     detector = Detector.load(args.scene_model, resolve_model(args.model), "cpu")
     frames = read_coco_frames(args.data)[: args.limit]
-    first_reads, coarse_reads = [], []
+    first_reads, coarse_reads, grabcut_reads = [], [], []
     for frame in frames:
         rgb = read_rgb(frame.image_path)
         instances = detector.instances(rgb)
         first_reads.append(read_regions(detector, rgb, instances))
+        grabcut = [grabcut_grown(rgb, instance) for instance in instances]
+        grabcut_reads.append(read_regions(detector, rgb, grabcut, (detector.config.margin,)))
         # Coarse regions are only kept or dropped: the detection's margin is all they need.
         coarse = coarse_regions(detector, rgb)
         coarse_reads.append(read_regions(detector, rgb, coarse, (detector.config.margin,)))
@@ -222,6 +280,13 @@ def main(args: argparse.Namespace) -> int:
     rows["coarse over fragments"] = [
         [as_detection(r) for r in coarse_over_fragments(first, coarse) if read_as_sign(r)]
         for first, coarse in pairs
+    ]
+    rows["GrabCut-grown"] = [
+        [as_detection(r) for r in reads if read_as_sign(r)] for reads in grabcut_reads
+    ]
+    rows["GrabCut-grown where 2-16x"] = [
+        [as_detection(r) for r in map(grown_enough, first, grabcut) if read_as_sign(r)]
+        for first, grabcut in zip(first_reads, grabcut_reads, strict=True)
     ]
     print(f"{args.data} ({len(frames)} frames): bar recall, bar false/frame, all false/frame")
     for name, detections in rows.items():

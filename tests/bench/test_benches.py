@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -127,12 +128,19 @@ def test_open_set_curve_tabulates_and_draws_each_run(tmp_path) -> None:
     assert figure.stat().st_size > 1000
 
 
-def test_detect_misses_tells_merged_loose_and_unmarked_signs_apart(tmp_path) -> None:
+def _bench_module(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("detect_misses", BENCH / "detect_misses.py")
-    misses = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(misses)
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    # Registered first: the dataclasses of a module look their module up while it loads.
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_detect_misses_tells_merged_loose_and_unmarked_signs_apart(tmp_path) -> None:
+    misses = _bench_module("detect_misses")
     upper, lower, alone = (0, 0, 40, 40), (0, 40, 40, 80), (100, 0, 140, 40)
     signs = [upper, lower, alone]
     assert misses.why_missed(alone, signs, [(101, 1, 139, 41)]) == "found"
@@ -150,6 +158,24 @@ def test_detect_misses_tells_merged_loose_and_unmarked_signs_apart(tmp_path) -> 
     counts = dict(re.findall(r"(found|merged|loose|not marked) (\d+)", done.stdout))
     signs_line = re.search(r": (\d+) signs of 32 px and more", done.stdout)
     assert signs_line and sum(map(int, counts.values())) == int(signs_line.group(1)) > 0
+
+
+def test_grabcut_grows_a_piece_of_a_sign_to_the_sign_and_no_further() -> None:
+    from model.detect import Instance
+
+    variants = _bench_module("detect_variants")
+    rng = np.random.default_rng(0)
+    frame = rng.integers(90, 130, (200, 300, 3)).astype(np.uint8)  # grey, textured road side
+    frame[60:140, 100:180] = (200, 30, 30)  # a red panel of 80 x 80 px
+    # Half the panel's side: the window, twice the piece's size, holds the whole panel.
+    piece = Instance((120, 80, 160, 120), np.ones((40, 40), bool), 0.9)
+    x1, y1, x2, y2 = variants.grabcut_grown(frame, piece).box
+    assert abs(x1 - 100) <= 4 and abs(y1 - 60) <= 4 and abs(x2 - 180) <= 4 and abs(y2 - 140) <= 4
+
+    # A region that already covers its panel stays within it.
+    whole = Instance((100, 60, 180, 140), np.ones((80, 80), bool), 0.9)
+    x1, y1, x2, y2 = variants.grabcut_grown(frame, whole).box
+    assert x1 >= 96 and y1 >= 56 and x2 <= 184 and y2 <= 144
 
 
 def test_detect_variants_scores_the_shipped_steps_as_eval_detect_does(tmp_path) -> None:
@@ -174,6 +200,8 @@ def test_detect_variants_scores_the_shipped_steps_as_eval_detect_does(tmp_path) 
         "+ long side 512",
         "coarse over fragments",
         "reader's box at 1.0 where larger",
+        "GrabCut-grown",
+        "GrabCut-grown where 2-16x",
     } <= rows.keys()
     # The reader only drops regions: without it recall and false signs can only be higher.
     assert rows["no reader"][0] >= rows["shipped"][0]
