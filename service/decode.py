@@ -130,8 +130,13 @@ def _opened(source: bytes | BinaryIO, limits: ImageLimits) -> Iterator[Image.Ima
         raise UnsupportedMedia(
             f"not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})"
         ) from None
-    except Image.DecompressionBombError as error:
-        raise ImageTooLarge(str(error)) from None
+    except Image.DecompressionBombError:
+        # PIL's backstop fires before the size is known here; the client is told the
+        # service's own limit, not PIL's.
+        raise ImageTooLarge(
+            f"image declares more than {2 * Image.MAX_IMAGE_PIXELS} pixels; "
+            f"the limit is {limits.max_pixels}"
+        ) from None
     except ServiceError:
         raise
     except Exception as error:
