@@ -275,3 +275,25 @@ def test_detect_closeups_counts_the_photos_whose_sign_is_found(tmp_path) -> None
     assert [row[0] for row in rows] == ["1", "8"]
     for _, found, detected in rows:
         assert int(found) <= int(detected) <= photos
+
+
+def test_read_small_reads_held_out_signs_at_each_size(tiny_model_path, ctsrd_real) -> None:
+    from model.runs import SHIPPED_MODEL
+
+    unsplit = _run("read_small.py", "--model", str(tiny_model_path))
+    assert unsplit.returncode == 2 and "records no held-out images" in unsplit.stderr
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip("no shipped model")
+    done = _run(
+        "read_small.py",
+        *("--model", str(SHIPPED_MODEL), "--data", str(ctsrd_real)),
+        *("--every", "10", "--long-sides", "24", "8"),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(r"long side (\S+): tsrd (\d\.\d{3}) \((\d+)\)", done.stdout)
+    assert [row[0] for row in rows] == ["unshrunk", "24", "8"]
+    counts = {int(count) for _, _, count in rows}
+    assert len(counts) == 1 and counts.pop() > 10
+    unshrunk, _, at_8 = (float(share) for _, share, _ in rows)
+    # The shipped reader reads TSRD photos (0.95 held out); at 8 px no sign keeps its class.
+    assert unshrunk > 0.8 and at_8 < unshrunk
