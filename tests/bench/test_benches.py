@@ -297,3 +297,24 @@ def test_read_small_reads_held_out_signs_at_each_size(tiny_model_path, ctsrd_rea
     unshrunk, _, at_8 = (float(share) for _, share, _ in rows)
     # The shipped reader reads TSRD photos (0.95 held out); at 8 px no sign keeps its class.
     assert unshrunk > 0.8 and at_8 < unshrunk
+
+
+def test_read_true_boxes_reads_every_sign_of_a_generated_folder(tmp_path, tiny_model_path) -> None:
+    from data.frames import read_coco_frames
+
+    _write_small_scenes(tmp_path)
+    signs = [s for f in read_coco_frames(tmp_path) for s in f.instances if not s.ignore]
+    done = _run("read_true_boxes.py", "--data", str(tmp_path), "--model", str(tiny_model_path))
+    assert done.returncode == 0, done.stderr
+    rows = {
+        key.strip(): (float(share), int(count), int(no_sign))
+        for key, share, count, no_sign in re.findall(
+            r"^  (.+?)\s+(\d\.\d{3}) of (\d+) \(answered no sign: (\d+)\)", done.stdout, re.M
+        )
+    }
+    assert rows["all"][1] == rows["synthetic"][1] == len(signs) > 0
+    bands = [row for key, row in rows.items() if key.startswith("synthetic ")]
+    assert sum(count for _, count, _ in bands) == len(signs)
+    assert sum(no_sign for _, _, no_sign in bands) == rows["all"][2]
+    misreads = int(re.search(r"misreads (\d+);", done.stdout).group(1))
+    assert misreads == round(len(signs) * (1 - rows["all"][0]))
