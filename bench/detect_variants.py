@@ -73,7 +73,7 @@ FRAGMENTS_MIN_SIDE = 96  # px: a coarse region this large may stand for the frag
 FRAGMENT_INSIDE = 0.7  # share of a first region's box inside the coarse one
 FRAGMENTS_COVER = 0.5  # the fragments' boxes cover less than this share of the coarse box
 GRABCUT_MARGIN = 1.0  # the window: the region's box grown by its size on each side
-GRABCUT_SIDE = 160  # px: the window is cut at most this large (GrabCut's cost grows with area)
+GRABCUT_SIDE = 160  # px: the window shrunk to this long side at most (GrabCut's cost is per pixel)
 GRABCUT_ITERATIONS = 3
 GRABCUT_GROWTH = (2.0, 16.0)  # "where 2-16x": the grown box's area over the region's
 
@@ -203,10 +203,9 @@ def grabcut_grown(rgb: np.ndarray, instance: Instance) -> Instance:
     rim = np.ones_like(seed)
     rim[1:-1, 1:-1] = False
     labels[rim & ~seed] = cv2.GC_BGD
-    models = np.zeros((1, 65)), np.zeros((1, 65))
-    cv2.grabCut(
-        window[..., ::-1].copy(), labels, None, *models, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK
-    )
+    colour_models = np.zeros((1, 65)), np.zeros((1, 65))  # background's and sign's, learned
+    bgr = np.ascontiguousarray(window[..., ::-1])  # OpenCV's channel order
+    cv2.grabCut(bgr, labels, None, *colour_models, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     sign = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     components = cv2.connectedComponents(sign, connectivity=8)[1]
     own = np.isin(components, np.unique(components[seed & (sign > 0)])) & (components > 0)

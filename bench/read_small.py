@@ -45,7 +45,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def shrunk(rgb: np.ndarray, long_side: int | None) -> np.ndarray:
-    """`rgb` with its long side cut to `long_side` by area averaging (None: as it is)."""
+    """`rgb` shrunk to `long_side` (its longer side) by area averaging; None, or a smaller
+    image: as it is."""
     height, width = rgb.shape[:2]
     scale = 1.0 if long_side is None else long_side / max(height, width)
     if scale >= 1:

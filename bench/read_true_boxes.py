@@ -45,9 +45,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def size_band(box: tuple[int, int, int, int]) -> str:
     side = max(box[2] - box[0], box[3] - box[1])
-    lower = max([0, *(edge for edge in SIZE_BANDS if side >= edge)])
-    upper = min([edge for edge in SIZE_BANDS if side < edge], default=None)
-    return f"{lower}-{upper} px" if upper else f">={lower} px"
+    lower = 0
+    for edge in SIZE_BANDS:
+        if side < edge:
+            return f"{lower}-{edge} px"
+        lower = edge
+    return f">={lower} px"
 
 
 def main(args: argparse.Namespace) -> int:

@@ -167,7 +167,7 @@ def test_grabcut_grows_a_piece_of_a_sign_to_the_sign_and_no_further() -> None:
     rng = np.random.default_rng(0)
     frame = rng.integers(90, 130, (200, 300, 3)).astype(np.uint8)  # grey, textured road side
     frame[60:140, 100:180] = (200, 30, 30)  # a red panel of 80 x 80 px
-    # Half the panel's side: the window, twice the piece's size, holds the whole panel.
+    # Half the panel's side: the window, three times the piece's, holds the whole panel.
     piece = Instance((120, 80, 160, 120), np.ones((40, 40), bool), 0.9)
     x1, y1, x2, y2 = variants.grabcut_grown(frame, piece).box
     assert abs(x1 - 100) <= 4 and abs(y1 - 60) <= 4 and abs(x2 - 180) <= 4 and abs(y2 - 140) <= 4
