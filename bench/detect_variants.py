@@ -65,7 +65,7 @@ from model.reading import grown
 from model.runs import resolve_model
 from model.track import iou_matrix
 
-READER_MARGINS = (0.15, 0.3, 1.0)  # the detection's, a loose one, the region's size
+LOOSER_MARGINS = (0.3, 1.0)  # read beside the detection's own: a loose one, the region's size
 SECOND_LONG_SIDE = 512
 NEW_REGION_IOU = 0.1  # a coarser region overlapping a first one less than this is new
 GROW_MARGIN, GROW_AREA = 1.0, 1.5  # the reader's box replaces a region it holds, this much larger
@@ -97,15 +97,22 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def reader_margins(detector: Detector) -> tuple[float, ...]:
+    """The detection's margin, then the looser ones the variants read at."""
+    return (detector.config.margin, *LOOSER_MARGINS)
+
+
 def read_regions(
     detector: Detector,
     rgb: np.ndarray,
     instances: list[Instance],
-    margins: tuple[float, ...] = READER_MARGINS,
+    margins: tuple[float, ...] | None = None,
 ) -> list[Read]:
-    """Each region read at every margin of `margins` (the first is the detection's)."""
+    """Each region read at every margin of `margins` (default: `reader_margins`); the
+    detection's own margin gives the reading that keeps or drops it."""
     if not instances:
         return []
+    margins = reader_margins(detector) if margins is None else margins
     height, width = rgb.shape[:2]
     predictor = detector.predictor
     reads = [Read(i, 0.0, False, {}) for i in instances]
@@ -238,10 +245,10 @@ def read_as_sign(read: Read) -> bool:
     return not read.argmax_no_sign
 
 
-def variants() -> dict[str, tuple[Callable[[Read], bool], float | None]]:
+def variants(margins: tuple[float, ...]) -> dict[str, tuple[Callable[[Read], bool], float | None]]:
     """name -> (keep the region?, the reader margin whose box replaces the region's)."""
     table = {"shipped": (read_as_sign, None), "no reader": (lambda read: True, None)}
-    for margin in READER_MARGINS:
+    for margin in margins:
         table[f"reader's box, margin {margin}"] = (read_as_sign, margin)
     for limit in (0.2, 0.3, 0.4):
         table[f"P(no sign) < {limit}"] = ((lambda t: lambda r: r.no_sign < t)(limit), None)
@@ -266,7 +273,7 @@ def main(args: argparse.Namespace) -> int:
         coarse_reads.append(read_regions(detector, rgb, coarse, (detector.config.margin,)))
     rows = {
         name: [[as_detection(r, margin) for r in reads if keep(r)] for reads in first_reads]
-        for name, (keep, margin) in variants().items()
+        for name, (keep, margin) in variants(reader_margins(detector)).items()
     }
     rows[f"reader's box at {GROW_MARGIN} where larger"] = [
         [as_detection(reader_grown(r)) for r in reads if read_as_sign(r)] for reads in first_reads

@@ -2,12 +2,12 @@
 the region fits exactly, by where the sign came from and by size.
 
     .venv/bin/python bench/read_true_boxes.py --data runs/drives-val-ho [--model FILE]
-        [--every N] [--worst 5]
+        [--every N] [--margin M] [--worst 5]
 
 Each sign of a frames folder written by `greedysign data scenes|drives` (not `ignore`) is cut
-at its annotated box grown by the detection's margin and read in one pass, as scene mode
-reads a region. A sign is read right when the answer is its class, or "unknown sign" for a
-sign of no CTSRD class (as `greedysign eval-track` scores the class shown). Beside the
+at its annotated box grown by the detection's margin (or `--margin`) and read in one pass, as
+scene mode reads a region. A sign is read right when the answer is its class, or "unknown
+sign" for a sign of no CTSRD class (as `greedysign eval-track` scores the class shown). Beside the
 figures of `eval-track`, which read the detected regions, this tells what the region's fit
 costs; beside `bench/read_small.py` (photos shrunk), what compositing a sign into a frame
 costs (scene mode drops a region answered "no sign", so eval-track scores only the signs
@@ -39,6 +39,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="generated COCO frames")
     parser.add_argument("--model", type=Path, help="sign model (default: as eval-detect)")
     parser.add_argument("--every", type=int, default=1, help="read every N-th frame")
+    parser.add_argument(
+        "--margin", type=float, default=DetectConfig.margin, help="default: scene mode's"
+    )
     parser.add_argument("--worst", type=int, default=5, help="source images to list")
     return parser
 
@@ -56,7 +59,7 @@ def size_band(box: tuple[int, int, int, int]) -> str:
 def main(args: argparse.Namespace) -> int:
     model_path = resolve_model(args.model)
     predictor = Predictor.load(model_path, "cpu")
-    margin = DetectConfig.margin
+    margin = args.margin
     read, right, no_sign, misread = Counter(), Counter(), Counter(), Counter()
     for frame in read_coco_frames(args.data)[:: args.every]:
         signs = [sign for sign in frame.instances if not sign.ignore]

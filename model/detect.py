@@ -4,7 +4,7 @@ crop classifier.
     frame ─▶ prepare_frame ─▶ SceneSegmenter ─▶ stitch ─▶ find_instances ─▶ crop_inputs ─▶ Predictor
              long side resized,  sign (and core)    tiles     connected         crops of the
              padded to /32,      probability        merged    components,       original frame,
-             tiled if asked      per pixel                    parted by cores   15 % margin
+             tiled if asked      per pixel                    parted by cores   10 % margin
                                                                   and board seams
 
 A scene model is a SignNet (model/network.py) whose segmentation head was trained to mark sign
@@ -75,7 +75,9 @@ class DetectConfig:
     frame up to the tiles' edges).
     `threshold`: a pixel is a sign pixel from this probability on. `min_area`: components
     smaller than this many pixels at the working size are noise. `margin`: the crop read by
-    the classifier extends the box by this share of its width (height) on each side.
+    the classifier extends the box by this share of its width (height) on each side; 0.1
+    reads more signs right than the 15 % with which a photo's sign is read, on every
+    validation set (BENCHMARKS.md section 6, "The reading margin").
     `split_touching`: part components that hold signs that touch (stacked on one pole): on
     the DFG frames 27 of 88 signs share a component of the true mask with another. With a
     model that draws cores, a component is parted between its cores (`part_by_cores`); with
@@ -96,7 +98,7 @@ class DetectConfig:
     max_upscale: float = 1.5
     threshold: float = 0.5
     min_area: int = 12
-    margin: float = 0.15
+    margin: float = 0.1
     split_touching: bool = True
     require_core: bool = True
     part_boards: bool = True

@@ -146,6 +146,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "(Xeon 4th generation and later), slower on one without (a GPU runs float16 anyway)",
     )
     parser.add_argument(
+        "--read-margin",
+        type=float,
+        default=0.1,
+        help="each region is read cut from the frame with this share of its width and height "
+        "added on each side (default 0.1)",
+    )
+    parser.add_argument(
         "--max-upscale",
         type=float,
         default=1.5,
@@ -169,6 +176,7 @@ def _load_detector(args: argparse.Namespace):
             require_core=args.require_core,
             part_boards=args.part_boards,
             max_upscale=args.max_upscale,
+            margin=args.read_margin,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

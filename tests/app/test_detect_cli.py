@@ -145,6 +145,7 @@ def test_eval_detect_prints_the_scores(
     assert result["frames"] == 3 and result["class_agnostic"] is True
     assert result["config"]["part_boards"] is False
     assert result["config"]["max_upscale"] == 1.5
+    assert result["config"]["margin"] == 0.1  # regions are read a little looser than boxed
     assert set(result) >= {
         "precision",
         "recall",
@@ -170,6 +171,11 @@ def test_eval_detect_prints_the_scores(
     assert main(argv + ["--mirror"] + models(whole_frame_scene_model_path, tiny_model_path)) == 0
     mirrored = json.loads(capsys.readouterr().out)
     assert mirrored["mirror"] is True and mirrored["detections"] == result["detections"]
+    loose = argv + ["--read-margin", "0.3"] + models(whole_frame_scene_model_path, tiny_model_path)
+    assert main(loose) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["margin"] == 0.3
+    assert main(argv + ["--read-margin", "-1"]) == 2
+    assert "margin non-negative" in capsys.readouterr().err
 
 
 def test_eval_detect_on_a_missing_folder_exits_2(empty_scene_model_path, tiny_model_path, capsys):

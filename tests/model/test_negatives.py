@@ -29,8 +29,8 @@ def test_each_marked_region_is_written_as_a_no_sign_crop(tmp_path):
     index = load_dataset(tmp_path)
     assert {r.class_id for r in index.records} == {no_sign_id("ctsrd")}
     first = next(r for r in index.records if r.image_path.name == "000100_0.png")
-    # The crop is the region grown by the detector's 15 % margin, as detection reads it.
-    assert (first.width, first.height) == (14, 14)  # 5..15 grown by 1.5 px: 3..17
+    # The crop is the region grown by the detector's 10 % margin, as detection reads it.
+    assert (first.width, first.height) == (12, 12)  # 5..15 grown by 1 px: 4..16
     assert first.sequence == ("tt100k", 100) and not first.has_sign
 
 
