@@ -56,6 +56,7 @@ def detect_config(settings: Settings) -> DetectConfig:
         tile=settings.scene_tile,
         max_upscale=settings.scene_max_upscale,
         threshold=settings.scene_threshold,
+        margin=settings.scene_read_margin,
         split_touching=settings.scene_split_touching,
         require_core=settings.scene_require_core,
         part_boards=settings.scene_part_boards,

@@ -137,6 +137,9 @@ class SceneModelDescription(BaseModel):
     )
     tile: int = Field(description="0: whole frames; else the tile side")
     threshold: float
+    read_margin: float = Field(
+        description="each sign is read cut with this share of its width and height added"
+    )
     split_touching: bool = Field(
         description="signs that touch are parted (between their cores, or at their neck)"
     )

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         0, ge=0, le=4096, description="0: the whole frame at once; else tiles of this side"
     )
     scene_threshold: float = Field(0.5, gt=0, lt=1, description="sign probability threshold")
+    scene_read_margin: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="each sign is read cut from the frame with this share of its width and "
+        "height added on each side",
+    )
     scene_split_touching: bool = Field(
         True,
         description="part signs that touch (stacked on one pole): between their cores, or at "

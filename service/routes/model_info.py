@@ -30,6 +30,7 @@ async def model(pipeline: PipelineDep) -> ModelDescription:
             max_upscale=config.max_upscale,
             tile=config.tile,
             threshold=config.threshold,
+            read_margin=config.margin,
             split_touching=config.split_touching,
             require_core=config.require_core,
             part_boards=config.part_boards,

@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from service.app import create_app
+from model.detect import DetectConfig
+from service.app import create_app, detect_config
 from service.settings import Settings
 
 
@@ -17,12 +18,17 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("GREEDYSIGN_MAX_BATCH_SIZE", "8")
     monkeypatch.setenv("GREEDYSIGN_API_KEY", "s3cret")
     monkeypatch.setenv("GREEDYSIGN_CORS_ORIGINS", "http://a.test, http://b.test")
+    monkeypatch.setenv("GREEDYSIGN_SCENE_READ_MARGIN", "0.2")
     settings = Settings()
+    assert detect_config(settings).margin == 0.2
     assert settings.model == tmp_path / "model.pt"
     assert settings.max_batch_size == 8
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(settings)
     assert settings.cors_origins == ["http://a.test", "http://b.test"]
+    # Unset, the service reads regions as the CLI does.
+    monkeypatch.delenv("GREEDYSIGN_SCENE_READ_MARGIN")
+    assert detect_config(Settings()) == DetectConfig()
 
 
 @pytest.mark.parametrize(
@@ -38,6 +44,7 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path) -> None:
         {"video_deadline_s": -1},
         {"max_pixels": 25_000_000, "pixel_budget": 25_000_000},  # no room beside the eighth
         {"max_video_frames": 100, "max_video_decoded_frames": 99},
+        {"scene_read_margin": -0.1},
     ],
 )
 def test_invalid_settings_are_refused(overrides) -> None:

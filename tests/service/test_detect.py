@@ -128,6 +128,7 @@ def test_the_model_description_names_the_scene_model(scene_client) -> None:
     scene = scene_client.get("/v1/model").json()["scene_model"]
     assert scene["file"] == "whole.pt" and scene["long_side"] == 64 and scene["tile"] == 0
     assert scene["max_upscale"] == 1.5  # a frame under 64 px is enlarged, by 1.5 at most
+    assert scene["read_margin"] == 0.1
     assert scene["mirror"] is False  # off on a CPU unless asked for
     assert scene["dtype"] == "float32"  # bfloat16 on a CPU only when asked for
 
