@@ -43,8 +43,9 @@ Frames = Iterator[tuple[int, np.ndarray, list[Box]]]
 NEGATIVE_CODE = "negative"
 SIGN_CODE = "sign"  # a marked sign without a CTSRD class: "unknown sign" to the crops reader
 CLASS_CODE = "ctsrd-{}"  # a marked sign whose annotation gives CTSRD class {}
-# A region that finds a sign is rarely its exact box: each sign is cut at a tight, the
-# detection's and a loose margin, as the reader will see it.
+# A region that finds a sign is rarely its exact box: each sign is cut at a tight, a middle
+# and a loose margin, as the reader will see it (the detection reads at 0.1 since the
+# shipped reader learned these three; they stay, so that its recipe still gives its data).
 SIGN_MARGINS = (0.05, 0.15, 0.3)
 MIN_SIGN_SIDE = 12  # px, the longer box side: smaller marked signs are too blurred to teach
 

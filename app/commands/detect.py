@@ -86,10 +86,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     negatives.add_argument(
         "--signs",
         action="store_true",
-        help="with a COCO frames folder: also write every sign it marks, cut at a tight, the "
-        "detection's and a loose margin, as a sign crop (OUT/sign/: 'unknown sign', or the "
-        "CTSRD class the annotation gives), so that the reader learns what to keep on those "
-        "frames as well as what to refuse",
+        help="with a COCO frames folder: also write every sign it marks, cut at a tight, a "
+        "middle and a loose margin (5, 15, 30 %%), as a sign crop (OUT/sign/: 'unknown sign', "
+        "or the CTSRD class the annotation gives), so that the reader learns what to keep on "
+        "those frames as well as what to refuse",
     )
     _add_model_options(negatives)
     negatives.set_defaults(handler=run_mine_negatives)
