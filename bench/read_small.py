@@ -21,7 +21,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from data.images import read_rgb
 from data.load import load_datasets
@@ -60,8 +59,7 @@ def read_right(predictor: Predictor, signs: list[tuple[np.ndarray, int]]) -> int
     right = 0
     for start in range(0, len(signs), BATCH):
         chunk = signs[start : start + BATCH]
-        batch = torch.stack([predictor.preprocess(rgb) for rgb, _ in chunk])
-        answers = predictor.predict_batch(batch, [rgb.shape[:2] for rgb, _ in chunk], top_k=1)
+        answers = predictor.predict_images([rgb for rgb, _ in chunk], top_k=1)
         right += sum(a.class_id == label for a, (_, label) in zip(answers, chunk, strict=True))
     return right
 
