@@ -16,9 +16,9 @@ A frame is built as follows.
 - Signs (between `config.signs` bounds; the cutouts of data/sign_cutouts.py): a synthetic
   drawing (data/synth_signs.py, exact alpha), a TT100K crop or a TSRD crop cut to its box,
   the real crops cut with the outline of their family (disc, triangle, inverted triangle,
-  octagon, square), and, when asked for
-  ("dfg"), a European sign cut from a DFG frame along its annotated polygon (give the
-  training side of `greedysign data split-frames`, so the test frames stay unseen).
+  octagon, square, diamond), and, when asked for, a European sign: a GTSRB crop ("gtsrb",
+  cut the same way) or one cut from a DFG frame along its annotated polygon ("dfg"; give
+  the training side of `greedysign data split-frames`, so the test frames stay unseen).
   With a `CropSide`, the real TT100K and TSRD crops are only those on one side of a sign
   model's split: its held-out side for scenes that score it, its training side for scenes
   that teach it, so that neither leaks.
@@ -70,7 +70,9 @@ from data.sign_cutouts import (
     ctsrd_shape,
     dfg_cutout,
     direction_board,
+    gtsrb_shape,
     panel_cutout,
+    read_gtsrb_boxes,
     read_tsrd_boxes,
     read_tt100k_codes,
     synthetic_cutout,
@@ -80,8 +82,9 @@ from data.sign_cutouts import (
 from data.synth import _background as procedural_background
 
 BACKGROUNDS = ("video", "negatives", "dfg")
-SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg")
-# DFG signs are opt-in: the shared DFG frames are where scene detection is measured.
+SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg", "gtsrb")
+# DFG signs are opt-in: the shared DFG frames are where scene detection is measured. GTSRB
+# signs are opt-in so that a seed's frames stay those the benchmarks measured.
 DEFAULT_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
 DFG_MIN_SIGN = 24  # px, longer box side: smaller DFG signs are too coarse to pose
 UNKNOWN_SIGN = "unknown sign"
@@ -126,8 +129,8 @@ class SceneConfig:
     board_stack_rate: float = 0.0
     occlusion_rate: float = 0.15
     min_visible: float = 0.6  # an occluder never hides more than 40 % of a sign
-    # synthetic, tt100k, tsrd, dfg (shares among the sources present)
-    source_weights: tuple[float, float, float, float] = (0.35, 0.45, 0.2, 0.4)
+    # synthetic, tt100k, tsrd, dfg, gtsrb (shares among the sources chosen and present)
+    source_weights: tuple[float, ...] = (0.35, 0.45, 0.2, 0.4, 0.3)
 
     def __post_init__(self) -> None:
         if self.width < 32 or self.height < 32:
@@ -192,6 +195,7 @@ class SceneSources:
     tt100k: Path | None = None  # tt100k-crops/: classes.csv, train/<code>/*.png, negative/
     tsrd: Path | None = None  # TSRD plain folder: images/ + annotations.txt
     dfg: Path | None = None  # COCO frames folder with polygons (data.frames)
+    gtsrb: Path | None = None  # GTSRB folder: a ;-separated CSV with sign boxes (data.gtsrb)
     backgrounds: tuple[str, ...] = BACKGROUNDS
     signs: tuple[str, ...] = DEFAULT_SIGN_SOURCES
     crop_side: CropSide | None = None  # None: every real crop
@@ -205,7 +209,7 @@ class SceneSources:
         signs: tuple[str, ...] = DEFAULT_SIGN_SOURCES,
     ) -> SceneSources:
         """The shared data layout (video/traffic.mp4, tt100k-crops/, ctsrd-real/,
-        dfg-frames/); a part that is not there is left out."""
+        dfg-frames/, gtsrb-real/); a part that is not there is left out."""
         root = Path(root) if root is not None else default_data_root()
 
         def existing(path: Path) -> Path | None:
@@ -216,6 +220,7 @@ class SceneSources:
             tt100k=existing(root / "tt100k-crops"),
             tsrd=existing(root / "ctsrd-real"),
             dfg=existing(root / "dfg-frames"),
+            gtsrb=existing(root / "gtsrb-real"),
             backgrounds=backgrounds,
             signs=signs,
         )
@@ -242,7 +247,13 @@ class SceneSources:
         return "all" if self.crop_side is None else self.crop_side.record()
 
     def available_signs(self) -> tuple[str, ...]:
-        have = {"synthetic": True, "tt100k": self.tt100k, "tsrd": self.tsrd, "dfg": self.dfg}
+        have = {
+            "synthetic": True,
+            "tt100k": self.tt100k,
+            "tsrd": self.tsrd,
+            "dfg": self.dfg,
+            "gtsrb": self.gtsrb,
+        }
         return tuple(kind for kind in self.signs if have[kind])
 
 
@@ -381,7 +392,11 @@ class SceneGenerator:
 
     def real_crop_counts(self) -> dict[str, int]:
         """Real crops each real sign source offers, after the crop side's filter."""
-        offers = {"tt100k": lambda: self._tt100k_crops, "tsrd": lambda: self._tsrd_crops}
+        offers = {
+            "tt100k": lambda: self._tt100k_crops,
+            "tsrd": lambda: self._tsrd_crops,
+            "gtsrb": lambda: self._gtsrb_crops,
+        }
         return {kind: sum(map(len, offers[kind]())) for kind in self.sign_kinds if kind in offers}
 
     # -- backgrounds --
@@ -491,6 +506,8 @@ class SceneGenerator:
             crop = self._real_pick(rng, self._tsrd_crops, size, self._tsrd_cutout)
         elif kind == "dfg":
             crop = self._real_pick(rng, self._dfg_signs, size, dfg_cutout)
+        elif kind == "gtsrb":
+            crop = self._real_pick(rng, self._gtsrb_crops, size, self._gtsrb_cutout)
         else:
             crop = None
         if crop is not None:
@@ -556,6 +573,22 @@ class SceneGenerator:
     def _tsrd_cutout(item: tuple[Path, Box, int]) -> Cutout:
         path, box, class_id = item
         return cached_real(path, box, ctsrd_shape(class_id), class_id, f"tsrd:{path.name}")
+
+    @cached_property
+    def _gtsrb_crops(self) -> list[list[tuple[Path, Box, int]]]:
+        """(file, sign box, GTSRB class) of every GTSRB image, grouped by class. No crop
+        side applies: GTSRB is not in a CTSRD sign model's label space, so no sign model
+        trains on it or is scored on its classes."""
+        by_class: dict[int, list[tuple[Path, Box, int]]] = {}
+        for item in read_gtsrb_boxes(self.sources.gtsrb):
+            by_class.setdefault(item[2], []).append(item)
+        return [by_class[class_id] for class_id in sorted(by_class)]
+
+    @staticmethod
+    def _gtsrb_cutout(item: tuple[Path, Box, int]) -> Cutout:
+        # European signs of no CTSRD class: an "unknown sign" in the scene's targets.
+        path, box, class_id = item
+        return cached_real(path, box, gtsrb_shape(class_id), None, f"gtsrb:{path.name}")
 
     @cached_property
     def _dfg_signs(self) -> list[list[tuple[FrameRecord, FrameInstance]]]:

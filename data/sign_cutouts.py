@@ -1,10 +1,10 @@
 """Signs ready to pose in a scene: front-on cutouts with exact coverage, and where they come from.
 
 A `Cutout` is a sign's premultiplied RGB under its uint8 alpha. They come from four places:
-the synthetic drawings of data/synth_signs.py (exact alpha), real TT100K and TSRD crops cut
-with the outline of their family (`shape_alpha`: disc, triangle, inverted triangle,
-octagon, square), DFG signs cut along their annotated polygons, and drawn rectangular
-panels and direction boards (no CTSRD class). data/scenes.py poses and composites them.
+the synthetic drawings of data/synth_signs.py (exact alpha), real TT100K, TSRD and GTSRB
+crops cut with the outline of their family (`shape_alpha`: disc, triangle, inverted
+triangle, octagon, square, diamond), DFG signs cut along their annotated polygons, and drawn
+rectangular panels and direction boards (no CTSRD class). data/scenes.py poses and composites them.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import numpy as np
 
 from data.classes import sign_classes
 from data.frames import FrameInstance, FrameRecord, instance_mask
+from data.gtsrb import find_annotation_files, read_gtsrb
 from data.images import read_rgb
 from data.records import Box, DataError
 from data.synth_signs import sign_template
 from data.validate import annotation_lines, parse_int, split_fields
 
-SHAPES = ("disc", "triangle", "inverted", "octagon", "square")
+SHAPES = ("disc", "triangle", "inverted", "octagon", "square", "diamond")
 
 
 # --- sign families -------------------------------------------------------------------------
@@ -61,6 +62,19 @@ def tt100k_shape(code: str) -> str | None:
     return None
 
 
+def gtsrb_shape(class_id: int) -> str:
+    """The outline of a GTSRB class (data/gtsrb_classes.csv): the European families."""
+    if class_id == 12:  # priority road
+        return "diamond"
+    if class_id == 13:  # yield
+        return "inverted"
+    if class_id == 14:  # stop
+        return "octagon"
+    if class_id == 11 or 18 <= class_id <= 31:  # warnings
+        return "triangle"
+    return "disc"
+
+
 def shape_alpha(shape: str, width: int, height: int, inset: float = 0.02) -> np.ndarray:
     """uint8 HxW coverage of `shape` filling a width x height crop (anti-aliased edges)."""
     if shape not in SHAPES:
@@ -80,6 +94,8 @@ def shape_alpha(shape: str, width: int, height: int, inset: float = 0.02) -> np.
             points = [(dx, dy), (w - dx, dy), (w / 2, h - dy)]
         elif shape == "square":
             points = [(dx, dy), (w - dx, dy), (w - dx, h - dy), (dx, h - dy)]
+        elif shape == "diamond":
+            points = [(w / 2, dy), (w - dx, h / 2), (w / 2, h - dy), (dx, h / 2)]
         else:  # octagon: corners cut at 1 / (2 + sqrt 2) of each side
             cut = 1 / (2 + math.sqrt(2))
             x0, x1, y0, y1 = dx, w - dx, dy, h - dy
@@ -320,3 +336,13 @@ def read_tsrd_boxes(root: Path) -> list[tuple[Path, Box, int]]:
             raise DataError(annotation_file, line, f"class {class_id} is not a CTSRD class")
         crops.append((root / "images" / filename, (x1, y1, x2, y2), class_id))
     return crops
+
+
+def read_gtsrb_boxes(root: Path) -> list[tuple[Path, Box, int]]:
+    """(image, sign box, GTSRB class) of every record of a GTSRB folder (data/gtsrb.py's
+    layout); the first bad record stops it, with its file and line."""
+    csv_files = find_annotation_files(root)
+    if not csv_files:
+        raise DataError(root, None, "no GTSRB annotation CSV (header Filename;...;ClassId)")
+    records, _ = read_gtsrb(csv_files, num_classes=len(sign_classes("gtsrb")), on_error="raise")
+    return [(record.image_path, record.box, record.class_id) for record in records]

@@ -13,7 +13,7 @@ from data.records import DataError
 
 # Kept here (not imported from data.scenes) so that `greedysign --help` loads no image code.
 SCENE_BACKGROUNDS = ("video", "negatives", "dfg")
-SCENE_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg")
+SCENE_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg", "gtsrb")
 SCENE_DEFAULT_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
 
 
@@ -133,7 +133,7 @@ def _add_scene_options(parser: argparse.ArgumentParser, size_note: str = "") -> 
         "--data-root",
         type=Path,
         default=None,
-        help="real data (video/, tt100k-crops/, ctsrd-real/, dfg-frames/); default "
+        help="real data (video/, tt100k-crops/, ctsrd-real/, dfg-frames/, gtsrb-real/); default "
         "$GREEDYSIGN_SHARED_DATA or ../shared/data beside the repository",
     )
     parser.add_argument(
@@ -146,7 +146,8 @@ def _add_scene_options(parser: argparse.ArgumentParser, size_note: str = "") -> 
         "--sign-sources",
         default=",".join(SCENE_DEFAULT_SIGN_SOURCES),
         help=f"comma-separated, of {','.join(SCENE_SIGN_SOURCES)} (those present are used; "
-        "dfg: signs cut from the DFG frames along their polygons)",
+        "dfg: signs cut from the DFG frames along their polygons; gtsrb: European sign "
+        "photos from DATA_ROOT/gtsrb-real)",
     )
     parser.add_argument(
         "--dfg",
@@ -154,6 +155,12 @@ def _add_scene_options(parser: argparse.ArgumentParser, size_note: str = "") -> 
         default=None,
         help="COCO frames folder for the dfg backgrounds and signs (default: DATA_ROOT/"
         "dfg-frames); the train side of greedysign data split-frames keeps its test unseen",
+    )
+    parser.add_argument(
+        "--gtsrb",
+        type=Path,
+        default=None,
+        help="GTSRB folder for the gtsrb signs (default: DATA_ROOT/gtsrb-real)",
     )
     parser.add_argument(
         "--reader-side",
@@ -230,6 +237,8 @@ def _scene_config_and_sources(args: argparse.Namespace):
     )
     if args.dfg is not None:
         sources = dataclasses.replace(sources, dfg=args.dfg)
+    if args.gtsrb is not None:
+        sources = dataclasses.replace(sources, gtsrb=args.gtsrb)
     if args.reader_side is not None:
         sources = dataclasses.replace(sources, crop_side=_crop_side(args.reader, args.reader_side))
     return config, sources

@@ -268,6 +268,18 @@ def test_dfg_signs_are_opt_in_and_cut_along_their_polygons(dfg_frames, tmp_path)
         assert all(sign.mask.mean() < 0.97 for sign in posed)
 
 
+def test_gtsrb_signs_are_opt_in_european_unknown_signs(gtsrb_real, tmp_path):
+    assert "gtsrb" not in SceneSources.from_data_root(tmp_path).signs  # seeds keep their frames
+    config = SceneConfig(width=320, height=180, min_size=20, max_size=60, signs=(4, 6))
+    generator = SceneGenerator(SceneSources(gtsrb=gtsrb_real, signs=("gtsrb",)), config)
+    assert generator.real_crop_counts() == {"gtsrb": 300}
+    for index in range(3):
+        scene = generator.render(0, index)
+        assert scene.signs and all(sign.source.startswith("gtsrb:") for sign in scene.signs)
+        assert all(sign.class_id is None for sign in scene.signs)  # not CTSRD's label space
+        assert all((gtsrb_real / "images" / sign.source[6:]).is_file() for sign in scene.signs)
+
+
 def test_cli_writes_scenes(tmp_path, capsys):
     out = tmp_path / "out"
     empty_root = tmp_path / "no-data"

@@ -9,6 +9,7 @@ from data.sign_cutouts import (
     board_style,
     ctsrd_shape,
     direction_board,
+    gtsrb_shape,
     panel_cutout,
     premultiplied,
     read_tsrd_boxes,
@@ -53,6 +54,14 @@ def test_family_shapes():
     octagon, square = shape_alpha("octagon", 40, 40), shape_alpha("square", 40, 40)
     assert octagon[0, 0] == 0 and octagon[20, 20] == 255  # corners cut
     assert (square[2:-2, 2:-2] == 255).all()
+    diamond = shape_alpha("diamond", 40, 40)
+    assert diamond[3, 3] == 0 and diamond[20, 3] > 0 and diamond[3, 20] > 0  # on its point
+    assert abs((diamond >= 128).mean() - 0.5) < 0.06
+    gtsrb_names = {c.name: c.class_id for c in sign_classes("gtsrb")}
+    assert [
+        gtsrb_shape(gtsrb_names[name])
+        for name in ("Priority road", "Yield", "Stop", "Road work", "Speed limit 50 km/h")
+    ] == ["diamond", "inverted", "octagon", "triangle", "disc"]
     with pytest.raises(ValueError, match="unknown shape"):
         shape_alpha("star", 40, 40)
 
