@@ -3,7 +3,7 @@ epoch and by `greedysign eval`), and `evaluate_model`, a saved model's metrics o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from model.network import SignNet
 from model.reading import cut, reading_window, scaled
 
 
-@torch.inference_mode()
 def evaluate_loader(
     model: SignNet,
     loader: DataLoader,
@@ -42,26 +41,66 @@ def evaluate_loader(
     then reading (model/reading.py): the mask and box figures are pass 1's, the class is
     read in pass 2 from the sign cut out of the picture (the loader's dataset must be an
     evaluation SignDataset, whose pictures are kept at full size)."""
+    accumulator = EvalAccumulator(num_known, label_names)
+    for outputs in _scored_batches(model, loader, device, num_known, stage, read):
+        accumulator.update(*outputs)
+    return accumulator
+
+
+def evaluate_parts(
+    model: SignNet,
+    loader: DataLoader,
+    device: torch.device,
+    num_known: int,
+    label_names: list[str],
+    parts: dict[str, Tensor],
+    read: bool = False,
+) -> dict[str, EvalAccumulator]:
+    """evaluate_loader for several parts of one dataset in one pass: `parts` maps a name to
+    a bool flag per item of the loader's dataset, and the loader must visit its items in
+    order (an evaluation loader: no shuffling, no sampler)."""
+    accumulators = {name: EvalAccumulator(num_known, label_names) for name in parts}
+    start = 0
+    for outputs in _scored_batches(model, loader, device, num_known, None, read):
+        end = start + len(outputs[2])
+        for name, flags in parts.items():
+            rows = flags[start:end]
+            if rows.any():
+                accumulators[name].update(*(tensor[rows.to(tensor.device)] for tensor in outputs))
+        start = end
+    return accumulators
+
+
+@torch.inference_mode()
+def _scored_batches(
+    model: SignNet,
+    loader: DataLoader,
+    device: torch.device,
+    num_known: int,
+    stage: int | None,
+    read: bool,
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
+    """(class logits, mask logits, labels, masks, boxes) of each batch, in eval mode."""
     was_training = model.training
     model.eval()
-    accumulator = EvalAccumulator(num_known, label_names)
     batches = _indexed_batches(loader) if read else ((None, batch) for batch in loader)
-    for indices, (images, masks, labels, boxes, _mask_known) in batches:
-        images = images.to(device)
-        with autocast_for(device):
-            if stage is None:
-                class_logits, mask_logits = model(images)
-            else:
-                t_k = model.stage_input(stage + 1, images)
-                class_logits, mask_logits = model.aux_forward(stage, t_k, images.shape[-2:])
-        class_logits = class_logits.float()
-        if indices is not None:
-            class_logits = _read(
-                model, num_known, loader.dataset, indices, class_logits, mask_logits, device
-            )
-        accumulator.update(class_logits, mask_logits.float(), labels, masks, boxes)
-    model.train(was_training)
-    return accumulator
+    try:
+        for indices, (images, masks, labels, boxes, _mask_known) in batches:
+            images = images.to(device)
+            with autocast_for(device):
+                if stage is None:
+                    class_logits, mask_logits = model(images)
+                else:
+                    t_k = model.stage_input(stage + 1, images)
+                    class_logits, mask_logits = model.aux_forward(stage, t_k, images.shape[-2:])
+            class_logits = class_logits.float()
+            if indices is not None:
+                class_logits = _read(
+                    model, num_known, loader.dataset, indices, class_logits, mask_logits, device
+                )
+            yield class_logits, mask_logits.float(), labels, masks, boxes
+    finally:
+        model.train(was_training)
 
 
 def _indexed_batches(loader: DataLoader):
@@ -157,27 +196,38 @@ def evaluate_model(
     if not records:
         raise ValueError(f"no {subset} images of {model_path} in {', '.join(map(str, data_paths))}")
 
-    num_known = len(index.class_names)
-    threshold = float(info.open_set.get("threshold", 0.0))
-
-    def score(part: Sequence[SignRecord]) -> dict[str, Any]:
-        loader = evaluation_loader(part, info.config.image_size, batch_size)
-        accumulator = evaluate_loader(
-            model, loader, torch_device, num_known, info.class_names, read=info.task == "crops"
-        )
-        metrics = accumulator.compute(threshold)
-        metrics.pop("confusion")
-        return metrics
-
-    metrics = score(records)
+    # One pass scores every part: all the records, each collection, the novel signs.
+    parts = {"all": records}
     origins = by_origin(records)
     if len(origins) > 1:
-        metrics["datasets"] = {origin: score(part) for origin, part in origins.items()}
+        parts |= {f"dataset:{origin}": part for origin, part in origins.items()}
     if subset == "test" and train_side:
         flags = novel(train_side, records)
-        novel_records = [r for r, is_novel in zip(records, flags, strict=True) if is_novel]
-        if novel_records:
-            metrics["novel"] = _headline(score(novel_records))
+        parts["novel"] = [record for record, flag in zip(records, flags, strict=True) if flag]
+    members = {}
+    for name, part in parts.items():
+        if part:
+            ids = {id(record) for record in part}
+            members[name] = torch.tensor([id(record) in ids for record in records])
+    loader = evaluation_loader(records, info.config.image_size, batch_size)
+    accumulators = evaluate_parts(
+        model,
+        loader,
+        torch_device,
+        len(index.class_names),
+        info.class_names,
+        members,
+        read=info.task == "crops",
+    )
+    threshold = float(info.open_set.get("threshold", 0.0))
+    scores = {name: accumulator.compute(threshold) for name, accumulator in accumulators.items()}
+    for figures in scores.values():
+        figures.pop("confusion")
+    metrics = scores.pop("all")
+    if len(origins) > 1:
+        metrics["datasets"] = {origin: scores[f"dataset:{origin}"] for origin in origins}
+    if "novel" in scores:
+        metrics["novel"] = _headline(scores["novel"])
     return {
         "model": str(model_path),
         "data": [str(p) for p in data_paths],
