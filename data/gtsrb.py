@@ -4,11 +4,14 @@ An annotation file is a `;`-separated CSV with the header
 `Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId` (columns found by name, so the
 release's extra or reordered columns are fine). Any such CSV at the top of the dataset
 folder or one folder down is read (the release keeps one `GT-000NN.csv` per class folder);
-its images sit beside it or in an `images/` folder next to it.
+its images sit beside it or in an `images/` folder next to it. `split_gtsrb` cuts a folder
+into training and test sides that keep each sign's track on one side.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 from pathlib import Path
 
 from data.records import DataError, SignRecord
@@ -88,3 +91,51 @@ def read_gtsrb(
         records += file_records
         skipped += file_skipped
     return records, skipped
+
+
+def split_gtsrb(root: Path | str, out: Path | str, test_every: int) -> tuple[int, int]:
+    """Write the GTSRB folder at `root` (one annotation CSV) as two, OUT/train and OUT/test,
+    each its rows of the CSV and an `images` link to the source's images; one track in
+    `test_every` on the test side. GTSRB photographs each sign several times along a track,
+    near copies, so a track's images stay on one side: its key is provenance.csv's track_key
+    where the folder has one (the shared set's), else the release's file name prefix
+    (TTTTT_NNNNN.ppm), else the file itself. A track's side comes from a hash of its key,
+    so it never moves when other tracks join. Returns (train images, test images)."""
+    if test_every < 2:
+        raise ValueError(f"test_every must be 2 or more, not {test_every}")
+    root = Path(root)
+    csv_files = find_annotation_files(root)
+    if len(csv_files) != 1:
+        raise DataError(root, None, f"{len(csv_files)} annotation CSVs; split one at a time")
+    csv_file = csv_files[0]
+    header_line, *rows = [text for _, text in annotation_lines(csv_file)]
+    tracks = _track_keys(root / "provenance.csv")
+    sides: dict[str, list[str]] = {"train": [], "test": []}
+    for row in rows:
+        name = row.split(";", 1)[0].strip()
+        key = tracks.get(name) or (name.split("_")[0] if "_" in name else name)
+        digest = int(hashlib.sha1(key.encode()).hexdigest(), 16)
+        sides["test" if digest % test_every == 0 else "train"].append(row)
+    image_dir = csv_file.parent / "images"
+    if not image_dir.is_dir():
+        image_dir = csv_file.parent
+    for side, side_rows in sides.items():
+        folder = Path(out) / side
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "annotations.csv").write_text("\n".join([header_line, *side_rows]) + "\n")
+        link = folder / "images"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(image_dir.resolve(), target_is_directory=True)
+    return len(sides["train"]), len(sides["test"])
+
+
+def _track_keys(provenance: Path) -> dict[str, str]:
+    """file name -> track key, from a provenance table with those columns (else none)."""
+    if not provenance.is_file():
+        return {}
+    with provenance.open(encoding="utf-8-sig", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    if not rows or not {"filename", "track_key"} <= rows[0].keys():
+        return {}
+    return {row["filename"]: row["track_key"] for row in rows}

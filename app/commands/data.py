@@ -1,4 +1,4 @@
-"""`greedysign data check|synth|scenes|drives|split-frames|resize-frames|preview`."""
+"""`greedysign data check|synth|scenes|drives|split-frames|split-gtsrb|resize-frames|preview`."""
 
 from __future__ import annotations
 
@@ -70,6 +70,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--test-share", type=float, default=0.3, help="the last share of frames by name: test"
     )
     split.set_defaults(handler=run_split_frames)
+
+    split_signs = sub.add_parser(
+        "split-gtsrb",
+        help="cut a GTSRB folder into train and test sets, each sign's track on one side",
+    )
+    split_signs.add_argument("path", type=Path, help="GTSRB folder, e.g. ../shared/data/gtsrb-real")
+    split_signs.add_argument(
+        "out", type=Path, help="writes OUT/train and OUT/test (links to the images)"
+    )
+    split_signs.add_argument(
+        "--test-every", type=int, default=3, help="one track in N on the test side (default 3)"
+    )
+    split_signs.set_defaults(handler=run_split_gtsrb)
 
     resize = sub.add_parser(
         "resize-frames",
@@ -339,6 +352,18 @@ def run_split_frames(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {train} training frames to {args.out / 'train'}, {test} to {args.out / 'test'}")
+    return 0
+
+
+def run_split_gtsrb(args: argparse.Namespace) -> int:
+    from data.gtsrb import split_gtsrb
+
+    try:
+        train, test = split_gtsrb(args.path, args.out, args.test_every)
+    except (DataError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {train} training images to {args.out / 'train'}, {test} to {args.out / 'test'}")
     return 0
 
 

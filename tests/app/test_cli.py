@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 
 from app.cli import main
+from data.load import load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,24 @@ def test_split_frames_on_the_dfg_frames(dfg_frames, tmp_path, capsys):
     test = json.loads((out / "test" / "annotations.json").read_text())
     assert [image["file_name"] for image in test["images"]][0] == "0000175.jpg"
     assert main(["data", "split-frames", str(tmp_path / "none"), str(out)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_split_gtsrb_keeps_each_track_on_one_side(gtsrb_real, tmp_path, capsys):
+    out = tmp_path / "split"
+    assert main(["data", "split-gtsrb", str(gtsrb_real), str(out)]) == 0
+    assert "wrote 199 training images" in capsys.readouterr().out
+    track = {
+        row["filename"]: row["track_key"]
+        for row in csv.DictReader((gtsrb_real / "provenance.csv").open())
+    }
+    sides = {}
+    for side in ("train", "test"):
+        index = load_dataset(out / side)  # each side reads as a GTSRB folder
+        sides[side] = {track[record.image_path.name] for record in index.records}
+    assert len(sides["train"]) + len(sides["test"]) == len(set(track.values()))
+    assert not sides["train"] & sides["test"]
+    assert main(["data", "split-gtsrb", str(tmp_path / "none"), str(out)]) == 2
     assert "error:" in capsys.readouterr().err
 
 
