@@ -346,24 +346,23 @@ def run_drives(args: argparse.Namespace) -> int:
 def run_split_frames(args: argparse.Namespace) -> int:
     from data.frames import split_frames
 
-    try:
-        train, test = split_frames(args.path, args.out, args.test_share)
-    except (DataError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {train} training frames to {args.out / 'train'}, {test} to {args.out / 'test'}")
-    return 0
+    return _print_split(lambda: split_frames(args.path, args.out, args.test_share), args, "frames")
 
 
 def run_split_gtsrb(args: argparse.Namespace) -> int:
     from data.gtsrb import split_gtsrb
 
+    return _print_split(lambda: split_gtsrb(args.path, args.out, args.test_every), args, "images")
+
+
+def _print_split(split, args: argparse.Namespace, unit: str) -> int:
+    """Run `split` (-> train count, test count) and say what it wrote, or why it could not."""
     try:
-        train, test = split_gtsrb(args.path, args.out, args.test_every)
+        train, test = split()
     except (DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {train} training images to {args.out / 'train'}, {test} to {args.out / 'test'}")
+    print(f"wrote {train} training {unit} to {args.out / 'train'}, {test} to {args.out / 'test'}")
     return 0
 
 
