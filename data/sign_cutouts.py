@@ -4,7 +4,8 @@ A `Cutout` is a sign's premultiplied RGB under its uint8 alpha. They come from f
 the synthetic drawings of data/synth_signs.py (exact alpha), real TT100K, TSRD and GTSRB
 crops cut with the outline of their family (`shape_alpha`: disc, triangle, inverted
 triangle, octagon, square, diamond), DFG signs cut along their annotated polygons, and drawn
-rectangular panels and direction boards (no CTSRD class). data/scenes.py poses and composites them.
+rectangular panels and direction boards (no CTSRD class). data/scenes.py poses and
+composites them.
 """
 
 from __future__ import annotations
