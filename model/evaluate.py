@@ -197,18 +197,16 @@ def evaluate_model(
         raise ValueError(f"no {subset} images of {model_path} in {', '.join(map(str, data_paths))}")
 
     # One pass scores every part: all the records, each collection, the novel signs.
-    parts = {"all": records}
+    members = {"all": torch.ones(len(records), dtype=torch.bool)}
     origins = by_origin(records)
     if len(origins) > 1:
-        parts |= {f"dataset:{origin}": part for origin, part in origins.items()}
-    if subset == "test" and train_side:
-        flags = novel(train_side, records)
-        parts["novel"] = [record for record, flag in zip(records, flags, strict=True) if flag]
-    members = {}
-    for name, part in parts.items():
-        if part:
+        for origin, part in origins.items():
             ids = {id(record) for record in part}
-            members[name] = torch.tensor([id(record) in ids for record in records])
+            members[f"dataset:{origin}"] = torch.tensor([id(record) in ids for record in records])
+    if subset == "test" and train_side:
+        is_novel = torch.tensor(novel(train_side, records), dtype=torch.bool)
+        if is_novel.any():
+            members["novel"] = is_novel
     loader = evaluation_loader(records, info.config.image_size, batch_size)
     accumulators = evaluate_parts(
         model,
