@@ -280,6 +280,16 @@ def test_gtsrb_signs_are_opt_in_european_unknown_signs(gtsrb_real, tmp_path):
         assert all((gtsrb_real / "images" / sign.source[6:]).is_file() for sign in scene.signs)
 
 
+def test_cli_offers_the_generator_s_sources():
+    # app/commands/data.py keeps its own copies so that `greedysign --help` loads no image code.
+    from app.commands import data as data_command
+    from data import scenes
+
+    assert data_command.SCENE_BACKGROUNDS == scenes.BACKGROUNDS
+    assert data_command.SCENE_SIGN_SOURCES == scenes.SIGN_SOURCES
+    assert data_command.SCENE_DEFAULT_SIGN_SOURCES == scenes.DEFAULT_SIGN_SOURCES
+
+
 def test_cli_writes_scenes(tmp_path, capsys):
     out = tmp_path / "out"
     empty_root = tmp_path / "no-data"
