@@ -7,12 +7,15 @@ regions the scene model marks, before they are read (the reader's "no sign" is n
 
 A sign is "found" when a region matches it at IoU 0.5; else "merged" when a region holding
 half of its box also holds half of another sign's box (signs that touch, marked as one),
-"loose" when some region overlaps it, and "not marked" when none does. Prints the counts.
+"loose" when some region overlaps it, and "not marked" when none does. Prints the counts,
+and for frames from `greedysign data scenes` the counts by the kind of background each sign
+was pasted on (video, negatives, dfg, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -60,6 +63,16 @@ def why_missed(sign: Box, signs: list[Box], regions: list[Box]) -> str:
     return "not marked"
 
 
+def background_kinds(data: Path) -> dict[int, str]:
+    """Image id -> the kind of background (the part of "background" before ":") of a set
+    written by `greedysign data scenes`; empty for other COCO sets."""
+    path = data / "annotations.json" if data.is_dir() else data
+    images = json.loads(path.read_text())["images"]
+    return {
+        image["id"]: image["background"].split(":")[0] for image in images if "background" in image
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     config = DetectConfig(
         long_side=args.long_side,
@@ -68,7 +81,9 @@ def main(args: argparse.Namespace) -> int:
         part_boards=args.part_boards,
     )
     segmenter = SceneSegmenter.load(args.scene_model, "cpu", mirror=args.mirror)
+    kinds_of = background_kinds(args.data)
     counts: Counter[str] = Counter()
+    by_background: dict[str, Counter[str]] = {}
     for frame in read_coco_frames(args.data):
         rgb = read_rgb(frame.image_path)
         prepared = prepare_frame(rgb, config)
@@ -79,11 +94,16 @@ def main(args: argparse.Namespace) -> int:
             for s in frame.instances
             if not s.ignore and max(s.box[2] - s.box[0], s.box[3] - s.box[1]) >= MIN_SIDE
         ]
-        counts.update(why_missed(sign, signs, regions) for sign in signs)
+        answers = [why_missed(sign, signs, regions) for sign in signs]
+        counts.update(answers)
+        if frame.image_id in kinds_of:
+            by_background.setdefault(kinds_of[frame.image_id], Counter()).update(answers)
     total = sum(counts.values())
     kinds = ("found", "merged", "loose", "not marked")
     print(f"{args.data}: {total} signs of {MIN_SIDE} px and more, regions of {args.scene_model}")
     print(", ".join(f"{kind} {counts[kind]}" for kind in kinds))
+    for background, answers in sorted(by_background.items()):
+        print(f"  on {background}: " + ", ".join(f"{kind} {answers[kind]}" for kind in kinds))
     return 0
 
 

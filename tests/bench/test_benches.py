@@ -155,9 +155,14 @@ def test_detect_misses_tells_merged_loose_and_unmarked_signs_apart(tmp_path) -> 
     _write_small_scenes(tmp_path)
     done = _run("detect_misses.py", "--data", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    counts = dict(re.findall(r"(found|merged|loose|not marked) (\d+)", done.stdout))
-    signs_line = re.search(r": (\d+) signs of 32 px and more", done.stdout)
-    assert signs_line and sum(map(int, counts.values())) == int(signs_line.group(1)) > 0
+    signs_line, counts_line, *background_lines = done.stdout.splitlines()
+    total = re.search(r": (\d+) signs of 32 px and more", signs_line)
+    counts = re.findall(r"(found|merged|loose|not marked) (\d+)", counts_line)
+    assert total and sum(int(n) for _, n in counts) == int(total.group(1)) > 0
+    # The same signs again, by the kind of background they were pasted on.
+    assert background_lines and all(line.startswith("  on ") for line in background_lines)
+    by_background = re.findall(r"(found|merged|loose|not marked) (\d+)", "".join(background_lines))
+    assert sum(int(n) for _, n in by_background) == int(total.group(1))
 
 
 def test_grabcut_grows_a_piece_of_a_sign_to_the_sign_and_no_further() -> None:
