@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/detect_speed.py [--scene-model FILE] [--model FILE]
         [--size 1280x720] [--long-sides 768 1024 1280] [--tile 0] [--signs 5] [--frames 5]
-        [--mirror] [--bf16]
+        [--mirror] [--[no-]bf16]
 
 Stages, timed on the same frame: prepare (resize, normalise, pad), segment (the scene model),
 instances (components, touching ones split, masks at full size), read (the crop model on
@@ -60,7 +60,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="the scene model also runs each frame mirrored (default: on with a GPU)",
     )
     parser.add_argument(
-        "--bf16", action="store_true", help="the scene model in bfloat16 on a CPU (AMX: faster)"
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the scene model in bfloat16 on a CPU (default: where the CPU has AMX)",
     )
     parser.add_argument("--signs", type=int, default=5, help="crops read per frame")
     parser.add_argument("--frames", type=int, default=5, help="timed repetitions")

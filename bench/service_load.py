@@ -19,7 +19,7 @@ Phases, in order (the baselines run before the server starts, so nothing compete
 
 With --scene-model, the video and stream phases run in scene mode (mode=scene: every sign of
 each frame found, read and tracked) and a `scene` phase measures /v1/detect's pipeline on
-the clip's frames in process.
+the clip's frames in process; --[no-]scene-bf16 sets the scene model's CPU dtype for both.
 
 Images are the real CTSRD sample when ../shared/data is present, else synthetic scenes.
 Prints throughput, p50/p95/p99 latency, error counts and the ratio service / engine.
@@ -81,6 +81,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--scene-model", type=Path, help="run video, stream and a scene phase in scene mode"
     )
     parser.add_argument("--scene-long-side", type=int, default=1024)
+    parser.add_argument(
+        "--scene-bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the scene model in bfloat16 on a CPU (default: the service's, where it has AMX)",
+    )
     return parser
 
 
@@ -406,6 +412,7 @@ def running_service(model: Path, args):
         "GREEDYSIGN_SCENES": "true" if args.scene_model else "false",
         "GREEDYSIGN_SCENE_LONG_SIDE": str(args.scene_long_side),
         **({"GREEDYSIGN_SCENE_MODEL": str(args.scene_model)} if args.scene_model else {}),
+        **({} if args.scene_bf16 is None else {"GREEDYSIGN_SCENE_BF16": str(args.scene_bf16)}),
     }
     command = [
         sys.executable,
@@ -477,10 +484,11 @@ def main(args: argparse.Namespace) -> int:
     mode = "classify"
     if args.scene_model is not None and "scene" not in args.skip and args.video.is_file():
         mode = "scene"
-        scene = SceneSegmenter.load(args.scene_model, predictor.device)
+        scene = SceneSegmenter.load(args.scene_model, predictor.device, bf16=args.scene_bf16)
         frames = video_frames_as_jpeg(args.video, 32)
         detected = asyncio.run(measure_engine(predictor, frames, args, scene, clients=2))
-        print(detected.line("scene") + f"   (/v1/detect's pipeline, {args.video.name} frames)")
+        where = f"/v1/detect's pipeline, {args.video.name} frames, {scene.dtype_name}"
+        print(detected.line("scene") + f"   ({where})")
         del scene
     del predictor
 

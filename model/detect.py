@@ -38,7 +38,7 @@ from scipy import ndimage
 from data.records import Box
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from model.checkpoint import ModelFileError, ModelInfo, load_model
-from model.device import resolve_device
+from model.device import cpu_has_amx, resolve_device
 from model.inference import NO_SIGN, Prediction, Predictor, mask_to_rle
 from model.network import SignNet
 from model.reading import grown
@@ -219,10 +219,10 @@ class SceneSegmenter:
     on by default where that time is small, on a GPU.
 
     `dtype`: what the pass autocasts to, None for float32: float16 on CUDA by default;
-    bfloat16 on a CPU when asked for (`bf16`), which on a CPU with AMX (Xeon 4th generation and
-    later) ran the whole-frame pass 2.2x faster with the validation sets' recall unchanged and
-    their false signs within 0.05 per frame, and on one without it is slower (BENCHMARKS.md
-    section 6, "CPU speed").
+    bfloat16 on a CPU with AMX (Xeon 4th generation and later) by default, where it ran the
+    whole-frame pass 2.2x faster with the validation sets' recall unchanged and their false
+    signs within 0.05 per frame; on a CPU without AMX bfloat16 is slower, so float32 there
+    (BENCHMARKS.md section 6, "CPU speed").
     """
 
     def __init__(
@@ -246,10 +246,11 @@ class SceneSegmenter:
         device: str | torch.device = "auto",
         fp16: bool | None = None,
         mirror: bool | None = None,
-        bf16: bool = False,
+        bf16: bool | None = None,
     ) -> SceneSegmenter:
         """A scene model file (task "scenes"); a crop model is refused with the reason.
-        `fp16` and `mirror`: None turns them on with CUDA. `bf16`: bfloat16 on a CPU."""
+        `fp16` and `mirror`: None turns them on with CUDA. `bf16`: bfloat16 on a CPU; None turns
+        it on where the CPU has AMX."""
         device = resolve_device(device)
         on_cuda = device.type == "cuda"
         model, info = load_model(path, device)
@@ -262,7 +263,7 @@ class SceneSegmenter:
             torch.backends.cudnn.benchmark = True
             dtype = torch.float16 if fp16 is None or fp16 else None
         else:
-            dtype = torch.bfloat16 if bf16 else None
+            dtype = torch.bfloat16 if (cpu_has_amx() if bf16 is None else bf16) else None
         # Channels-last on every device: on 2 CPU cores oneDNN runs the whole-frame pass
         # 1.4x faster so (BENCHMARKS.md section 6, "CPU speed"), on CUDA it feeds tensor cores.
         model = model.to(memory_format=torch.channels_last)
@@ -654,7 +655,7 @@ class Detector:
         device: str | torch.device = "auto",
         config: DetectConfig | None = None,
         mirror: bool | None = None,
-        bf16: bool = False,
+        bf16: bool | None = None,
     ) -> Detector:
         segmenter = SceneSegmenter.load(scene_model, device, mirror=mirror, bf16=bf16)
         return cls(segmenter, Predictor.load(model, segmenter.device), config or DetectConfig())

@@ -1,6 +1,7 @@
 """The device is chosen once, and mixed precision follows from it.
 
-Inference: fp16 autocast on CUDA (`autocast_for`), plain float32 (a nullcontext) on the CPU.
+Inference: fp16 autocast on CUDA (`autocast_for`), plain float32 (a nullcontext) on the CPU;
+the scene model also runs in bfloat16 on a CPU with AMX (`cpu_has_amx`, model/detect.py).
 Training on CUDA: bf16 autocast where the GPU has it (Ampere and later: no loss scaling), else
 fp16 with a GradScaler (`training_dtype`, `grad_scaler_for`); tensors in channels_last, the
 layout tensor-core convolutions run fastest in (`memory_format_for`). Training on the CPU is
@@ -33,6 +34,13 @@ def autocast_for(
     if device.type == "cuda" and dtype is not None:
         return torch.autocast("cuda", dtype=dtype)
     return nullcontext()
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX, the matrix units of Xeon's 4th generation and later, which run
+    bfloat16 convolutions in hardware; elsewhere bfloat16 is emulated and slower than float32.
+    (torch's own check, which its compiler uses: the public API has none.)"""
+    return torch.cpu._is_amx_tile_supported()
 
 
 def training_dtype(device: torch.device) -> torch.dtype | None:

@@ -71,10 +71,11 @@ class Settings(BaseSettings):
         description="also run each frame mirrored and average: fewer false signs for twice "
         "the scene model's time; default: on with a GPU, off on a CPU",
     )
-    scene_bf16: bool = Field(
-        False,
+    scene_bf16: bool | None = Field(
+        None,
         description="run the scene model in bfloat16 on a CPU: about 2x faster on one with "
-        "AMX (Xeon 4th generation and later), slower on one without; a GPU runs float16",
+        "AMX (Xeon 4th generation and later), slower on one without; default: on where the "
+        "CPU has AMX; a GPU runs float16",
     )
     scene_max_batch_size: int = Field(2, ge=1, le=64, description="frames per scene batch")
     web_dir: Path | None = Field(

@@ -141,9 +141,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--bf16",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="run the scene model in bfloat16 on a CPU: about 2x faster on one with AMX "
-        "(Xeon 4th generation and later), slower on one without (a GPU runs float16 anyway)",
+        "(Xeon 4th generation and later), slower on one without (default: on where the CPU "
+        "has AMX; a GPU runs float16 anyway)",
     )
     parser.add_argument(
         "--read-margin",

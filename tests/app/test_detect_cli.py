@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from app.cli import main
+from model.device import cpu_has_amx
 
 torch.set_num_threads(1)
 
@@ -167,7 +168,10 @@ def test_eval_detect_prints_the_scores(
     assert result["detections"] <= 3 and result["true_positives"] == 0
     assert result["config"]["long_side"] == 64
     assert result["mirror"] is False  # off on a CPU unless asked for
-    assert result["scene_dtype"] == "float32"  # bfloat16 only with --bf16
+    # bfloat16 by default only where the CPU has AMX; --no-bf16 keeps float32 anywhere
+    assert result["scene_dtype"] == ("bfloat16" if cpu_has_amx() else "float32")
+    assert main(argv + ["--no-bf16"] + models(whole_frame_scene_model_path, tiny_model_path)) == 0
+    assert json.loads(capsys.readouterr().out)["scene_dtype"] == "float32"
     assert main(argv + ["--mirror"] + models(whole_frame_scene_model_path, tiny_model_path)) == 0
     mirrored = json.loads(capsys.readouterr().out)
     assert mirrored["mirror"] is True and mirrored["detections"] == result["detections"]

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from data.frames import FrameInstance, FrameRecord
+from model import detect
 from model.checkpoint import ModelFileError, load_model
 from model.detect import (
     DetectConfig,
@@ -418,7 +419,7 @@ def test_the_scene_pass_runs_channels_last_with_the_plain_layout_s_answers(
     tiny_scene_model_path,
 ) -> None:
     """Channels-last is a speed choice (oneDNN on the CPU): the maps must not change."""
-    scene = SceneSegmenter.load(tiny_scene_model_path, "cpu")
+    scene = SceneSegmenter.load(tiny_scene_model_path, "cpu", bf16=False)
     conv = next(m for m in scene.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     plain, _ = load_model(tiny_scene_model_path, torch.device("cpu"))
@@ -428,14 +429,23 @@ def test_the_scene_pass_runs_channels_last_with_the_plain_layout_s_answers(
     np.testing.assert_allclose(scene.probabilities(frames), expected.numpy(), atol=1e-5)
 
 
-def test_bf16_on_a_cpu_is_asked_for_and_close_to_float32(tiny_scene_model_path) -> None:
-    plain = SceneSegmenter.load(tiny_scene_model_path, "cpu")
+def test_bf16_on_a_cpu_is_close_to_float32(tiny_scene_model_path) -> None:
+    plain = SceneSegmenter.load(tiny_scene_model_path, "cpu", bf16=False)
     half = SceneSegmenter.load(tiny_scene_model_path, "cpu", bf16=True)
     assert (plain.dtype_name, half.dtype_name) == ("float32", "bfloat16")
     frames = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
     answer = half.probabilities(frames)
     assert answer.dtype == np.float32  # returned in float32 whatever the pass ran in
     np.testing.assert_allclose(answer, plain.probabilities(frames), atol=0.05)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_bf16_is_the_cpu_default_only_where_the_cpu_has_amx(
+    tiny_scene_model_path, monkeypatch, amx
+) -> None:
+    monkeypatch.setattr(detect, "cpu_has_amx", lambda: amx)
+    default = SceneSegmenter.load(tiny_scene_model_path, "cpu")
+    assert default.dtype_name == ("bfloat16" if amx else "float32")
 
 
 def test_box_masks_encode_as_the_whole_frame_would() -> None:

@@ -15,6 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from model.detect import SceneSegmenter
+from model.device import cpu_has_amx
 from model.inference import Predictor
 from service.app import create_app
 from service.engine import Engine
@@ -130,7 +131,8 @@ def test_the_model_description_names_the_scene_model(scene_client) -> None:
     assert scene["max_upscale"] == 1.5  # a frame under 64 px is enlarged, by 1.5 at most
     assert scene["read_margin"] == 0.1
     assert scene["mirror"] is False  # off on a CPU unless asked for
-    assert scene["dtype"] == "float32"  # bfloat16 on a CPU only when asked for
+    # bfloat16 on a CPU by default only where it has AMX (SCENE_BF16=false: float32 anywhere)
+    assert scene["dtype"] == ("bfloat16" if cpu_has_amx() else "float32")
 
 
 def test_a_mirrored_scene_model_is_served_as_set(
@@ -144,12 +146,14 @@ def test_a_mirrored_scene_model_is_served_as_set(
         assert [sign["box"] for sign in signs] in ([], [[0, 0, 80, 48]])
 
 
-def test_a_bf16_scene_model_is_served_as_set(
-    make_settings, whole_frame_scene_model_path, media
+@pytest.mark.parametrize("bf16", [True, False])
+def test_a_scene_model_runs_in_the_dtype_set(
+    make_settings, whole_frame_scene_model_path, media, bf16
 ) -> None:
-    settings = make_settings(scene_model=whole_frame_scene_model_path, scene_bf16=True, **SCENE)
+    settings = make_settings(scene_model=whole_frame_scene_model_path, scene_bf16=bf16, **SCENE)
     with TestClient(create_app(settings)) as client:
-        assert client.get("/v1/model").json()["scene_model"]["dtype"] == "bfloat16"
+        dtype = client.get("/v1/model").json()["scene_model"]["dtype"]
+        assert dtype == ("bfloat16" if bf16 else "float32")
         frame = media.encode(np.full((48, 80, 3), 90, np.uint8))
         signs = detect(client, frame, mask_format="none").json()["signs"]
         assert [sign["box"] for sign in signs] in ([], [[0, 0, 80, 48]])
