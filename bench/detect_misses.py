@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.frames import read_coco_frames
+from data.frames import ANNOTATIONS, read_coco_frames
 from data.images import read_rgb
 from data.records import Box, box_area, box_overlap
 from model.detect import (
@@ -66,7 +66,7 @@ def why_missed(sign: Box, signs: list[Box], regions: list[Box]) -> str:
 def background_kinds(data: Path) -> dict[int, str]:
     """Image id -> the kind of background (the part of "background" before ":") of a set
     written by `greedysign data scenes`; empty for other COCO sets."""
-    path = data / "annotations.json" if data.is_dir() else data
+    path = data / ANNOTATIONS if data.is_dir() else data
     images = json.loads(path.read_text())["images"]
     return {
         image["id"]: image["background"].split(":")[0] for image in images if "background" in image
@@ -81,10 +81,11 @@ def main(args: argparse.Namespace) -> int:
         part_boards=args.part_boards,
     )
     segmenter = SceneSegmenter.load(args.scene_model, "cpu", mirror=args.mirror)
+    frames = read_coco_frames(args.data)  # checked before the backgrounds are looked up
     kinds_of = background_kinds(args.data)
     counts: Counter[str] = Counter()
     by_background: dict[str, Counter[str]] = {}
-    for frame in read_coco_frames(args.data):
+    for frame in frames:
         rgb = read_rgb(frame.image_path)
         prepared = prepare_frame(rgb, config)
         maps = stitch(segmenter.probabilities(prepared.tensor), prepared)
