@@ -371,6 +371,7 @@ def train_one_epoch(
     loader: DataLoader,
     device: torch.device,
     description: str,
+    cpu_bf16: bool = False,
 ) -> dict[str, float]:
     """One pass over the training set for `phase`; the mean of each loss term (summed over
     the phase's local losses), the training accuracy of the classification head, the images
@@ -382,7 +383,7 @@ def train_one_epoch(
     grad_sums = [0.0] * len(first_layers)
     grad_counts = [0] * len(first_layers)
     correct = seen = batches = 0
-    dtype, layout = training_dtype(device), memory_format_for(device)
+    dtype, layout = training_dtype(device, cpu_bf16), memory_format_for(device, cpu_bf16)
     started = time.perf_counter()
     quiet = not sys.stderr.isatty() or not distributed.is_main()
     progress = tqdm(loader, desc=description, leave=False, disable=quiet)
@@ -514,7 +515,7 @@ def _train(
     if resumed is not None:
         cls_head = resumed["info"]["config"].get("cls_head")
     model = network_for(args.method, config, cls_head).to(
-        device, memory_format=memory_format_for(device)
+        device, memory_format=memory_format_for(device, args.cpu_bf16)
     )
     losses = LossSettings(
         lambda_mask=args.lambda_mask,
@@ -610,7 +611,15 @@ def _train(
             # Under torchrun, DDP around what the phase trains, for this epoch.
             with distributed.data_parallel(model, phase, losses) as parallel:
                 stats = train_one_epoch(
-                    model, parallel, optimizer, scheduler, scaler, epoch_loader, device, label
+                    model,
+                    parallel,
+                    optimizer,
+                    scheduler,
+                    scaler,
+                    epoch_loader,
+                    device,
+                    label,
+                    cpu_bf16=args.cpu_bf16,
                 )
             test = evaluate(model, test_loader, device, data, phase.stage).compute()
             row = {

@@ -12,11 +12,12 @@ import torch
 
 from data.frames import split_frames
 from model.checkpoint import load_file, load_model
+from model.device import memory_format_for
 from model.greedy import LossSettings, build_phases, enter_phase, network_for
 from model.network import NetConfig, SignNet
 from model.options import get_args_parser
 from model.runs import latest_run
-from model.train import main
+from model.train import main, make_optimizer, train_one_epoch
 
 SIZE = 32
 
@@ -201,6 +202,30 @@ def test_simultaneous_schedule_keeps_every_gradient_inside_its_module():
         reached = [any(p.grad is not None for p in part) for part in parts]
         assert reached == [i == k for i in range(len(parts))], f"local loss {k}"
     assert next(locals_, None) is None
+
+
+def test_cpu_bf16_trains_in_bf16_and_leaves_the_frozen_prefix_and_float32_weights():
+    model, phases = _greedy_phases()
+    k = 2
+    phase = phases[k]
+    model.to(memory_format=memory_format_for(torch.device("cpu"), cpu_bf16=True))
+    prefix = {name: value.clone() for name, value in model.stages[:k].state_dict().items()}
+    trained = {name: value.clone() for name, value in model.stages[k].state_dict().items()}
+    output_dtypes = []
+    hook = model.stages[k].register_forward_hook(lambda m, i, out: output_dtypes.append(out.dtype))
+    optimizer, scheduler = make_optimizer(phase, get_args_parser().parse_args([]), 4, 1)
+    images, masks, labels, mask_known = _batch()
+    batch = (images, masks, labels, torch.zeros(len(images), 4), mask_known)
+    step = (model, phase, optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False))
+    stats = train_one_epoch(*step, [batch] * 4, torch.device("cpu"), "bf16", cpu_bf16=True)
+    hook.remove()
+    assert output_dtypes and set(output_dtypes) == {torch.bfloat16}  # the module ran in bf16
+    assert math.isfinite(stats["train_total"])
+    for name, value in model.stages[:k].state_dict().items():
+        assert torch.equal(value, prefix[name]), f"frozen {name} moved"
+    moved = [n for n, v in model.stages[k].state_dict().items() if not torch.equal(v, trained[n])]
+    assert moved, "the trained module did not learn"
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not a cast
 
 
 def _args(data, out, *extra):

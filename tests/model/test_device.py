@@ -1,0 +1,28 @@
+"""Mixed precision follows from the device: what runs in which dtype on a CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from model.device import autocast_for, grad_scaler_for, memory_format_for, training_dtype
+
+CPU = torch.device("cpu")
+
+
+def _matmul_dtype(context) -> torch.dtype:
+    with context:
+        return (torch.ones(4, 4) @ torch.ones(4, 4)).dtype
+
+
+def test_inference_on_a_cpu_stays_float32_and_bf16_is_asked_for() -> None:
+    assert _matmul_dtype(autocast_for(CPU)) == torch.float32  # the service's fp16 is CUDA's
+    assert _matmul_dtype(autocast_for(CPU, torch.float16)) == torch.float32
+    assert _matmul_dtype(autocast_for(CPU, None)) == torch.float32
+    assert _matmul_dtype(autocast_for(CPU, torch.bfloat16)) == torch.bfloat16
+
+
+def test_cpu_training_is_float32_unless_bf16_is_asked_for() -> None:
+    assert training_dtype(CPU) is None and memory_format_for(CPU) == torch.preserve_format
+    assert training_dtype(CPU, cpu_bf16=True) == torch.bfloat16
+    assert memory_format_for(CPU, cpu_bf16=True) == torch.channels_last
+    assert not grad_scaler_for(CPU).is_enabled()  # bf16 has float32's range: no loss scaling
