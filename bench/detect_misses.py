@@ -3,7 +3,7 @@ regions the scene model marks, before they are read (the reader's "no sign" is n
 
     .venv/bin/python bench/detect_misses.py --data runs/dfg-split/train \
         [--scene-model FILE] [--no-split-touching] [--no-require-core] [--no-part-boards]
-        [--long-side PX] [--mirror]
+        [--min-solidity S] [--long-side PX] [--mirror]
 
 A sign is "found" when a region matches it at IoU 0.5; else "merged" when a region holding
 half of its box also holds half of another sign's box (signs that touch, marked as one),
@@ -45,6 +45,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--split-touching", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--require-core", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--part-boards", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--min-solidity", type=float, default=DetectConfig.min_solidity)
     parser.add_argument("--long-side", type=int, default=DetectConfig.long_side)
     parser.add_argument("--mirror", action="store_true", help="average with the mirrored frame")
     return parser
@@ -79,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
         split_touching=args.split_touching,
         require_core=args.require_core,
         part_boards=args.part_boards,
+        min_solidity=args.min_solidity,
     )
     segmenter = SceneSegmenter.load(args.scene_model, "cpu", mirror=args.mirror)
     frames = read_coco_frames(args.data)  # checked before the backgrounds are looked up

@@ -60,6 +60,7 @@ def detect_config(settings: Settings) -> DetectConfig:
         split_touching=settings.scene_split_touching,
         require_core=settings.scene_require_core,
         part_boards=settings.scene_part_boards,
+        min_solidity=settings.scene_min_solidity,
     )
 
 

@@ -149,6 +149,9 @@ class SceneModelDescription(BaseModel):
     part_boards: bool = Field(
         description="a region of direction boards stacked flush is parted at its seams"
     )
+    min_solidity: float = Field(
+        description="a region whose mask fills less of its convex hull is dropped"
+    )
     mirror: bool = Field(
         description="each frame is also run mirrored and the two probabilities averaged"
     )

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         description="part a region of direction boards stacked flush at the seams the frame "
         "shows between them",
     )
+    scene_min_solidity: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="drop a region whose mask fills less than this share of its convex hull "
+        "(signs are convex; 0 keeps every shape)",
+    )
     scene_mirror: bool | None = Field(
         None,
         description="also run each frame mirrored and average: fewer false signs for twice "

@@ -133,6 +133,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "between them (default: on)",
     )
     parser.add_argument(
+        "--min-solidity",
+        type=float,
+        default=0.75,
+        help="drop a region whose mask fills less than this share of its convex hull: signs "
+        "are convex, many false regions ragged (0: keep every shape; default 0.75)",
+    )
+    parser.add_argument(
         "--mirror",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -177,6 +184,7 @@ def _load_detector(args: argparse.Namespace):
             split_touching=args.split_touching,
             require_core=args.require_core,
             part_boards=args.part_boards,
+            min_solidity=args.min_solidity,
             max_upscale=args.max_upscale,
             margin=args.read_margin,
         )

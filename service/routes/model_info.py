@@ -34,6 +34,7 @@ async def model(pipeline: PipelineDep) -> ModelDescription:
             split_touching=config.split_touching,
             require_core=config.require_core,
             part_boards=config.part_boards,
+            min_solidity=config.min_solidity,
             mirror=segmenter.mirror,
             dtype=segmenter.dtype_name,
         )

@@ -147,6 +147,7 @@ def test_eval_detect_prints_the_scores(
     assert result["config"]["part_boards"] is False
     assert result["config"]["max_upscale"] == 1.5
     assert result["config"]["margin"] == 0.1  # regions are read a little looser than boxed
+    assert result["config"]["min_solidity"] == 0.75  # ragged regions are no sign's face
     assert set(result) >= {
         "precision",
         "recall",

@@ -28,6 +28,7 @@ from model.detect import (
     part_board_post,
     part_by_cores,
     prepare_frame,
+    solidity,
     split_touching,
     stitch,
     tile_origins,
@@ -69,7 +70,14 @@ def test_frames_keep_their_aspect_and_are_padded_to_32(size, config, resized, pa
 
 
 @pytest.mark.parametrize(
-    "fields", [{"max_upscale": 0.5}, {"long_side": 16}, {"tile": 48}, {"threshold": 1.0}]
+    "fields",
+    [
+        {"max_upscale": 0.5},
+        {"long_side": 16},
+        {"tile": 48},
+        {"threshold": 1.0},
+        {"min_solidity": 2},
+    ],
 )
 def test_a_config_out_of_range_is_refused(fields) -> None:
     with pytest.raises(ValueError):
@@ -254,6 +262,46 @@ def test_one_board_a_panel_a_speed_limit_disc_and_texture_stay_whole() -> None:
     noise = np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)
     region = Instance((0, 0, 160, 90), np.ones((90, 160), bool), 0.9)
     assert part_board_post(noise, region) == [region]
+
+
+def shape_masks() -> dict[str, np.ndarray]:
+    """Sign faces (convex), a sign with a bite taken out of it, and two ragged regions."""
+    canvas = lambda: np.zeros((80, 80), np.uint8)  # noqa: E731
+    disc, triangle, octagon, bitten, cross, ring = (canvas() for _ in range(6))
+    cv2.circle(disc, (40, 40), 30, 1, -1)
+    cv2.fillConvexPoly(triangle, np.array([[40, 8], [75, 70], [5, 70]]), 1)
+    angles = np.pi / 8 + np.arange(8) * np.pi / 4
+    corners = np.stack([40 + 32 * np.cos(angles), 40 + 32 * np.sin(angles)], 1)
+    cv2.fillConvexPoly(octagon, corners.round().astype(np.int32), 1)
+    cv2.circle(bitten, (40, 40), 30, 1, -1)
+    bitten[50:, 50:] = 0  # a corner hidden behind a branch
+    cross[30:50, 5:75] = cross[5:75, 30:50] = 1  # lane arrows, façade joints
+    cv2.circle(ring, (40, 40), 30, 1, 6)  # a wheel, a round window's frame
+    masks = dict(disc=disc, triangle=triangle, octagon=octagon, board=np.ones((30, 90), np.uint8))
+    masks.update(bitten=bitten, cross=cross, ring=ring)
+    return {name: mask > 0 for name, mask in masks.items()}
+
+
+def test_solidity_is_high_for_sign_faces_and_low_for_ragged_regions() -> None:
+    values = {name: solidity(mask) for name, mask in shape_masks().items()}
+    for face in ("disc", "triangle", "octagon", "board"):
+        assert values[face] > 0.97, values
+    assert values["bitten"] > DetectConfig.min_solidity, values  # a partly hidden sign stays
+    assert values["cross"] < 0.7 and values["ring"] < 0.5, values
+    assert solidity(np.zeros((5, 5), bool)) == 0.0
+    assert solidity(np.ones((1, 1), bool)) == 1.0
+
+
+def test_find_instances_drops_ragged_regions_unless_told_to_keep_every_shape() -> None:
+    masks = shape_masks()
+    maps = np.zeros((1, 100, 200), np.float32)
+    maps[0, 10:90, 10:90] = masks["disc"]
+    maps[0, 10:90, 110:190] = masks["cross"]
+    config = DetectConfig(long_side=200, max_upscale=1)  # the map is the frame's own size
+    geometry = frame_geometry(100, 200, config)
+    assert [i.box for i in find_instances(maps, geometry, config)] == [(20, 20, 81, 81)]
+    keep_all = DetectConfig(long_side=200, max_upscale=1, min_solidity=0)
+    assert len(find_instances(maps, geometry, keep_all)) == 2
 
 
 # --- crops ---------------------------------------------------------------------------------

@@ -130,6 +130,7 @@ def test_the_model_description_names_the_scene_model(scene_client) -> None:
     assert scene["file"] == "whole.pt" and scene["long_side"] == 64 and scene["tile"] == 0
     assert scene["max_upscale"] == 1.5  # a frame under 64 px is enlarged, by 1.5 at most
     assert scene["read_margin"] == 0.1
+    assert scene["min_solidity"] == 0.75  # ragged regions are dropped
     assert scene["mirror"] is False  # off on a CPU unless asked for
     # bfloat16 on a CPU by default only where it has AMX (SCENE_BF16=false: float32 anywhere)
     assert scene["dtype"] == ("bfloat16" if cpu_has_amx() else "float32")
