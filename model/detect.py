@@ -368,8 +368,8 @@ def find_instances(
 
 
 def solidity(mask: np.ndarray) -> float:
-    """The share of its convex hull that a bool mask fills, both counted in pixels (1 for a
-    filled disc, triangle or rectangle; 0 for an empty mask)."""
+    """The share of its convex hull that a bool mask fills, both counted in pixels: about 1
+    for a filled disc, triangle or rectangle, 0.4 for a ring, 0 for an empty mask."""
     padded = np.pad(mask.astype(np.uint8), 1)  # a contour along the mask's own edge
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
