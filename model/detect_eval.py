@@ -12,7 +12,8 @@ longer side, as COCO does).
 Reported: precision, recall and F1 at IoU 0.5, recall per size and for signs of 32 px and
 more, false signs per frame, and the same three for the bar of 32 px and more alone (COCO's
 area-range rule: an unmatched detection whose longer side is under 32 px is left out, as the
-DFG annotation holds no sign under 30 px to match it), mask IoU of the matched signs
+DFG annotation holds no sign under 30 px to match it) with 95 % bootstrap intervals of its
+recall and false signs per frame, mask IoU of the matched signs
 (against the polygons or RLE of the annotation), and, where the annotation states CTSRD
 classes, the class accuracy of the matched signs.
 """
@@ -48,12 +49,38 @@ BAR = "32 and more"  # the size range of the issue's bar
 MAX_DETECTIONS = 1000  # per frame: more than any detector here finds
 
 
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
 @dataclass
 class _Counts:
-    true: int = 0
-    false: int = 0
-    signs: int = 0
-    found: int = 0
+    """Per frame, in one size bucket: detections matched and false, signs to find, found."""
+
+    true_by_frame: np.ndarray
+    false_by_frame: np.ndarray
+    signs_by_frame: np.ndarray
+    found_by_frame: np.ndarray
+
+    @classmethod
+    def zeros(cls, frames: int) -> _Counts:
+        return cls(*(np.zeros(frames, np.int64) for _ in range(4)))
+
+    @property
+    def true(self) -> int:
+        return int(self.true_by_frame.sum())
+
+    @property
+    def false(self) -> int:
+        return int(self.false_by_frame.sum())
+
+    @property
+    def signs(self) -> int:
+        return int(self.signs_by_frame.sum())
+
+    @property
+    def found(self) -> int:
+        return int(self.found_by_frame.sum())
 
 
 def _longer_side_squared(box: Sequence[float]) -> float:
@@ -122,21 +149,21 @@ def match(
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation.evaluate()
 
-    counts = {name: _Counts() for name in SIZE_BUCKETS}
-    pairs = []
     frame_count = len(frames)
+    counts = {name: _Counts.zeros(frame_count) for name in SIZE_BUCKETS}
+    pairs = []
     for position, name in enumerate(SIZE_BUCKETS):
         for item in evaluation.evalImgs[position * frame_count : (position + 1) * frame_count]:
             if item is None:
                 continue
             matched = item["dtMatches"][0] > 0
             ignored = item["dtIgnore"][0].astype(bool)
-            bucket = counts[name]
-            bucket.true += int((matched & ~ignored).sum())
-            bucket.false += int((~matched & ~ignored).sum())
+            bucket, frame = counts[name], item["image_id"]
+            bucket.true_by_frame[frame] = (matched & ~ignored).sum()
+            bucket.false_by_frame[frame] = (~matched & ~ignored).sum()
             real = ~np.asarray(item["gtIgnore"], bool)
-            bucket.signs += int(real.sum())
-            bucket.found += int(((item["gtMatches"][0] > 0) & real).sum())
+            bucket.signs_by_frame[frame] = real.sum()
+            bucket.found_by_frame[frame] = ((item["gtMatches"][0] > 0) & real).sum()
             if name == "all":
                 for detection_id, truth_id, skip in zip(
                     item["dtIds"], item["dtMatches"][0], ignored, strict=True
@@ -222,6 +249,29 @@ def _bar(counts: _Counts, frames: int) -> dict:
         "precision": _round(counts.true / looked if looked else None),
         "recall": _round(counts.found / counts.signs if counts.signs else None),
         "false_signs_per_frame": _round(counts.false / frames if frames else None),
+        **bootstrap_intervals(counts),
+    }
+
+
+def bootstrap_intervals(counts: _Counts, level: float = 0.95) -> dict:
+    """`level` intervals of recall and false signs per frame: the frames drawn again with
+    replacement (a percentile bootstrap over frames, not signs, since the signs of one frame
+    are found or missed together), so that a set of 10 frames says how little it can tell."""
+    frames = len(counts.signs_by_frame)
+    if frames == 0:
+        return {"recall_interval": None, "false_signs_per_frame_interval": None}
+    draws = np.random.default_rng(BOOTSTRAP_SEED).integers(0, frames, (BOOTSTRAP_RESAMPLES, frames))
+    signs = counts.signs_by_frame[draws].sum(axis=1)
+    recalls = counts.found_by_frame[draws].sum(axis=1)[signs > 0] / signs[signs > 0]
+    false_per_frame = counts.false_by_frame[draws].mean(axis=1)
+    tails = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+
+    def interval(values: np.ndarray) -> list[float] | None:
+        return [_round(v) for v in np.percentile(values, tails)] if len(values) else None
+
+    return {
+        "recall_interval": interval(recalls),
+        "false_signs_per_frame_interval": interval(false_per_frame),
     }
 
 

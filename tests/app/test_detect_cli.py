@@ -158,7 +158,13 @@ def test_eval_detect_prints_the_scores(
         "frames_per_s",
         "at_32_px_and_more",
     }
-    assert set(result["at_32_px_and_more"]) == {"precision", "recall", "false_signs_per_frame"}
+    assert set(result["at_32_px_and_more"]) == {
+        "precision",
+        "recall",
+        "false_signs_per_frame",
+        "recall_interval",
+        "false_signs_per_frame_interval",
+    }
     assert set(result["recall_by_size"]) == {
         "small (<32)",
         "medium (32-96)",

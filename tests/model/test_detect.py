@@ -559,11 +559,14 @@ def test_matching_counts_hits_misses_and_false_signs_and_ignores_ignored_signs()
     assert sizes["medium (32-96)"] == {"recall": 0.0, "signs": 1}
     assert sizes["large (>96)"] == {"recall": 1.0, "signs": 1}
     assert sizes["32 and more"] == {"recall": 0.5, "signs": 2}
-    # The bar's range leaves out the 10-px false sign and the small sign's hit.
+    # The bar's range leaves out the 10-px false sign and the small sign's hit. Drawn again,
+    # the two frames give recall 0 (a, a), 1/2 or 1 (b, b).
     assert result["at_32_px_and_more"] == {
         "precision": 1.0,
         "recall": 0.5,
         "false_signs_per_frame": 0.0,
+        "recall_interval": [0.0, 1.0],
+        "false_signs_per_frame_interval": [0.0, 0.0],
     }
     # Mask IoU of the matched: 361/439 (small, shifted by one) and 0.9 (large).
     assert result["mask_iou"] == pytest.approx((361 / 439 + 0.9) / 2, abs=1e-3)
@@ -579,7 +582,37 @@ def test_the_bar_counts_false_signs_of_32_px_and_more_only() -> None:
         "precision": 0.5,
         "recall": 1.0,
         "false_signs_per_frame": 1.0,
+        "recall_interval": [1.0, 1.0],  # one frame: nothing to draw but itself
+        "false_signs_per_frame_interval": [1.0, 1.0],
     }
+
+
+def test_the_bar_s_intervals_narrow_as_frames_add_up() -> None:
+    def bar(frame_count: int) -> dict:
+        """Frames of one sign each, found in 3 of every 10; a false sign in every other."""
+        frames = [
+            FrameRecord(Path(f"{k}.jpg"), 200, 100, (sign((0, 0, 40, 40)),))
+            for k in range(frame_count)
+        ]
+        detections = [
+            [found((0, 0, 40, 40))] * (k % 10 < 3) + [found((100, 0, 140, 40))] * (k % 2)
+            for k in range(frame_count)
+        ]
+        return report(frames, detections)["at_32_px_and_more"]
+
+    few, many = bar(10), bar(200)
+    assert few["recall"] == many["recall"] == 0.3
+    assert few["false_signs_per_frame"] == many["false_signs_per_frame"] == 0.5
+    for result in (few, many):
+        low, high = result["recall_interval"]
+        assert low < 0.3 < high
+        low, high = result["false_signs_per_frame_interval"]
+        assert low < 0.5 < high
+    width = lambda interval: interval[1] - interval[0]  # noqa: E731
+    # A binomial's 95 % interval: about +-0.28 for 10 frames, +-0.06 for 200.
+    assert 0.4 < width(few["recall_interval"]) < 0.7
+    assert 0.08 < width(many["recall_interval"]) < 0.16
+    assert bar(10) == few  # seeded: the same frames, the same intervals
 
 
 def test_a_detection_under_iou_half_is_a_miss_and_a_false_sign() -> None:
