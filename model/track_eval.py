@@ -36,7 +36,6 @@ from model.detect import Detection
 from model.track import Tracker, iou_matrix
 
 IOU = 0.5
-MOSTLY = 0.8  # a true track matched in this share of its frames or more is "mostly tracked"
 METRICS = (
     "mota",
     "idf1",

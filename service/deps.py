@@ -10,10 +10,8 @@ from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader
 from starlette.requests import HTTPConnection
 
-from service.decode import ImageLimits
 from service.engine import Engine
 from service.errors import NotReady, Unauthorized
-from service.limits import PixelBudget
 from service.metrics import ServiceMetrics
 from service.pipeline import Pipeline
 from service.settings import Settings
@@ -42,22 +40,9 @@ def get_pipeline(engine: Annotated[Engine, Depends(get_engine)], connection: HTT
     return pipeline
 
 
-def get_pixel_budget(connection: HTTPConnection) -> PixelBudget:
-    return connection.app.state.pixel_budget
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
-PixelBudgetDep = Annotated[PixelBudget, Depends(get_pixel_budget)]
-
-
-def get_image_limits(settings: SettingsDep) -> ImageLimits:
-    return ImageLimits(max_pixels=settings.max_pixels, min_side=settings.min_image_side)
-
-
-ImageLimitsDep = Annotated[ImageLimits, Depends(get_image_limits)]
 
 
 def api_key_matches(provided: str | None, settings: Settings) -> bool:

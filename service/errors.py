@@ -65,10 +65,6 @@ class InvalidVideo(ServiceError):
     status_code, code = 422, "invalid_video"
 
 
-class TooManyFiles(ServiceError):
-    status_code, code = 422, "too_many_files"
-
-
 class Unauthorized(ServiceError):
     status_code, code = 401, "unauthorized"
 
