@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from data.classes import sign_classes
+from data.frames import mask_box
 from data.synth_signs import TEMPLATE_SIZE, SignTemplate, sign_template
 
 MIN_COVERAGE, MAX_COVERAGE = 0.42, 0.82  # sign box area / image area, before occlusion
@@ -70,12 +71,6 @@ def generate_synthetic(
 def sample_rng(seed: int, class_id: int, index: int) -> np.random.Generator:
     """The generator for one image: independent of every other image's draws."""
     return np.random.default_rng([seed, class_id, index])
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """Tight box (x1, y1, x2, y2) of a non-empty mask, right and bottom edges exclusive."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def render_sample(class_id: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from data.classes import sign_classes
-from data.synth import generate_synthetic, mask_box, render_sample, sample_rng
+from data.frames import mask_box
+from data.synth import generate_synthetic, render_sample, sample_rng
 from data.synth_signs import sign_template
 
 PER_CLASS = 2
