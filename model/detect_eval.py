@@ -47,9 +47,7 @@ SIZE_BUCKETS = {
 }
 BAR = "32 and more"  # the size range of the issue's bar
 MAX_DETECTIONS = 1000  # per frame: more than any detector here finds
-
-
-BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_RESAMPLES = 2000  # draws of the frames behind the bar's intervals (seeded: repeatable)
 BOOTSTRAP_SEED = 0
 
 
@@ -249,11 +247,11 @@ def _bar(counts: _Counts, frames: int) -> dict:
         "precision": _round(counts.true / looked if looked else None),
         "recall": _round(counts.found / counts.signs if counts.signs else None),
         "false_signs_per_frame": _round(counts.false / frames if frames else None),
-        **bootstrap_intervals(counts),
+        **_bootstrap_intervals(counts),
     }
 
 
-def bootstrap_intervals(counts: _Counts, level: float = 0.95) -> dict:
+def _bootstrap_intervals(counts: _Counts, level: float = 0.95) -> dict:
     """`level` intervals of recall and false signs per frame: the frames drawn again with
     replacement (a percentile bootstrap over frames, not signs, since the signs of one frame
     are found or missed together), so that a set of 10 frames says how little it can tell."""
