@@ -340,7 +340,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
 
 
 def make_optimizer(phase: Phase, args: argparse.Namespace, steps_per_epoch: int, epochs: int):
-    parameters = [p for p in phase.parameters() if p.requires_grad]
+    # Every parameter the phase trains, frozen or not yet: the optimizer is made before
+    # `enter_phase` unfreezes them (a phase after the aux warm-up starts from a frozen net).
+    parameters = list(phase.parameters())
     if args.optimizer == "adamw":
         optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
     else:

@@ -143,6 +143,13 @@ def test_fine_tune_from_a_model_file_warms_its_aux_heads_up_first(
     main(_args(tiny_synthetic, tuned, *simultaneous, *init, "--resume"))
     with open(tuned / "history.csv") as handle:
         assert [row["phase"] for row in csv.DictReader(handle)] == ["aux-heads", "modules"]
+    # In one run, the modules' phase follows the warm-up's frozen network and still trains
+    # every stage and the classification head (its optimizer owns them).
+    main(_args(tiny_synthetic, tmp_path / "once", *simultaneous, *init))
+    once = load_file(tmp_path / "once" / "model.pt")["model"]
+    for prefix in ("stages.0.", "stages.3.", "cls_head."):
+        weights = [n for n in start if n.startswith(prefix) and n.endswith(".weight")]
+        assert weights and all(not torch.equal(once[n], start[n]) for n in weights), prefix
 
 
 def test_sgd_fine_tunes_a_greedy_model_with_its_head_and_greedy_refuses_an_sgd_one(
