@@ -41,7 +41,7 @@ from model.checkpoint import ModelFileError, ModelInfo, load_model
 from model.device import cpu_has_amx, resolve_device
 from model.inference import NO_SIGN, Prediction, Predictor, mask_to_rle
 from model.network import SignNet
-from model.reading import grown
+from model.reading import cut, grown
 
 SCENE_TASK = "scenes"
 SHIPPED_SCENE_MODEL = Path(__file__).resolve().parent / "shipped" / "greedysign-scenes-resnet18.pt"
@@ -71,8 +71,9 @@ class DetectConfig:
     eightfold is a sign larger than any it saw (BENCHMARKS.md section 6, "Small frames
     enlarged"). `tile`: 0 runs the whole resized frame at once; else it runs in tile x tile
     pieces (a multiple of 32) that overlap by `overlap` pixels, their probabilities merged by
-    maximum (bounds the memory of a large `long_side`; the answers are those of the whole
-    frame up to the tiles' edges).
+    maximum (bounds the memory of a large `long_side`; the answers are close to the whole
+    frame's, not equal: near a tile's edge the network sees less context, and the tiles
+    start where they spread evenly over the frame, not at multiples of 32).
     `threshold`: a pixel is a sign pixel from this probability on. `min_area`: components
     smaller than this many pixels at the working size are noise. `margin`: the crop read by
     the classifier extends the box by this share of its width (height) on each side; 0.1
@@ -84,18 +85,18 @@ class DetectConfig:
     one that does not, at the necks of its distance transform (`split_touching`). With the
     true masks as the model's output, recall at 1024 px is 0.68 unparted, 0.90 parted at
     necks (bench/detect_oracle.py). `require_core`: with a model that draws cores, a region
-    without one (MIN_CORE_AREA working pixels) is dropped: on the generated validation scenes
-    that removed about a tenth of the false signs and no found sign of 32 px and more
-    (BENCHMARKS.md section 6). `part_boards`: a region of direction boards stacked flush on
-    one post (one component, its cores merged too) is parted at the seams the frame shows
-    between them (`part_board_post`). `min_solidity`: a region whose mask fills less than this
-    share of its convex hull is dropped (`solidity`; 0 keeps every shape). A sign's face is
-    convex (disc, triangle, octagon, diamond, board) and stays so in perspective, while false
-    regions on façades, lane markings and foliage are often ragged: at 0.75, over eight
-    validation sets, the false signs of 32 px and more went from 236 to 212 and the signs
-    found from 1567 to 1566 (BENCHMARKS.md section 6, "Ragged regions dropped"). `max_signs`:
-    at most this many instances per frame, the best scores (a frame is read in one batch of
-    crops).
+    with fewer than MIN_CORE_AREA core pixels in all (at the working size) is dropped: on the
+    generated validation scenes that removed about a tenth of the false signs and no found
+    sign of 32 px and more (BENCHMARKS.md section 6). `part_boards`: a region of direction
+    boards stacked flush on one post (one component, its cores merged too) is parted at the
+    seams the frame shows between them (`part_board_post`). `min_solidity`: a region whose
+    mask fills less than this share of its convex hull is dropped (`solidity`; 0 keeps every
+    shape). A sign's face is convex (disc, triangle, octagon, diamond, board) and stays so in
+    perspective, while false regions on façades, lane markings and foliage are often ragged:
+    at 0.75, over eight validation sets, the false signs of 32 px and more went from 236 to
+    212 and the signs found from 1567 to 1566 (BENCHMARKS.md section 6, "Ragged regions
+    dropped"). `max_signs`: at most this many instances per frame, the best scores (a frame is
+    read in one batch of crops).
     """
 
     long_side: int = 1024
@@ -253,13 +254,12 @@ class SceneSegmenter:
         cls,
         path: Path | str,
         device: str | torch.device = "auto",
-        fp16: bool | None = None,
         mirror: bool | None = None,
         bf16: bool | None = None,
     ) -> SceneSegmenter:
         """A scene model file (task "scenes"); a crop model is refused with the reason.
-        `fp16` and `mirror`: None turns them on with CUDA. `bf16`: bfloat16 on a CPU; None turns
-        it on where the CPU has AMX."""
+        CUDA runs it in float16. `mirror`: None turns it on with CUDA. `bf16`: bfloat16 on a
+        CPU; None turns it on where the CPU has AMX."""
         device = resolve_device(device)
         on_cuda = device.type == "cuda"
         model, info = load_model(path, device)
@@ -270,7 +270,7 @@ class SceneSegmenter:
             )
         if on_cuda:
             torch.backends.cudnn.benchmark = True
-            dtype = torch.float16 if fp16 is None or fp16 else None
+            dtype = torch.float16
         else:
             dtype = torch.bfloat16 if (cpu_has_amx() if bf16 is None else bf16) else None
         # Channels-last on every device: on 2 CPU cores oneDNN runs the whole-frame pass
@@ -620,8 +620,7 @@ def crop_inputs(
     height, width = rgb.shape[:2]
     inputs = []
     for instance in instances:
-        x1, y1, x2, y2 = grown(instance.box, height, width, margin)
-        crop = np.ascontiguousarray(rgb[y1:y2, x1:x2])
+        crop = cut(rgb, grown(instance.box, height, width, margin))
         inputs.append((preprocess(crop), crop.shape[:2]))
     return inputs
 

@@ -10,11 +10,11 @@ its own size filter buckets them (an unmatched detection falls into the bucket o
 longer side, as COCO does).
 
 Reported: precision, recall and F1 at IoU 0.5, recall per size and for signs of 32 px and
-more, false signs per frame, and the same three for the bar of 32 px and more alone (COCO's
-area-range rule: an unmatched detection whose longer side is under 32 px is left out, as the
-DFG annotation holds no sign under 30 px to match it) with 95 % bootstrap intervals of its
-recall and false signs per frame, mask IoU of the matched signs
-(against the polygons or RLE of the annotation), and, where the annotation states CTSRD
+more, false signs per frame, and precision, recall and false signs per frame for the bar of
+32 px and more alone (COCO's area-range rule: an unmatched detection whose longer side is
+under 32 px is left out, as the DFG annotation holds no sign under 30 px to match it) with
+95 % bootstrap intervals of its recall and false signs per frame, mask IoU of the matched
+signs (against the polygons or RLE of the annotation), and, where the annotation states CTSRD
 classes, the class accuracy of the matched signs.
 """
 
@@ -217,36 +217,36 @@ def report(
         "ignored": sum(sign.ignore for frame in frames for sign in frame.instances),
         "detections": sum(len(found) for found in detections),
         "iou": IOU,
-        "precision": _round(precision),
-        "recall": _round(recall),
-        "f1": _round(f1),
+        "precision": rounded(precision),
+        "recall": rounded(recall),
+        "f1": rounded(f1),
         "true_positives": every.true,
         "false_positives": every.false,
         "false_negatives": every.signs - every.found,
-        "false_signs_per_frame": _round(every.false / len(frames) if frames else None),
+        "false_signs_per_frame": rounded(every.false / len(frames) if frames else None),
         "at_32_px_and_more": _bar(counts[BAR], len(frames)),
         "recall_by_size": {
-            name: {"recall": _round(c.found / c.signs if c.signs else None), "signs": c.signs}
+            name: {"recall": rounded(c.found / c.signs if c.signs else None), "signs": c.signs}
             for name, c in counts.items()
             if name != "all"
         },
-        "mask_iou": _round(float(np.mean(ious)) if ious else None),
+        "mask_iou": rounded(float(np.mean(ious)) if ious else None),
         "mask_iou_signs": len(ious),
-        "class_accuracy": _round(correct / classed if classed else None),
+        "class_accuracy": rounded(correct / classed if classed else None),
         "class_accuracy_signs": classed,
     }
     if seconds is not None:
         out["seconds"] = round(seconds, 2)
-        out["frames_per_s"] = _round(len(frames) / seconds if seconds > 0 else None)
+        out["frames_per_s"] = rounded(len(frames) / seconds if seconds > 0 else None)
     return out
 
 
 def _bar(counts: _Counts, frames: int) -> dict:
     looked = counts.true + counts.false
     return {
-        "precision": _round(counts.true / looked if looked else None),
-        "recall": _round(counts.found / counts.signs if counts.signs else None),
-        "false_signs_per_frame": _round(counts.false / frames if frames else None),
+        "precision": rounded(counts.true / looked if looked else None),
+        "recall": rounded(counts.found / counts.signs if counts.signs else None),
+        "false_signs_per_frame": rounded(counts.false / frames if frames else None),
         **_bootstrap_intervals(counts),
     }
 
@@ -265,7 +265,7 @@ def _bootstrap_intervals(counts: _Counts, level: float = 0.95) -> dict:
     tails = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
 
     def interval(values: np.ndarray) -> list[float] | None:
-        return [_round(v) for v in np.percentile(values, tails)] if len(values) else None
+        return [rounded(v) for v in np.percentile(values, tails)] if len(values) else None
 
     return {
         "recall_interval": interval(recalls),
@@ -290,5 +290,7 @@ def evaluate_folder(
     return report(frames, detections, seconds)
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 4)
+def rounded(value: float | None) -> float | None:
+    """A score as the reports print it: 4 decimals; None for none, and for NaN or an infinity
+    (which JSON cannot hold)."""
+    return None if value is None or not np.isfinite(value) else round(float(value), 4)

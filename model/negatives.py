@@ -4,10 +4,11 @@ In scene mode every region the scene model marks is cut from the frame and read 
 model, which drops the regions it reads as "no sign". A sign model that learned "no sign" from
 TT100K's 600 background patches alone reads car tail lights, traffic lights and red shirts as
 "unknown sign" and keeps them (on the DFG frames: 10 false signs per frame). Here the scene
-model is run over frames known to hold no sign, and every region it marks is cut out the way
-detection cuts it and written as a "no sign" crop, in the crops layout that data/tt100k.py
-reads (`OUT/negative/<frame>_<n>.png` beside `OUT/classes.csv`): train the sign model with
-`--data OUT` added, and scene mode learns to refuse what it used to keep.
+model is run over frames known to hold no sign, and every region it marks (among a frame's
+MAX_REGIONS_PER_FRAME best-scoring ones) is cut out the way detection cuts it and written as
+a "no sign" crop, in the crops layout that data/tt100k.py reads (`OUT/negative/<frame>_<n>.png`
+beside `OUT/classes.csv`): train the sign model with `--data OUT` added, and scene mode learns
+to refuse what it used to keep.
 
 Frames come from a video past its first seconds (the dashcam clip shows warning signs only
 in its first 5 s), optionally every `step`-th frame, or from a COCO frames folder that marks
@@ -33,9 +34,9 @@ import numpy as np
 
 from data.frames import read_coco_frames
 from data.images import read_rgb
-from data.records import Box
+from data.records import Box, box_overlap
 from model.detect import Detector
-from model.reading import grown
+from model.reading import cut, grown
 
 # (frame number, RGB, boxes of the signs in it): a region that overlaps a sign is no negative.
 Frames = Iterator[tuple[int, np.ndarray, list[Box]]]
@@ -48,6 +49,7 @@ CLASS_CODE = "ctsrd-{}"  # a marked sign whose annotation gives CTSRD class {}
 # shipped reader learned these three; they stay, so that its recipe still gives its data).
 SIGN_MARGINS = (0.05, 0.15, 0.3)
 MIN_SIGN_SIDE = 12  # px, the longer box side: smaller marked signs are too blurred to teach
+MAX_REGIONS_PER_FRAME = 20  # the best-scoring regions of a frame that `mine` considers
 
 
 def video_frames(path: Path, skip_seconds: float, step: int) -> Frames:
@@ -70,21 +72,21 @@ def annotated_frames(root: Path, step: int) -> Frames:
             yield number, read_rgb(frame.image_path), [sign.box for sign in frame.instances]
 
 
-def mine(detector: Detector, frames: Frames, out: Path, max_per_frame: int = 20) -> tuple[int, int]:
-    """Write every region marked away from the frames' signs as a "no sign" crop; (frames,
-    crops)."""
+def mine(detector: Detector, frames: Frames, out: Path) -> tuple[int, int]:
+    """Of each frame's MAX_REGIONS_PER_FRAME best-scoring marked regions, write those that
+    overlap none of its signs as "no sign" crops; (frames, crops)."""
     folder = out / NEGATIVE_CODE
     folder.mkdir(parents=True, exist_ok=True)
     seen = written = 0
     for number, rgb, signs in frames:
         seen += 1
         height, width = rgb.shape[:2]
-        instances = sorted(detector.instances(rgb), key=lambda i: -i.score)[:max_per_frame]
+        instances = sorted(detector.instances(rgb), key=lambda i: -i.score)[:MAX_REGIONS_PER_FRAME]
         for index, instance in enumerate(instances):
-            if any(_overlap(instance.box, sign) for sign in signs):
+            if any(box_overlap(instance.box, sign) > 0 for sign in signs):
                 continue
-            x1, y1, x2, y2 = grown(instance.box, height, width, detector.config.margin)
-            crop = cv2.cvtColor(rgb[y1:y2, x1:x2], cv2.COLOR_RGB2BGR)
+            window = grown(instance.box, height, width, detector.config.margin)
+            crop = cv2.cvtColor(cut(rgb, window), cv2.COLOR_RGB2BGR)
             cv2.imwrite(str(folder / f"{number:06d}_{index}.png"), crop)
             written += 1
     write_class_table(out)
@@ -110,8 +112,8 @@ def write_marked_signs(root: Path, out: Path, margins: tuple[float, ...] = SIGN_
             folder = out / code
             folder.mkdir(parents=True, exist_ok=True)
             for step, margin in enumerate(margins):
-                gx1, gy1, gx2, gy2 = grown(sign.box, frame.height, frame.width, margin)
-                crop = cv2.cvtColor(rgb[gy1:gy2, gx1:gx2], cv2.COLOR_RGB2BGR)
+                window = grown(sign.box, frame.height, frame.width, margin)
+                crop = cv2.cvtColor(cut(rgb, window), cv2.COLOR_RGB2BGR)
                 cv2.imwrite(str(folder / f"{number:06d}_{index}_{step}.png"), crop)
                 written += 1
     write_class_table(out)
@@ -137,7 +139,3 @@ def write_class_table(out: Path) -> None:
 def _frame_number(image_path: Path, place: int) -> int:
     """The image's file name when it is a number (DFG's are), else its place in the folder."""
     return int(image_path.stem) if image_path.stem.isdigit() else place
-
-
-def _overlap(a: Box, b: Box) -> bool:
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])

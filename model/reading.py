@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from data.records import Box
+
 if TYPE_CHECKING:
     from model.inference import Prediction
 
 READ_MARGIN = 0.15
-
-Box = tuple[int, int, int, int]
 
 
 def grown(box: Box, height: int, width: int, margin: float = READ_MARGIN) -> Box:

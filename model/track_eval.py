@@ -11,7 +11,7 @@ counted sign but lies on an ignored one (half of its area or more) is left out, 
 COCO treats crowd regions and MOT17 its distractors.
 
 Reported per set (all videos pooled): MOTA, IDF1, identity switches, fragmentations, true
-tracks mostly tracked (80 % of their frames or more) and mostly lost (20 % or less),
+tracks mostly tracked (80 % of their frames or more) and mostly lost (under 20 %),
 precision and recall of the frames' signs, false tracks (tracker tracks that never match a
 sign) per video, and the class shown for the matched signs: the detection's own reading, and
 the track's vote as it stood in that frame (what the CLI and the service answer), each
@@ -33,6 +33,7 @@ from data.frames import FrameRecord, read_coco_frames
 from data.images import read_rgb
 from data.records import DataError, box_area, box_overlap
 from model.detect import Detection
+from model.detect_eval import rounded
 from model.track import Tracker, iou_matrix
 
 IOU = 0.5
@@ -166,17 +167,17 @@ def score(
         "signs": int(overall["num_objects"]),
         "true_tracks": int(overall["num_unique_objects"]),
         "iou": IOU,
-        "mota": _round(overall["mota"]),
-        "idf1": _round(overall["idf1"]),
+        "mota": rounded(overall["mota"]),
+        "idf1": rounded(overall["idf1"]),
         "id_switches": int(overall["num_switches"]),
         "fragmentations": int(overall["num_fragmentations"]),
         "mostly_tracked": int(overall["mostly_tracked"]),
         "mostly_lost": int(overall["mostly_lost"]),
-        "precision": _round(overall["precision"]),
-        "recall": _round(overall["recall"]),
+        "precision": rounded(overall["precision"]),
+        "recall": rounded(overall["recall"]),
         "false_positives": int(overall["num_false_positives"]),
         "misses": int(overall["num_misses"]),
-        "false_tracks_per_video": _round(false_tracks / len(videos) if videos else None),
+        "false_tracks_per_video": rounded(false_tracks / len(videos) if videos else None),
         "class_accuracy": _accuracy(*labels.pop("")),
         "class_accuracy_by_source": {
             family: _accuracy(*counts) for family, counts in sorted(labels.items())
@@ -205,7 +206,7 @@ def evaluate_tracking_folder(
         shown.append(answers)
     result = score(videos, shown)
     result["seconds"] = round(seconds, 2)
-    result["frames_per_s"] = _round(result["frames"] / seconds if seconds > 0 else None)
+    result["frames_per_s"] = rounded(result["frames"] / seconds if seconds > 0 else None)
     return result
 
 
@@ -217,11 +218,7 @@ def _on_ignored(box: Sequence[int], ignored: Sequence) -> bool:
 
 def _accuracy(detection_right: int, track_right: int, signs: int) -> dict:
     return {
-        "detection": _round(detection_right / signs if signs else None),
-        "track": _round(track_right / signs if signs else None),
+        "detection": rounded(detection_right / signs if signs else None),
+        "track": rounded(track_right / signs if signs else None),
         "signs": signs,
     }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None or not np.isfinite(value) else round(float(value), 4)

@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from app.commands.arguments import positive_int
 from data.records import DataError
 
 KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
@@ -75,14 +76,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="crops of what the scene model marks away from signs, as 'no sign'",
         description="Runs the scene model over a video's frames past --skip-seconds (frames "
         "with no sign), or over a COCO frames folder that marks every sign (regions that "
-        "overlap no marked sign), and writes every such marked region, cut as detection cuts "
-        "it, as a 'no sign' crop in the crops layout (OUT/negative/, OUT/classes.csv): add OUT "
-        "to the sign model's --train-data.",
+        "overlap no marked sign), and writes every such region among the 20 best-scoring of "
+        "its frame, cut as detection cuts it, as a 'no sign' crop in the crops layout "
+        "(OUT/negative/, OUT/classes.csv): add OUT to the sign model's --train-data.",
     )
     negatives.add_argument("source", type=Path, help="a video, or a COCO frames folder")
     negatives.add_argument("--out", type=Path, required=True)
     negatives.add_argument("--skip-seconds", type=float, default=6.0, help="of a video")
-    negatives.add_argument("--step", type=int, default=1, help="every N-th frame")
+    negatives.add_argument(
+        "--step", type=positive_int, default=1, help="every N-th frame (at least 1)"
+    )
     negatives.add_argument(
         "--signs",
         action="store_true",

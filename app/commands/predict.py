@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from app.commands.arguments import positive_int
 from data.records import DataError
 
 
@@ -20,7 +21,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="model file or run folder (default: newest run, else shipped)",
     )
     predict.add_argument(
-        "--top-k", type=_positive_int, default=5, help="how many classes to list (at least 1)"
+        "--top-k", type=positive_int, default=5, help="how many classes to list (at least 1)"
     )
     predict.add_argument(
         "--mask",
@@ -30,16 +31,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--device", default="auto")
     predict.set_defaults(handler=run_predict)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run_predict(args: argparse.Namespace) -> int:

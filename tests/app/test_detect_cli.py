@@ -219,6 +219,17 @@ def test_mine_negatives_refuses_signs_of_a_video(
     assert "COCO frames folder" in capsys.readouterr().err
 
 
+def test_mine_negatives_refuses_a_step_below_one(tmp_path, capsys) -> None:
+    # Step 0 divided by zero and a negative one picked frames by Python's modulo rules.
+    for value in ("0", "-2", "every"):
+        with pytest.raises(SystemExit) as exited:
+            main(
+                ["mine-negatives", str(tmp_path), "--out", str(tmp_path / "crops"), "--step", value]
+            )
+        assert exited.value.code == 2
+        assert "--step" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_eval_detect_reads_the_dfg_frames(
     dfg_frames, empty_scene_model_path, tiny_model_path, capsys

@@ -33,7 +33,7 @@ from model.detect import (
     stitch,
     tile_origins,
 )
-from model.detect_eval import report
+from model.detect_eval import report, rounded
 from model.inference import NO_SIGN, SIGN, UNKNOWN_SIGN, Prediction, Predictor, mask_to_rle
 from model.reading import grown
 
@@ -625,3 +625,8 @@ def test_a_detection_under_iou_half_is_a_miss_and_a_false_sign() -> None:
     )
     empty = report(frames, [[]])
     assert empty["recall"] == 0.0 and empty["precision"] is None and empty["detections"] == 0
+
+
+def test_scores_are_rounded_and_what_json_cannot_hold_is_none() -> None:
+    assert rounded(0.123456) == 0.1235 and rounded(np.float32(1)) == 1.0
+    assert rounded(None) is None and rounded(float("nan")) is None and rounded(np.inf) is None
