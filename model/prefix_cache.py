@@ -146,16 +146,17 @@ class PrefixCache:
 
 
 def bytes_per_image(model: SignNet, image_size: int) -> int:
-    """Host memory one stored image takes per epoch at its heaviest: image, mask and the
-    largest T_{k-1} (module 2 and up), float16."""
+    """Host memory one stored image takes per epoch at its heaviest: image, masks (one per map
+    the segmentation head draws) and the largest T_{k-1} (module 2 and up), float16."""
     item = torch.empty((), dtype=STORE_DTYPE).element_size()
     largest = 0
     with torch.no_grad():
-        t = torch.zeros(1, 3, image_size, image_size)
+        t = torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device)
         was_training = model.training
         model.eval()
         for stage in model.stages[:-1]:
             t = stage(t)
             largest = max(largest, t.numel())
         model.train(was_training)
-    return item * (3 * image_size * image_size + image_size * image_size + largest)
+    pixels = image_size * image_size
+    return item * (3 * pixels + model.config.seg_channels * pixels + largest)

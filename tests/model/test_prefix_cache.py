@@ -77,6 +77,12 @@ def test_bytes_per_image_counts_image_mask_and_largest_prefix():
     model = network_for("greedy-dib", NetConfig(image_size=SIZE))
     # The stem's stride-2 output, 64 x 16 x 16 at 32 px, is the largest T_k below the top.
     assert bytes_per_image(model, SIZE) == 2 * (3 * SIZE * SIZE + SIZE * SIZE + 64 * 16 * 16)
+    # A scene model's targets are two maps, sign pixels and cores.
+    scenes = network_for("greedy-dib", NetConfig(image_size=SIZE, seg_channels=2))
+    assert bytes_per_image(scenes, SIZE) == 2 * (3 * SIZE * SIZE + 2 * SIZE * SIZE + 64 * 16 * 16)
+    # It runs where the model lives (train moves it to the GPU first); meta stands in here.
+    on_cpu = bytes_per_image(model, SIZE)
+    assert bytes_per_image(model.to("meta"), SIZE) == on_cpu
 
 
 def test_cached_run_resumes_exactly_and_only_where_it_applies(
