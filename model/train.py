@@ -376,7 +376,8 @@ def train_one_epoch(
     cpu_bf16: bool = False,
 ) -> dict[str, float]:
     """One pass over the training set for `phase`; the mean of each loss term (summed over
-    the phase's local losses), the training accuracy of the classification head, the images
+    the phase's local losses), the training accuracy of the phase's last classifier (None
+    when no image has a class: scene tiles), the images
     per second, and the mean first-layer gradient norm of every stage (NaN where no gradient
     reached it: the frozen and the not-yet-trained modules of greedy training)."""
     enter_phase(model, phase)
@@ -384,7 +385,7 @@ def train_one_epoch(
     sums: dict[str, float] = {}
     grad_sums = [0.0] * len(first_layers)
     grad_counts = [0] * len(first_layers)
-    correct = seen = batches = 0
+    correct = classed = seen = batches = 0
     dtype, layout = training_dtype(device, cpu_bf16), memory_format_for(device, cpu_bf16)
     started = time.perf_counter()
     quiet = not sys.stderr.isatty() or not distributed.is_main()
@@ -416,16 +417,20 @@ def train_one_epoch(
         batches += 1
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value
-        correct += (class_logits.argmax(dim=1) == labels).sum().item()
+        # A scene tile has no class (IGNORE_LABEL): accuracy counts the images that have one.
+        has_class = labels >= 0
+        correct += ((class_logits.argmax(dim=1) == labels) & has_class).sum().item()
+        classed += has_class.sum().item()
         seen += labels.shape[0]
-        progress.set_postfix(loss=f"{sums['total'] / batches:.3f}", acc=f"{correct / seen:.3f}")
+        accuracy = _fmt(correct / classed if classed else None)
+        progress.set_postfix(loss=f"{sums['total'] / batches:.3f}", acc=accuracy)
     # Under torchrun, the figures of all the processes' batches together.
-    *loss_sums, correct, seen, batches = distributed.all_reduce_sum(
-        [*sums.values(), correct, seen, batches]
+    *loss_sums, correct, classed, seen, batches = distributed.all_reduce_sum(
+        [*sums.values(), correct, classed, seen, batches]
     )
     sums = dict(zip(sums, loss_sums, strict=True))
     stats = {f"train_{name}": value / max(1, batches) for name, value in sums.items()}
-    stats["train_accuracy"] = correct / max(1, seen)
+    stats["train_accuracy"] = correct / classed if classed else None
     # The training pass alone (data loading included, evaluation not): what methods' costs
     # are compared by (bench/train_time.py).
     stats["train_pass_seconds"] = time.perf_counter() - started
@@ -567,6 +572,14 @@ def _train(
         start_phase, start_epoch = resumed["phase"], resumed["epoch"]
         history = resumed["history"]
         torch.set_rng_state(resumed["torch_rng"])
+        # The checkpoint counts phases by place: another method, schedule, warm-up or number
+        # of epochs would pick up at the wrong one (checkpoints before the plan was kept: trust).
+        planned = resumed.get("phases", phase_plan(phases))
+        if planned != phase_plan(phases):
+            raise SystemExit(
+                f"{args.out} was trained in phases {_plan_text(planned)}; these arguments make "
+                f"{_plan_text(phase_plan(phases))}: resume with the run's own arguments"
+            )
         if start_phase >= len(phases):
             raise SystemExit(f"{args.out} has finished training: nothing to resume")
         print(f"resuming {args.out} at phase {phases[start_phase].name}, epoch {start_epoch}")
@@ -592,10 +605,11 @@ def _train(
         phase = phases[phase_index]
         optimizer, scheduler = make_optimizer(phase, args, len(train_loader), phase.epochs)
         first_epoch = 0
+        if resumed is not None and phase_index == start_phase and resumed["scaler"]:
+            scaler.load_state_dict(resumed["scaler"])  # its scale carries over phases
         if resumed is not None and phase_index == start_phase and resumed["optimizer"]:
             optimizer.load_state_dict(resumed["optimizer"])
             scheduler.load_state_dict(resumed["scheduler"])
-            scaler.load_state_dict(resumed["scaler"])
             first_epoch = start_epoch
         for epoch in range(first_epoch, phase.epochs):
             epoch_started = time.perf_counter()
@@ -641,7 +655,7 @@ def _train(
             print(
                 f"{label}: loss {stats['train_total']:.3f} (ce {stats['train_ce']:.3f} "
                 f"mask {stats['train_mask']:.3f} reg {stats['train_reg']:.3f}) "
-                f"train acc {stats['train_accuracy']:.3f} | test acc {_fmt(test['accuracy'])} "
+                f"train acc {_fmt(stats['train_accuracy'])} | test acc {_fmt(test['accuracy'])} "
                 f"rejected {_fmt(test['rejection_rate'])} box IoU {_fmt(test['box_iou'])} | "
                 f"{row['seconds']:.1f}s, {stats['train_images_per_s']:.0f} img/s",
                 flush=True,
@@ -658,9 +672,11 @@ def _train(
                         "scaler": scaler.state_dict(),
                         # Where to pick up: the next phase once this one is done.
                         "phase": phase_index + 1 if finished_phase else phase_index,
+                        "phases": phase_plan(phases),
                         "epoch": 0 if finished_phase else epoch + 1,
                         "history": history,
-                        # Dropout draws from it; order and augmentation come from (seed, epoch).
+                        # Dropout on the CPU draws from it (on a GPU from the CUDA generator,
+                        # not kept); order and augmentation come from (seed, epoch).
                         "torch_rng": torch.get_rng_state(),
                         "args": recorded_args(args),
                         "info": {k: v for k, v in info.to_dict().items() if k != "path"},
@@ -808,6 +824,15 @@ def _read_resumable(checkpoint_path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise SystemExit(f"{checkpoint_path} is not a GreedySign training checkpoint")
     return state
+
+
+def phase_plan(phases: list[Phase]) -> list[tuple[str, int]]:
+    """What a checkpoint's phase index counts: each phase's name and epochs, in order."""
+    return [(phase.name, phase.epochs) for phase in phases]
+
+
+def _plan_text(plan: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{name} ({epochs} epochs)" for name, epochs in plan)
 
 
 def _fmt(value: float | None) -> str:

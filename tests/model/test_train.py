@@ -305,6 +305,16 @@ def test_resume_refuses_a_missing_or_finished_run(tiny_synthetic, tmp_path, monk
         main(_args(tiny_synthetic, tmp_path / "done", "--method", "sgd", "--resume"))
 
 
+def test_resume_refuses_arguments_that_plan_other_phases(tiny_synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    out = tmp_path / "run"
+    main(_args(tiny_synthetic, out, "--stop-after", "module1"))
+    # Phase 1 is module2 here but "heads" in a simultaneous run: that run would skip it.
+    with pytest.raises(SystemExit, match=r"module1 \(1 epochs\).*modules \(1 epochs\)"):
+        main(_args(tiny_synthetic, out, "--schedule", "simultaneous", "--resume"))
+    assert load_file(out / "checkpoint.pth")["phase"] == 1  # nothing was overwritten
+
+
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_synthetic, tmp_path, monkeypatch):
     monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
     out = tmp_path / "sgd"
@@ -383,6 +393,8 @@ def test_scene_task_trains_the_segmentation_of_whole_frames(tmp_path, monkeypatc
     out = tmp_path / "scene-run"
     metrics = main(_args(scenes, out, "--task", "scenes", "--method", "sgd"))
     assert metrics["accuracy"] is None  # a tile has no one class
+    with open(out / "history.csv") as handle:
+        assert all(row["train_accuracy"] == "" for row in csv.DictReader(handle))
     assert 0 <= metrics["mask_miou"] <= 1
     model, info = load_model(out / "model.pt")
     assert info.task == "scenes" and info.config.seg_channels == 2  # signs and cores
