@@ -117,7 +117,7 @@ def probe_batch(
         test = [r for r in distinct if r.sha1 in held_out]
         train = [r for r in distinct if r.sha1 not in held_out]
     else:
-        fraction = split.get("test_fraction")  # None: the dataset's own (official) split
+        fraction = split.get("test_fraction")  # None: not recorded, the default 0.2 then
         train, test = [], []
         for index in indexes:
             sides = train_test_split(

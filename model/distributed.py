@@ -22,6 +22,9 @@ What the ranks share and split:
   wrapper sees one forward and one backward per step, as DDP expects, and the step code in
   model/greedy.py runs unchanged. A stage is wrapped unit by unit, because
   `SignNet.forward_stage` calls its units one by one;
+- the information term: each rank computes H_α over its own share of the batch, batch / world
+  representations, and the gradients are averaged; so it is not the one-process term (its
+  ceiling is log2 of the share, not of the batch);
 - BatchNorm: each rank normalises with its own share of the batch (as DDP does by default;
   SyncBatchNorm needs CUDA); DDP hands rank 0's running statistics to the others before each
   forward, and `data_parallel` again at the end of the epoch, so every rank evaluates, and

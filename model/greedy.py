@@ -70,8 +70,9 @@ class LocalLoss:
 
 
 # A step maps a batch (images, masks, labels, mask_known) to its local losses, in order; the
-# last one's class logits are the classification head's. A module's step also takes
-# `prefix=T_{k-1}` when the trainer has it stored (model/prefix_cache.py).
+# last one's class logits are those the trainer scores its training accuracy by (module k's
+# aux classifier in greedy module k's phase, the classification head in SGD's). A module's
+# step also takes `prefix=T_{k-1}` when the trainer has it stored (model/prefix_cache.py).
 Step = Callable[..., Iterator[LocalLoss]]
 
 

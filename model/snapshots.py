@@ -22,6 +22,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from model.checkpoint import load_file, save_atomic
+from model.greedy import AUX_WARMUP_PHASE
 from model.network import NetConfig, SignNet
 from model.splits import resolve_split
 
@@ -38,12 +39,13 @@ def stage_status(phase_name: str, num_stages: int) -> list[str]:
     """Each encoder module's state at the end of an epoch of `phase_name`.
 
     "moduleM" (greedy, M 1-based): modules before M are frozen, M is training, later ones are
-    still at their initialisation. "heads" (greedy decoder phase): all frozen. "sgd": all
-    training. "init" (before any training): all at init.
+    still at their initialisation. "heads" (greedy decoder phase) and "aux-heads" (a fine-tune's
+    warm-up of its aux heads): all frozen. "sgd" and "modules": all training. "init" (before any
+    training): all at init.
     """
     if phase_name == "init":
         return ["init"] * num_stages
-    if phase_name == "heads":
+    if phase_name in ("heads", AUX_WARMUP_PHASE):
         return ["frozen"] * num_stages
     if match := _MODULE_PHASE.fullmatch(phase_name):
         current = int(match.group(1)) - 1

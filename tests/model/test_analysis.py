@@ -222,6 +222,8 @@ def test_layer_analysis_is_invariant_to_the_probe_order(tiny_model, probe):
 def test_stage_status_says_what_an_epoch_means_for_each_module():
     assert stage_status("module2", 4) == ["frozen", "training", "init", "init"]
     assert stage_status("heads", 4) == ["frozen"] * 4
+    assert stage_status("aux-heads", 4) == ["frozen"] * 4  # a fine-tune's warm-up
+    assert stage_status("modules", 4) == ["training"] * 4
     assert stage_status("sgd", 4) == ["training"] * 4
     assert stage_status("init", 4) == ["init"] * 4
 
