@@ -19,7 +19,8 @@ A frames folder holds `annotations.json` and `images/` (the DFG frames, and the 
   "synthetic:12", "tt100k:pl40/1.png", "tsrd:...", "dfg:..."), "" when the annotation has none.
 
 `instance_mask(instance, height, width)` rasterises one instance: a pixel is in a polygon
-when its centre is (the convention of pycocotools), RLE decodes exactly, and an instance
+when its centre is (pycocotools' pixels exactly for an axis-aligned box; along a slanted
+edge its rasteriser differs by a pixel here and there), RLE decodes exactly, and an instance
 without a segmentation gets its box filled. `rle_encode` writes the compressed COCO RLE
 string that pycocotools reads, so exact masks round-trip bit for bit.
 
@@ -181,10 +182,11 @@ def read_coco(
 def split_frames(root: Path | str, out: Path | str, test_share: float) -> tuple[int, int]:
     """Write the COCO set at `root` as two sets, OUT/train and OUT/test (each an
     annotations.json and an `images` link to the source's image folder), the last
-    `test_share` of the frames by file name on the test side. A drive's frames are numbered
-    in order, so a cut by name keeps neighbouring, near-identical frames (the same sign seen
-    twice) on one side, where a random split would put them on both. Entries are copied
-    unchanged. Returns (train frames, test frames)."""
+    `test_share` of the frames, ordered by their path in the set (folder, then file name:
+    "drive-003/000012.jpg"), on the test side. A drive's frames are numbered in order in its
+    own folder, so the cut keeps neighbouring, near-identical frames (the same sign seen
+    twice) on one side, and every drive but the one it falls in, where a random split would
+    put them on both. Entries are copied unchanged. Returns (train frames, test frames)."""
     if not 0 < test_share < 1:
         raise ValueError(f"test_share must be between 0 and 1, not {test_share}")
     frames = read_coco_frames(root)
@@ -192,7 +194,7 @@ def split_frames(root: Path | str, out: Path | str, test_share: float) -> tuple[
         raise ValueError(f"{root}: {len(frames)} frame(s), too few to split")
     annotation_file, image_dir = _locate(Path(root))
     document = _load_json(annotation_file)
-    ordered = sorted(frames, key=lambda frame: frame.image_path.name)
+    ordered = sorted(frames, key=lambda frame: frame.image_path.as_posix())
     test_count = min(len(ordered) - 1, max(1, math.ceil(len(ordered) * test_share)))
     sides = {"train": ordered[: len(ordered) - test_count], "test": ordered[-test_count:]}
     for side, members in sides.items():
@@ -442,7 +444,8 @@ def _box(bbox: Any, width: int, height: int, where: str, path: Path) -> Box:
     if x < -tolerance or y < -tolerance or x + w > width + tolerance or y + h > height + tolerance:
         fault = f"{where}: bbox {bbox} lies outside the {width}x{height} image"
         raise DataError(path, None, fault)
-    x1, y1 = max(0, math.floor(x)), max(0, math.floor(y))
+    # A box that starts within the tolerance past the last pixel is that last pixel.
+    x1, y1 = min(max(0, math.floor(x)), width - 1), min(max(0, math.floor(y)), height - 1)
     x2, y2 = min(width, math.ceil(x + w)), min(height, math.ceil(y + h))
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
 
@@ -466,7 +469,8 @@ def _segmentation(value: Any, width: int, height: int, where: str, path: Path) -
         if not np.isfinite(points).all():
             raise DataError(path, None, f"{name} holds a number that is not finite")
         low, high = points.min(axis=0), points.max(axis=0)
-        if (low < -_EDGE_TOLERANCE).any() or (high > np.array([width, height]) + 1).any():
+        limit = np.array([width, height]) + _EDGE_TOLERANCE
+        if (low < -_EDGE_TOLERANCE).any() or (high > limit).any():
             fault = f"{name} reaches outside the {width}x{height} image"
             raise DataError(path, None, fault)
         polygons.append(points)
@@ -533,7 +537,8 @@ def polygon_mask(polygons: Sequence[np.ndarray], height: int, width: int) -> np.
     (col + 0.5, row + 0.5). A scanline per pixel row: the edges it crosses toggle the
     inside state from the first pixel centre past each crossing onwards. A centre exactly
     on the boundary counts when it lies on the right or bottom edge (as pycocotools does:
-    the square [2.5, 7.5]^2 covers pixels 3..7).
+    the square [2.5, 7.5]^2 covers pixels 3..7). For axis-aligned boxes the pixels are
+    pycocotools' exactly; along slanted edges they may differ by a pixel.
     """
     mask = np.zeros((height, width), bool)
     for polygon in polygons:
@@ -599,7 +604,8 @@ def rle_decode(rle: dict[str, Any]) -> np.ndarray:
 
 
 def _runs(mask: np.ndarray, order: str = "F") -> np.ndarray:
-    """Run lengths of a bool mask flattened column by column, starting with a zero run."""
+    """Run lengths of a bool mask flattened in `order` ("F": column by column, as COCO RLE
+    runs; "C": row by row), starting with a zero run."""
     flat = np.asarray(mask, bool).ravel(order=order)
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     runs = np.diff(np.concatenate([[0], changes, [flat.size]]))

@@ -238,6 +238,13 @@ def test_skip_leaves_out_the_whole_bad_frame_and_reports_it(tmp_path):
         read_coco(root)
 
 
+def test_a_box_past_the_last_pixel_is_clamped_into_the_image(tmp_path):
+    # Within the 1 px tolerance past the right and bottom edges: the last column and row.
+    root = _broken(tmp_path, _set("annotations.0.bbox", [64.5, 48.2, 0.4, 0.5]))
+    sign = read_coco_frames(root)[0].instances[0]
+    assert sign.box == (63, 47, 64, 48)
+
+
 def test_check_images_can_be_turned_off(tmp_path):
     root = _broken(tmp_path, _set("images.0.file_name", "gone.jpg"))
     assert len(read_coco_frames(root, check_images=False)) == 2
@@ -294,6 +301,24 @@ def test_split_frames_cuts_by_name_and_keeps_entries(tmp_path):
     assert written["categories"] == document["categories"]
     with pytest.raises(ValueError, match="between 0 and 1"):
         split_frames(source, tmp_path / "again", test_share=1.0)
+
+
+def test_split_frames_keeps_each_drive_on_one_side(tmp_path):
+    # Frame names repeat across drives (drive-NNN/FFFFFF.jpg); a cut by bare name would put
+    # frames of both drives on both sides.
+    source = tmp_path / "drives"
+    images = []
+    for drive in range(2):
+        (source / "images" / f"drive-{drive:03d}").mkdir(parents=True)
+        for frame in range(3):
+            file_name = f"drive-{drive:03d}/{frame:06d}.jpg"
+            Image.new("RGB", (32, 24)).save(source / "images" / file_name)
+            images.append({"id": len(images), "file_name": file_name, "width": 32, "height": 24})
+    _write(source, {"images": images, "annotations": [], "categories": []})
+    assert split_frames(source, tmp_path / "split", test_share=0.5) == (3, 3)
+    for side, drive in (("train", "drive-000"), ("test", "drive-001")):
+        frames = read_coco_frames(tmp_path / "split" / side)
+        assert {frame.image_path.parent.name for frame in frames} == {drive}
 
 
 def _halved(mask: np.ndarray) -> np.ndarray:
