@@ -10,8 +10,10 @@ resolution) as the inverse of the distance does for a car at constant speed. So 
 drift outward from the vanishing point, faster as they near, and leave at the edges. A
 little camera shake moves each frame, and each is JPEG-compressed at the scene's quality.
 
-Each frame's signs come from the canvas masks through the same affine map as its pixels, so
-their boxes, masks and track ids are exact. A sign cut by the frame's edge to less than
+Each frame's signs come from the canvas masks through the same affine map as its pixels. A
+mask is the canvas mask sampled bilinearly and thresholded at one half: close to the pixels
+the sign covers by half or more, not exactly them (they may differ along its edge). Each box
+is its mask's bounds, and track ids are exact. A sign cut by the frame's edge to less than
 `min_visible` of itself, or smaller than the config's `ignore_below`, is marked `ignore`
 (it neither counts nor penalises). It is a flat picture zoomed, not parallax, and the signs
 do not turn toward the camera: what it measures is whether a tracker keeps one id per sign
@@ -32,14 +34,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data.frames import mask_box
 from data.scenes import (
     SceneConfig,
     SceneGenerator,
     SceneSign,
     SceneSources,
     categories,
-    decode_jpeg,
     encode_jpeg,
+    jpeg_round_trip,
     sign_annotation,
     write_annotations,
 )
@@ -124,7 +127,7 @@ class DriveGenerator:
         for k in range(self.drive.frames):
             scale, offset = self._camera(k, vanishing, rng)
             image = _warp(levels, scale, offset, self.config.width, self.config.height)
-            image = decode_jpeg(encode_jpeg(image, scene.jpeg_quality))
+            image = jpeg_round_trip(image, scene.jpeg_quality)
             signs, tracks = [], []
             for number, sign in enumerate(scene.signs):
                 moved = self._sign(sign, scale, offset)
@@ -155,10 +158,9 @@ class DriveGenerator:
             sign.mask.astype(np.float32), local_to_frame, (width, height), flags=cv2.INTER_LINEAR
         )
         mask = covered >= 0.5
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if not len(rows):
+        box = mask_box(mask)
+        if box is None:
             return None
-        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
         inside = min(1.0, float(mask.sum()) / (float(sign.mask.sum()) * scale * scale))
         size = max(box[2] - box[0], box[3] - box[1])
         return SceneSign(

@@ -53,11 +53,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.classes import sign_classes
+from data.classes import UNKNOWN_SIGN, sign_classes, unknown_sign_id
 from data.frames import (
     FrameInstance,
     FrameRecord,
     instance_mask,
+    mask_box,
     read_coco_frames,
     rle_encode_box,
 )
@@ -87,7 +88,6 @@ SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg", "gtsrb")
 # signs are opt-in so that a seed's frames stay those the benchmarks measured.
 DEFAULT_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
 DFG_MIN_SIGN = 24  # px, longer box side: smaller DFG signs are too coarse to pose
-UNKNOWN_SIGN = "unknown sign"
 SUPERCATEGORY = "sign"
 VIDEO_SKIP_SECONDS = 6.0  # the clip's first seconds show warning signs nobody labelled
 VIDEO_STRIDE = 3  # keep every third frame: neighbours are near copies
@@ -295,7 +295,7 @@ class Scene:
         (x1, y1, x2, y2), `labels` int64 N (CTSRD class, or len(classes) for an unknown
         sign), `masks` uint8 NxHxW in {0, 1}, `ignore` bool N."""
         height, width = self.image.shape[:2]
-        unknown = len(sign_classes("ctsrd"))
+        unknown = unknown_sign_id("ctsrd")
         return {
             "boxes": np.array([s.box for s in self.signs], np.float32).reshape(-1, 4),
             "labels": np.array(
@@ -348,8 +348,10 @@ class SceneReport:
 
 
 class SceneGenerator:
-    """Renders scenes from one set of sources and one config. Decoded backgrounds and crops
-    are cached on first use; the cache never changes what a (seed, index) renders."""
+    """Renders scenes from one set of sources and one config. The video's frames, the
+    painted-out DFG frames (both as JPEG bytes) and the real crops are cached on first use;
+    TT100K negative patches are read from disk for each mosaic cell. The cache never changes
+    what a (seed, index) renders."""
 
     def __init__(self, sources: SceneSources | None = None, config: SceneConfig | None = None):
         self.sources = sources if sources is not None else SceneSources()
@@ -373,22 +375,16 @@ class SceneGenerator:
         rng = np.random.default_rng([seed, index])
         config = self.config
         image, background = self._background(rng)
+        backdrop = image.copy()  # the background before any sign: box occluders copy it
         owner = np.zeros((config.height, config.width), np.int16)
         placed: list[_Placed] = []
         for _ in range(int(rng.integers(config.signs[0], config.signs[1] + 1))):
-            self._place_group(image, owner, placed, rng)
+            self._place_group(image, backdrop, owner, placed, rng)
         image = _camera(image, rng)
         quality = int(rng.integers(60, 96))
         if compress:
-            image = _jpeg_round_trip(image, quality)
+            image = jpeg_round_trip(image, quality)
         return Scene(image, tuple(self._signs(owner, placed)), background, quality)
-
-    def scenes(self, seed: int, count: int | None = None, start: int = 0) -> Iterator[Scene]:
-        """Scenes start, start + 1, ... (endless when `count` is None)."""
-        index = start
-        while count is None or index < start + count:
-            yield self.render(seed, index)
-            index += 1
 
     def real_crop_counts(self) -> dict[str, int]:
         """Real crops each real sign source offers, after the crop side's filter."""
@@ -512,6 +508,12 @@ class SceneGenerator:
             crop = None
         if crop is not None:
             return crop
+        if "synthetic" not in self.sign_kinds:  # only a source with no crop at all gets here
+            fault = (
+                f"no {kind} sign crop to draw (none usable, or none on the crop side), and "
+                "synthetic signs, which would stand in, were not asked for"
+            )
+            raise DataError(getattr(self.sources, kind), None, fault)
         if rng.random() < PANEL_SHARE:
             return panel_cutout(rng)
         class_id = int(rng.integers(len(sign_classes("ctsrd"))))
@@ -520,7 +522,7 @@ class SceneGenerator:
     def _real_pick(self, rng, groups: list[list], size: float, load) -> Cutout | None:
         """A real crop of a random group (code or class) that is not blown up beyond 2.5x.
         After four tries: None (a synthetic sign instead) where synthetic signs are allowed,
-        else the largest crop tried."""
+        else the largest crop tried. None when there are no groups."""
         if not groups:
             return None
         tried = []
@@ -611,13 +613,13 @@ class SceneGenerator:
         size = math.exp(rng.uniform(math.log(low), math.log(high)))
         return min(size, 0.8 * min(config.width, config.height) - 2 * _MARGIN)
 
-    def _place_group(self, image, owner, placed: list[_Placed], rng) -> None:
+    def _place_group(self, image, backdrop, owner, placed: list[_Placed], rng) -> None:
         """One sign where it fits (or nothing after 30 tries), maybe its pole, maybe a
         second sign stacked under it on the same pole."""
         config = self.config
         # Drawn only when asked for, so that a seed gives the frames it gave before.
         if config.board_stack_rate and rng.random() < config.board_stack_rate:
-            self._place_board_stack(image, owner, placed, rng)
+            self._place_board_stack(image, backdrop, owner, placed, rng)
             return
         size = self._size(rng)
         warped = _pose_sign(self._cutout(rng, size), size, rng)
@@ -640,11 +642,13 @@ class SceneGenerator:
         if rng.random() < config.pole_rate:
             _pole(image, owner, placed, warped, x0, y0, size, rng, config.min_visible)
         # Nothing comes between two stacked signs: only the lower one may be occluded.
-        self._composite(image, owner, placed, warped, x0, y0, rng, may_occlude=below is None)
+        self._composite(
+            image, backdrop, owner, placed, warped, x0, y0, rng, may_occlude=below is None
+        )
         if below is not None:
-            self._composite(image, owner, placed, *below, rng)
+            self._composite(image, backdrop, owner, placed, *below, rng)
 
-    def _place_board_stack(self, image, owner, placed: list[_Placed], rng) -> None:
+    def _place_board_stack(self, image, backdrop, owner, placed: list[_Placed], rng) -> None:
         """2-7 direction boards of one width, style and pose, stacked flush (or nearly) on
         a post, each its own sign; nothing where the stack does not fit."""
         config = self.config
@@ -656,10 +660,10 @@ class SceneGenerator:
         # Each board's patch origin relative to the stack's: centred under the first board,
         # its box starting where the box above it ends (plus the gap).
         offsets, top = [], 0
-        centre = boards[0].box[0] + boards[0].box[2]
+        first_x1, _, first_x2, _ = boards[0].box
         for board in boards:
             x1, y1, x2, y2 = board.box
-            offsets.append((round((centre - x1 - x2) / 2), top - y1))
+            offsets.append((round((first_x1 + first_x2 - x1 - x2) / 2), top - y1))
             top += y2 - y1 + gap
         for _ in range(30):
             x0 = int(rng.integers(0, max(1, config.width - round(width))))
@@ -679,7 +683,8 @@ class SceneGenerator:
             _pole(image, owner, placed, boards[-1], x, y, width / 3, rng, config.min_visible)
         for number, (board, (x, y)) in enumerate(zip(boards, origins, strict=True), start=1):
             # Only the lowest board may be occluded, as with two stacked signs.
-            self._composite(image, owner, placed, board, x, y, rng, may_occlude=number == count)
+            lowest = number == count
+            self._composite(image, backdrop, owner, placed, board, x, y, rng, may_occlude=lowest)
 
     def _stacked(self, upper: _Warped, x0: int, y0: int, placed, rng):
         """A sign under `upper`, about as wide, touching or a little apart; None if it
@@ -700,7 +705,7 @@ class SceneGenerator:
         return warped, nx, ny
 
     def _composite(
-        self, image, owner, placed: list[_Placed], warped, x0, y0, rng, may_occlude=True
+        self, image, backdrop, owner, placed: list[_Placed], warped, x0, y0, rng, may_occlude=True
     ) -> None:
         height, width = warped.alpha.shape
         region = image[y0 : y0 + height, x0 : x0 + width].astype(np.float32)
@@ -721,22 +726,18 @@ class SceneGenerator:
         owner[y0 : y0 + height, x0 : x0 + width][warped.mask] = number
         placed.append(_Placed(warped.box_at(x0, y0), warped.cutout, int(warped.mask.sum())))
         if rng.random() < self.config.occlusion_rate and may_occlude:
-            _occlude(image, owner, placed, rng, self.config.min_visible)
+            _occlude(image, backdrop, owner, placed, rng, self.config.min_visible)
 
     def _signs(self, owner: np.ndarray, placed: list[_Placed]) -> Iterator[SceneSign]:
         for number, sign in enumerate(placed, start=1):
             x1, y1, x2, y2 = sign.box
             local = owner[y1:y2, x1:x2] == number
-            rows, cols = np.flatnonzero(local.any(axis=1)), np.flatnonzero(local.any(axis=0))
-            if not len(rows):
+            local_box = mask_box(local)
+            if local_box is None:
                 continue
-            box = (
-                x1 + int(cols[0]),
-                y1 + int(rows[0]),
-                x1 + int(cols[-1]) + 1,
-                y1 + int(rows[-1]) + 1,
-            )
-            mask = local[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            lx1, ly1, lx2, ly2 = local_box
+            box = (x1 + lx1, y1 + ly1, x1 + lx2, y1 + ly2)
+            mask = local[ly1:ly2, lx1:lx2]
             size = max(box[2] - box[0], box[3] - box[1])
             yield SceneSign(
                 box=box,
@@ -836,11 +837,10 @@ def _pose_sign(
     alpha = warped[..., 3] / 255.0
     premultiplied = _weather(warped[..., :3], alpha, rng)
     mask = alpha >= 0.5
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):  # a sliver: keep one pixel so that every sign has a mask
+    box = mask_box(mask)
+    if box is None:  # a sliver: keep one pixel so that every sign has a mask
         mask[patch_h // 2, patch_w // 2] = True
-        rows, cols = np.array([patch_h // 2]), np.array([patch_w // 2])
-    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        box = (patch_w // 2, patch_h // 2, patch_w // 2 + 1, patch_h // 2 + 1)
     return _Warped(premultiplied, alpha.astype(np.float32), mask, box, cutout)
 
 
@@ -922,9 +922,11 @@ def _pole(image, owner, placed, warped: _Warped, x0, y0, size: float, rng, min_v
     _paint(image, owner, region, cover.astype(np.float32) / 255, metal, placed, min_visible)
 
 
-def _occlude(image, owner, placed: list[_Placed], rng, min_visible: float) -> None:
+def _occlude(image, backdrop, owner, placed: list[_Placed], rng, min_visible: float) -> None:
     """Leaves, a post or a box in front of the last sign placed; left out when it would
-    hide more than 1 - min_visible of that sign's pixels (or of any other's)."""
+    hide more than 1 - min_visible of that sign's pixels (or of any other's). A box takes
+    its texture from `backdrop`, the frame before any sign was drawn: copied from the frame
+    itself, it could carry a sign that no mask marks."""
     height, width = image.shape[:2]
     number, sign = len(placed), placed[-1]
     x1, y1, x2, y2 = sign.box
@@ -967,7 +969,8 @@ def _occlude(image, owner, placed: list[_Placed], rng, min_visible: float) -> No
         rows, cols = cover.shape
         sx = int(rng.integers(0, width - cols + 1))
         sy = int(rng.integers(0, height - rows + 1))
-        paint = image[sy : sy + rows, sx : sx + cols].astype(np.float32) * rng.uniform(0.5, 1.0)
+        texture = backdrop[sy : sy + rows, sx : sx + cols].astype(np.float32)
+        paint = texture * rng.uniform(0.5, 1.0)
     if cover.size == 0:
         return
     coverage = cover.astype(np.float32) / 255
@@ -1075,7 +1078,8 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """`rgb` as it comes back from JPEG at `quality`."""
     return decode_jpeg(encode_jpeg(rgb, quality))
 
 
@@ -1084,9 +1088,12 @@ def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
 
 def categories() -> list[dict]:
     """The COCO categories of written scenes: CTSRD classes by id, then "unknown sign"."""
-    classes = sign_classes("ctsrd")
-    known = [{"id": c.class_id, "name": c.name, "supercategory": SUPERCATEGORY} for c in classes]
-    return [*known, {"id": len(classes), "name": UNKNOWN_SIGN, "supercategory": SUPERCATEGORY}]
+    known = [
+        {"id": c.class_id, "name": c.name, "supercategory": SUPERCATEGORY}
+        for c in sign_classes("ctsrd")
+    ]
+    unknown = {"id": unknown_sign_id("ctsrd"), "name": UNKNOWN_SIGN, "supercategory": SUPERCATEGORY}
+    return [*known, unknown]
 
 
 def sign_annotation(
@@ -1097,7 +1104,7 @@ def sign_annotation(
     return {
         "id": annotation_id,
         "image_id": image_id,
-        "category_id": len(sign_classes("ctsrd")) if sign.class_id is None else sign.class_id,
+        "category_id": unknown_sign_id("ctsrd") if sign.class_id is None else sign.class_id,
         "ctsrd_class": sign.class_id,
         "bbox": [x1, y1, x2 - x1, y2 - y1],
         "area": int(sign.mask.sum()),

@@ -120,14 +120,17 @@ class Cutout:
 
     @cached_property
     def outline(self) -> np.ndarray:
-        """Convex hull of the sign's pixels (float32 Nx2), which sizes the posed sign."""
+        """The four corners of each pixel at a vertex of the convex hull of the sign's pixels
+        (float32 Nx2, in no particular order: not a polygon; the patch's corners for a sign
+        with no pixel). The sign lies within them, so their extent under a pose sizes the
+        posed sign."""
         inside = (self.alpha >= 128).astype(np.uint8)
         points = cv2.findNonZero(inside)
         if points is None:
             height, width = self.alpha.shape
             return np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
         hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float32)
-        # Pixel centres, pushed out to the pixel edges around them.
+        # Pixel (col, row) spans [col, col + 1) x [row, row + 1).
         return np.vstack([hull + offset for offset in ((0, 0), (1, 0), (1, 1), (0, 1))])
 
 

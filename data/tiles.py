@@ -1,11 +1,11 @@
 """Square tiles of whole road frames, with the sign pixels marked: what a scene model (whose
 segmentation head finds signs in a frame) trains on.
 
-A frame of `greedysign data scenes` is 1280x720 with signs of 12-150 px; a scene model reads
-a whole frame shrunk to about 960 px wide (model/detect.py), so tiles are cut at a random
-scale around that (`scale`: frame pixels per original pixel), `tile` x `tile` pixels after
-scaling, most of them around a sign (the rest anywhere: the model must also learn the
-street). An item has the shape of data.dataset.SignDataset's: (image float32 [3, T, T]
+A frame of `greedysign data scenes` is 1280x720 with signs of 12-120 px (a few up to 320 px);
+a scene model reads a whole frame shrunk to about 960 px wide (model/detect.py), so tiles are
+cut at a random scale around that (`scale`: frame pixels per original pixel), `tile` x `tile`
+pixels after scaling, most of them around a sign (the rest anywhere: the model must also
+learn the street). An item has the shape of data.dataset.SignDataset's: (image float32 [3, T, T]
 normalised, mask float32 [C, T, T]: channel 0 the union of the tile's sign masks and, with
 `core`, channel 1 the union of their cores (`core_mask`), label
 IGNORE_LABEL (a tile has no one class), box: the bounding box of the marked pixels, or
@@ -28,7 +28,7 @@ from PIL import Image
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from data.frames import FrameRecord, instance_mask
+from data.frames import FrameRecord, instance_mask, mask_box
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 IGNORE_LABEL = -100  # torch's cross-entropy ignore_index: a tile scores no class
@@ -94,10 +94,8 @@ class SceneTiles(Dataset):
 
 
 def _bounding_box(mask: np.ndarray) -> torch.Tensor:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return torch.zeros(4)
-    return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+    box = mask_box(mask)
+    return torch.zeros(4) if box is None else torch.tensor(box, dtype=torch.float32)
 
 
 def _window_origin(frame: FrameRecord, window: float, rng: np.random.Generator):
@@ -163,20 +161,20 @@ def core_mask(owner: np.ndarray) -> np.ndarray:
 
 def _cut(picture: np.ndarray, x0: float, y0: float, side: float, out: int | None = None):
     """The side x side window at (x0, y0) of `picture`, padded with zeros where it leaves the
-    picture, resized to out x out (area averaging; a mask becomes 0/1 at its middle)."""
+    picture, resized to out x out (bilinear). A mask is area-averaged first where it shrinks,
+    and becomes 0/1 at its middle; an image comes at its final scale (`_decode`: side == out)
+    and is only shifted."""
     out = out or round(side)
     affine = np.array([[out / side, 0, -x0 * out / side], [0, out / side, -y0 * out / side]])
     is_mask = picture.ndim == 2
-    shrinking = side > out
-    interpolation = cv2.INTER_AREA if shrinking and not is_mask else cv2.INTER_LINEAR
-    if is_mask and shrinking:
+    if is_mask and side > out:
         # Area-average the mask before thresholding, so thin signs do not vanish.
         picture = cv2.resize(
             picture, None, fx=out / side, fy=out / side, interpolation=cv2.INTER_AREA
         )
         affine = np.array([[1.0, 0, -x0 * out / side], [0, 1.0, -y0 * out / side]])
     cut = cv2.warpAffine(
-        picture, affine, (out, out), flags=interpolation, borderMode=cv2.BORDER_CONSTANT
+        picture, affine, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
     )
     return (cut >= 0.5).astype(np.float32) if is_mask else cut
 

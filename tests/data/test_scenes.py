@@ -10,12 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from app.cli import main
 from data.classes import sign_classes
 from data.frames import instance_mask, mask_box, read_coco_frames, split_frames
 from data.images import read_rgb
-from data.scenes import CropSide, SceneConfig, SceneGenerator, SceneSources, write_scenes
+from data.records import DataError
+from data.scenes import (
+    CropSide,
+    SceneConfig,
+    SceneGenerator,
+    SceneSources,
+    _occlude,
+    _Placed,
+    write_scenes,
+)
+from data.sign_cutouts import synthetic_cutout
 
 # Small frames, few signs: synthetic signs on procedural backgrounds need no real data.
 SMALL = SceneConfig(
@@ -143,6 +154,43 @@ def test_boards_are_opt_in_and_leave_a_seed_s_frames_unchanged(generator):
     explicit = SceneGenerator(NO_REAL_DATA, replace(SMALL, board_stack_rate=0.0)).render(3, 0)
     assert np.array_equal(plain.image, explicit.image)
     assert not any(sign.source == "synthetic:board" for sign in plain.signs)
+
+
+def test_a_box_occluder_takes_its_texture_from_the_bare_background():
+    # A pure red sign on a pure blue street. Leaves and posts paint green and grey (never
+    # far redder than green); a box copies a window of the street. Copied from the frame
+    # instead, a window could carry red sign pixels outside the sign, where no mask marks them.
+    backdrop = np.zeros((96, 96, 3), np.uint8)
+    backdrop[..., 2] = 200
+    outside = np.ones((96, 96), bool)
+    outside[32:64, 32:64] = False
+    boxes = 0
+    for seed in range(40):
+        image = backdrop.copy()
+        image[32:64, 32:64] = (255, 0, 0)
+        owner = np.zeros((96, 96), np.int16)
+        owner[32:64, 32:64] = 1
+        placed = [_Placed((32, 32, 64, 64), synthetic_cutout(0), 32 * 32)]
+        _occlude(image, backdrop, owner, placed, np.random.default_rng(seed), min_visible=0.0)
+        red, green = image[outside, 0].astype(int), image[outside, 1].astype(int)
+        assert not (red - green > 64).any(), f"seed {seed}: sign red outside the sign"
+        red, green, blue = image[32:64, 32:64][owner[32:64, 32:64] == 0].T
+        boxes += bool(((red == 0) & (green == 0) & (blue > 0)).any())  # the street's blue
+    assert boxes  # some occluders were boxes
+
+
+def test_an_empty_real_source_is_an_error_unless_synthetic_signs_stand_in(tmp_path):
+    tsrd = tmp_path / "tsrd"
+    (tsrd / "images").mkdir(parents=True)
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tsrd / "images" / "a.png")
+    (tsrd / "annotations.txt").write_text("a.png;40;40;2;2;38;38;0;\n", encoding="utf-8")
+    no_crop = CropSide(frozenset(), "held-out")  # none of its crops is on the held-out side
+    sources = SceneSources(tsrd=tsrd, signs=("tsrd",), crop_side=no_crop)
+    with pytest.raises(DataError, match="no tsrd sign crop to draw"):
+        SceneGenerator(sources, SMALL).render(0, 0)
+    with_synthetic = SceneGenerator(replace(sources, signs=("tsrd", "synthetic")), SMALL)
+    signs = with_synthetic.render(0, 0).signs
+    assert signs and all(sign.source.startswith("synthetic:") for sign in signs)
 
 
 def test_ignore_marks_tiny_signs(tmp_path):
