@@ -577,7 +577,10 @@ def _original_mask(
 
     The probabilities of the component alone (`values`: zero off it) are sampled bilinearly at
     the centre of each original pixel and thresholded, which keeps the edge smooth; a
-    component too thin to survive that keeps its nearest-neighbour shape."""
+    component too thin to survive that keeps its nearest-neighbour shape. Past the component's
+    box the edge values carry on (replicated border), so the mask reaches the outer edge of its
+    outermost working pixels; zero there gives tighter masks but found fewer signs
+    (BENCHMARKS.md section 6, "A region's edge at full resolution")."""
     (height, width), (sy, sx) = geometry.size, geometry.scale
     x1, y1, x2, y2 = box
     ox1, oy1 = max(0, math.floor(x1 / sx)), max(0, math.floor(y1 / sy))
