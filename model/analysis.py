@@ -46,6 +46,14 @@ from data.dataset import SignDataset
 from data.load import load_dataset
 from data.records import SignRecord
 from data.split import train_test_split
+from model.choices import (
+    ANALYSIS_ALPHA,
+    ANALYSIS_KNN,
+    ANALYSIS_POOL_TO,
+    ANALYSIS_PROBE_IMAGES,
+    ANALYSIS_SUBSETS,
+    ANALYSIS_UNITS,
+)
 from model.entropy import (
     flatten_features,
     information_from_grams,
@@ -59,12 +67,6 @@ from model.network import SignNet
 from model.snapshots import list_snapshots, load_snapshot, snapshot_model
 from model.splits import LAYERS, unit_names
 
-DEFAULT_PROBE_IMAGES = 256
-DEFAULT_ALPHA = 1.01
-DEFAULT_POOL_TO = 4  # as the training term (model/options.py --pool-to)
-DEFAULT_KNN = 10
-UNITS = ("modules", "blocks")
-SUBSETS = ("test", "all")
 _FORWARD_BATCH = 128
 
 
@@ -90,7 +92,7 @@ def probe_batch(
     image_size: int,
     split: dict[str, Any] | None = None,
     *,
-    probe_images: int = DEFAULT_PROBE_IMAGES,
+    probe_images: int = ANALYSIS_PROBE_IMAGES,
     subset: str = "test",
     seed: int = 0,
 ) -> Probe:
@@ -103,8 +105,8 @@ def probe_batch(
     every distinct image instead, and so does "test" when fewer than 2 held-out images are
     in `data` (a tiny dataset, or data the model never saw).
     """
-    if subset not in SUBSETS:
-        raise ValueError(f"subset must be one of {SUBSETS}, not {subset!r}")
+    if subset not in ANALYSIS_SUBSETS:
+        raise ValueError(f"subset must be one of {ANALYSIS_SUBSETS}, not {subset!r}")
     if probe_images < 2:
         raise ValueError(f"the probe needs at least 2 images, not {probe_images}")
     split = split or {}
@@ -177,7 +179,7 @@ def representations(
     images: Tensor,
     *,
     units: str = "modules",
-    pool_to: int | None = DEFAULT_POOL_TO,
+    pool_to: int | None = ANALYSIS_POOL_TO,
     device: torch.device | str = "cpu",
 ) -> list[Tensor]:
     """The representation of every layer (see `layer_names`) for the batch `images`, each
@@ -208,9 +210,9 @@ class Settings:
     """How representations are measured: which layers, the Rényi order, pooling, kernel."""
 
     units: str = "modules"
-    alpha: float = DEFAULT_ALPHA
-    pool_to: int | None = DEFAULT_POOL_TO
-    knn: int = DEFAULT_KNN  # kernel width: mean distance to the knn nearest neighbours
+    alpha: float = ANALYSIS_ALPHA
+    pool_to: int | None = ANALYSIS_POOL_TO
+    knn: int = ANALYSIS_KNN  # kernel width: mean distance to the knn nearest neighbours
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -541,7 +543,7 @@ def analyze_model_file(
     data: Path | str | Sequence[Path | str] | None = None,
     settings: Settings | None = None,
     *,
-    probe_images: int = DEFAULT_PROBE_IMAGES,
+    probe_images: int = ANALYSIS_PROBE_IMAGES,
     subset: str = "test",
     seed: int = 0,
 ) -> LayerInformation:
@@ -569,7 +571,7 @@ def analyze_run(
     data: Path | str | Sequence[Path | str] | None = None,
     settings: Settings | None = None,
     *,
-    probe_images: int = DEFAULT_PROBE_IMAGES,
+    probe_images: int = ANALYSIS_PROBE_IMAGES,
     subset: str = "test",
     seed: int = 0,
 ) -> tuple[LayerInformation, Convergence]:
@@ -746,8 +748,8 @@ def _subset_words(subset: str) -> str:
 
 
 def _check_units(units: str) -> None:
-    if units not in UNITS:
-        raise ValueError(f"units must be one of {UNITS}, not {units!r}")
+    if units not in ANALYSIS_UNITS:
+        raise ValueError(f"units must be one of {ANALYSIS_UNITS}, not {units!r}")
 
 
 def _group_name(group: list[str], arch: str) -> str:

@@ -10,3 +10,11 @@ ARCH_NAMES = ("resnet18", "resnet34")
 EVAL_SUBSETS = ("test", "train", "all")
 DATA_SPLITS = ("leakage-free", "official")
 TASKS = ("crops", "scenes")
+
+# `greedysign analyze` (model/analysis.py): what it probes and its defaults.
+ANALYSIS_UNITS = ("modules", "blocks")
+ANALYSIS_SUBSETS = ("test", "all")
+ANALYSIS_PROBE_IMAGES = 256
+ANALYSIS_ALPHA = 1.01
+ANALYSIS_POOL_TO = 4  # as the training term (model/options.py --pool-to)
+ANALYSIS_KNN = 10

@@ -9,6 +9,14 @@ import sys
 from pathlib import Path
 
 from data.records import DataError
+from model.choices import (
+    ANALYSIS_ALPHA,
+    ANALYSIS_KNN,
+    ANALYSIS_POOL_TO,
+    ANALYSIS_PROBE_IMAGES,
+    ANALYSIS_SUBSETS,
+    ANALYSIS_UNITS,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -47,31 +55,31 @@ def register(commands: argparse._SubParsersAction) -> None:
     analyze.add_argument(
         "--probe-images",
         type=int,
-        default=256,
+        default=ANALYSIS_PROBE_IMAGES,
         help="images in the probe batch (all of the subset when it holds fewer)",
     )
     analyze.add_argument(
         "--subset",
-        choices=("test", "all"),
+        choices=ANALYSIS_SUBSETS,
         default="test",
         help="test: held-out side of the model's split (default); all: every distinct image",
     )
     analyze.add_argument(
         "--units",
-        choices=("modules", "blocks"),
+        choices=ANALYSIS_UNITS,
         default="modules",
         help="one layer per Greedy-DIB module (default) or per residual block",
     )
-    analyze.add_argument("--alpha", type=float, default=1.01, help="Renyi entropy order")
+    analyze.add_argument("--alpha", type=float, default=ANALYSIS_ALPHA, help="Renyi entropy order")
     analyze.add_argument(
         "--pool-to",
         type=int,
-        default=4,
+        default=ANALYSIS_POOL_TO,
         help="average-pool feature maps to at most this size, as the training term does "
         "(0: the full map)",
     )
     analyze.add_argument(
-        "--knn", type=int, default=10, help="kernel width: mean distance to the k nearest"
+        "--knn", type=int, default=ANALYSIS_KNN, help="kernel width: mean distance to the k nearest"
     )
     analyze.add_argument("--seed", type=int, default=0, help="seeds the probe batch")
     analyze.add_argument("--out", type=Path, default=None, help="write figures and JSON here")
