@@ -47,7 +47,7 @@ def cpu_has_amx() -> bool:
 def training_dtype(device: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
     """What training autocasts to: bf16 on a CUDA device that supports it, else fp16; on the
     CPU None (float32), or bf16 when asked for (`cpu_bf16`: with AMX the 256-px scene tiles
-    ran a training step 2.7x and a fine-tune 1.6x as fast, BENCHMARKS.md section 4)."""
+    ran a training step 2.7x and a fine-tune 1.5x as fast, BENCHMARKS.md section 4)."""
     if device.type != "cuda":
         return torch.bfloat16 if cpu_bf16 else None
     with torch.cuda.device(device):

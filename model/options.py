@@ -166,7 +166,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--cpu-bf16",
         action="store_true",
         help="on a CPU, train in bfloat16 autocast and channels-last: with AMX (Xeon 4th "
-        "generation and later) a fine-tune on 256-px scene tiles ran 1.6x as fast; without "
+        "generation and later) a fine-tune on 256-px scene tiles ran 1.5x as fast; without "
         "it, slower (default: float32; a GPU picks bf16 or fp16 itself)",
     )
     parser.add_argument(
