@@ -81,7 +81,7 @@ def mine(detector: Detector, frames: Frames, out: Path) -> tuple[int, int]:
     for number, rgb, signs in frames:
         seen += 1
         height, width = rgb.shape[:2]
-        instances = sorted(detector.instances(rgb), key=lambda i: -i.score)[:MAX_REGIONS_PER_FRAME]
+        instances = detector.instances(rgb)[:MAX_REGIONS_PER_FRAME]  # best scores first
         for index, instance in enumerate(instances):
             if any(box_overlap(instance.box, sign) > 0 for sign in signs):
                 continue
