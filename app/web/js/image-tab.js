@@ -130,18 +130,6 @@ function showPrediction(card, prediction, requestMs) {
     { className: "top-k", "aria-label": `Top ${prediction.top_k.length} classes` },
     ...prediction.top_k.map((score, rank) => topKRow(score, rank === 0)),
   );
-  const timings = prediction.timings_ms;
-  const timing = el(
-    "p",
-    { className: "timing" },
-    `Request ${milliseconds(requestMs)} · server ${milliseconds(timings.total)} `,
-    el(
-      "span",
-      { className: "hint" },
-      `(decode ${milliseconds(timings.decode)}, queue ${milliseconds(timings.queue)}, ` +
-        `model ${milliseconds(timings.inference)})`,
-    ),
-  );
   const where = prediction.box
     ? `sign at x ${prediction.box[0]}–${prediction.box[2]}, y ${prediction.box[1]}–${prediction.box[3]}`
     : "no sign region found";
@@ -156,7 +144,7 @@ function showPrediction(card, prediction, requestMs) {
     ),
     el("p", { className: "hint" }, `${KIND_TEXT[prediction.kind](prediction)} · ${width} × ${height} px · ${where}`),
     known ? topK : el("div", {}, el("p", { className: "hint" }, "Closest known classes:"), topK),
-    timing,
+    timingLine(requestMs, prediction.timings_ms),
   );
 }
 
