@@ -81,6 +81,9 @@ class FrameRecord:
     source: str = ""  # "annotations.json: images[i]", for later errors
     video_id: int | None = None  # frames of one video share it; None: a lone frame
     frame_index: int | None = None  # the frame's place in its video
+    # What a generated scene was drawn on ("dfg:<frame>", "video:<clip>#<n>", "negatives",
+    # as greedysign data scenes writes it); "" where the set does not say (real frames).
+    background: str = ""
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -371,6 +374,7 @@ def _frame(
         source=f"{path}: {where}",
         video_id=_optional_int(entry, "video_id", where, path),
         frame_index=_optional_int(entry, "frame_index", where, path),
+        background=_optional_text(entry, "background", where, path),
     )
 
 
@@ -417,9 +421,7 @@ def _instance(
     if not _is_number(area) or area < 0:
         raise DataError(path, None, f"{where}: area is not a non-negative number: {area!r}")
     track_id = _optional_int(entry, "track_id", where, path)
-    source = entry.get("source", "")
-    if not isinstance(source, str):
-        raise DataError(path, None, f"{where}: source must be a string: {source!r}")
+    source = _optional_text(entry, "source", where, path)
     return FrameInstance(
         box=box,
         category=categories[category_id],
@@ -503,6 +505,13 @@ def _optional_int(entry: dict[str, Any], key: str, where: str, path: Path) -> in
     value = entry.get(key)
     if value is not None and (not _is_int(value) or value < 0):
         raise DataError(path, None, f"{where}: {key} must be null or a non-negative integer")
+    return value
+
+
+def _optional_text(entry: dict[str, Any], key: str, where: str, path: Path) -> str:
+    value = entry.get(key, "")
+    if not isinstance(value, str):
+        raise DataError(path, None, f"{where}: {key} must be a string: {value!r}")
     return value
 
 

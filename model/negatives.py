@@ -25,7 +25,7 @@ sign model shipped before answered "no sign" to 16 of the 50 signs the scene mod
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import av
@@ -63,10 +63,15 @@ def video_frames(path: Path, skip_seconds: float, step: int) -> Frames:
                 yield number, frame.to_ndarray(format="rgb24"), []
 
 
-def annotated_frames(root: Path, step: int) -> Frames:
+def annotated_frames(root: Path, step: int, backgrounds: Collection[str] | None = None) -> Frames:
     """Every `step`-th frame of a COCO frames folder, with its marked signs; the number is
-    the image's file name when it is one (DFG's are), else its place in the folder."""
+    the image's file name when it is one (DFG's are), else its place in the folder. With
+    `backgrounds`, only the generated frames drawn on one of those kinds ("video",
+    "negatives", "dfg"): a painted-out DFG frame still holds signs that DFG does not mark
+    (far signs, the backs of signs), which would be mined as "no sign"."""
     for place, frame in enumerate(read_coco_frames(root)):
+        if backgrounds is not None and frame.background.split(":")[0] not in backgrounds:
+            continue
         if place % step == 0:
             number = _frame_number(frame.image_path, place)
             yield number, read_rgb(frame.image_path), [sign.box for sign in frame.instances]

@@ -14,3 +14,8 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated names, blanks dropped ("video, dfg" -> two)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from app.commands.arguments import comma_list
 from data.records import DataError
 
 # Kept here (not imported from data.scenes) so that `greedysign --help` loads no image code.
@@ -232,9 +233,6 @@ def _scene_config_and_sources(args: argparse.Namespace):
     """The SceneConfig and SceneSources the scene options ask for (ValueError if invalid)."""
     from data.scenes import SceneConfig, SceneSources
 
-    def kinds(text: str) -> tuple[str, ...]:
-        return tuple(part.strip() for part in text.split(",") if part.strip())
-
     config = SceneConfig(
         width=args.width,
         height=args.height,
@@ -246,7 +244,9 @@ def _scene_config_and_sources(args: argparse.Namespace):
         **({} if args.stack_rate is None else {"stack_rate": args.stack_rate}),
     )
     sources = SceneSources.from_data_root(
-        args.data_root, backgrounds=kinds(args.backgrounds), signs=kinds(args.sign_sources)
+        args.data_root,
+        backgrounds=comma_list(args.backgrounds),
+        signs=comma_list(args.sign_sources),
     )
     if args.dfg is not None:
         sources = dataclasses.replace(sources, dfg=args.dfg)

@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from app.commands.arguments import positive_int
+from app.commands.arguments import comma_list, positive_int
+from app.commands.data import SCENE_BACKGROUNDS
 from data.records import DataError
 
 KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
@@ -93,6 +94,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "middle and a loose margin (5, 15, 30 %%), as a sign crop (OUT/sign/: 'unknown sign', "
         "or the CTSRD class the annotation gives), so that the reader learns what to keep on "
         "those frames as well as what to refuse",
+    )
+    negatives.add_argument(
+        "--no-sign-backgrounds",
+        type=comma_list,
+        metavar="KINDS",
+        help=f"with a generated scenes folder: cut 'no sign' crops only from the frames drawn "
+        f"on these backgrounds (comma-separated, of {','.join(SCENE_BACKGROUNDS)}); a "
+        "painted-out DFG frame still holds signs DFG does not mark, far ones and backs of "
+        "signs. --signs still writes the signs of every frame",
     )
     _add_model_options(negatives)
     negatives.set_defaults(handler=run_mine_negatives)
@@ -424,11 +434,21 @@ def run_mine_negatives(args: argparse.Namespace) -> int:
     if args.signs and not args.source.is_dir():
         print("error: --signs needs a COCO frames folder (a video marks no sign)", file=sys.stderr)
         return 2
+    kinds = args.no_sign_backgrounds
+    if kinds is not None and (
+        not args.source.is_dir() or not kinds or not set(kinds) <= set(SCENE_BACKGROUNDS)
+    ):
+        print(
+            "error: --no-sign-backgrounds takes a generated scenes folder and kinds of "
+            f"{','.join(SCENE_BACKGROUNDS)}, got {','.join(kinds)}",
+            file=sys.stderr,
+        )
+        return 2
     detector = _load_detector(args)
     if detector is None:
         return 2
     if args.source.is_dir():
-        source = annotated_frames(args.source, args.step)
+        source = annotated_frames(args.source, args.step, kinds)
     else:
         source = video_frames(args.source, args.skip_seconds, args.step)
     frames, crops = mine(detector, source, args.out)

@@ -219,6 +219,31 @@ def test_mine_negatives_refuses_signs_of_a_video(
     assert "COCO frames folder" in capsys.readouterr().err
 
 
+def test_mine_negatives_cuts_no_sign_crops_only_on_the_backgrounds_asked(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    scenes = write_small_scenes(tmp_path / "scenes", frames=2, min_size=16)  # procedural
+    out = tmp_path / "crops"
+    argv = ["mine-negatives", str(scenes), "--out", str(out), "--signs"]
+    argv += ["--no-sign-backgrounds", "video,negatives"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
+    printed = capsys.readouterr().out
+    # No frame was drawn on those backgrounds; the signs of every frame are still written.
+    assert "0 'no sign' crops from 0 frames" in printed
+    assert "0 sign crops" not in printed and any((out).glob("ctsrd-*/*.png"))
+
+
+def test_mine_negatives_refuses_unknown_backgrounds_and_a_video(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4")
+    for source, kinds in ((tmp_path, "video,clouds"), (tmp_path, ","), (clip, "video")):
+        argv = ["mine-negatives", str(source), "--out", str(tmp_path / "crops")]
+        argv += ["--no-sign-backgrounds", kinds]
+        assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 2
+        assert "--no-sign-backgrounds takes a generated scenes folder" in capsys.readouterr().err
+
+
 def test_mine_negatives_refuses_a_step_below_one(tmp_path, capsys) -> None:
     # Step 0 divided by zero and a negative one picked frames by Python's modulo rules.
     for value in ("0", "-2", "every"):

@@ -203,6 +203,7 @@ BAD_CASES = [
     ("annotations.0.source", 5, "source must be a string"),
     ("images.0.video_id", "a", "video_id must be null or a non-negative integer"),
     ("images.1.frame_index", 1.5, "frame_index must be null or a non-negative integer"),
+    ("images.0.background", 3, "background must be a string"),
 ]
 
 

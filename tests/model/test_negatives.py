@@ -63,6 +63,28 @@ def test_a_region_on_a_marked_sign_is_no_negative(tmp_path):
     assert [p.name for p in (tmp_path / "crops" / "negative").iterdir()] == ["000175_1.png"]
 
 
+def test_frames_can_be_kept_to_the_backgrounds_asked(tmp_path):
+    import json
+
+    import cv2
+
+    root = tmp_path / "scenes"
+    (root / "images").mkdir(parents=True)
+    drawn_on = ["dfg:0000175.jpg", "video:traffic.mp4#212", "negatives", "procedural"]
+    for index in range(len(drawn_on)):
+        cv2.imwrite(str(root / "images" / f"{index:06d}.jpg"), np.zeros((48, 64, 3), np.uint8))
+    images = [
+        {"id": i, "file_name": f"{i:06d}.jpg", "width": 64, "height": 48, "background": kind}
+        for i, kind in enumerate(drawn_on)
+    ]
+    coco = {"images": images, "annotations": [], "categories": [{"id": 1, "name": "sign"}]}
+    (root / "annotations.json").write_text(json.dumps(coco))
+    assert [number for number, _, _ in annotated_frames(root, 1)] == [0, 1, 2, 3]
+    assert [number for number, _, _ in annotated_frames(root, 1, ("video", "negatives"))] == [1, 2]
+    # The step counts every frame of the folder, kept or not.
+    assert [number for number, _, _ in annotated_frames(root, 2, ("video", "negatives"))] == [2]
+
+
 def test_marked_signs_are_written_as_sign_crops_at_each_margin(tmp_path):
     from data.classes import unknown_sign_id
     from model.negatives import SIGN_MARGINS, write_marked_signs
