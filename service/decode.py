@@ -3,8 +3,10 @@
 The format is decided by content (PIL's magic-byte sniffing over an allow-list), never by
 file name or Content-Type. The pixel count is checked from the header, which is all that
 `Image.open` reads, so a decompression bomb is refused before a pixel is decoded; a JPEG too
-short to hold the pixels it declares is refused there too, and a PPM header must end early
-(PIL reads one byte at a time, so a 19 MB comment would cost seconds of CPU).
+short to hold the pixels it declares is refused there too, as is one of more than
+MAX_JPEG_SCANS scans (libjpeg runs every scan over the whole image, however few bytes it
+takes), and a PPM header must end early (PIL reads one byte at a time, so a 19 MB comment
+would cost seconds of CPU).
 PIL's own bomb guard (Image.MAX_IMAGE_PIXELS, about 89 MP, an error past twice that) stays
 in place as a backstop; the service's `max_pixels` is the stricter limit.
 
@@ -42,6 +44,12 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 # A PPM/PGM/PBM header (magic, width, height, maximum value, comments between them) must end
 # within this many bytes.
 PPM_HEADER_LIMIT = 4096
+# A JPEG may hold at most this many scans. Encoders write one per component (baseline) or a
+# dozen or so (progressive), but a progressive scan that marks every block empty takes a few
+# dozen bytes while libjpeg still walks every block of the image for it: 10 000 such scans of
+# a 5000x5000 frame fit in 470 KB and took 17 s of CPU to decode. libtiff refuses a JPEG
+# strip of more than 100 scans for the same reason.
+MAX_JPEG_SCANS = 100
 
 
 @dataclass(frozen=True)
@@ -122,8 +130,11 @@ def _opened(source: bytes | BinaryIO, limits: ImageLimits) -> Iterator[Image.Ima
                     f"image is {width}x{height}; both sides must be at least "
                     f"{limits.min_side} pixels"
                 )
-            if image.format == "JPEG":
+            # MPO: a JPEG with more pictures after it (as stereo and phone cameras write);
+            # PIL opens it under a name of its own.
+            if image.format in ("JPEG", "MPO"):
                 _check_jpeg_length(stream, size, width, height)
+                _check_jpeg_scans(stream)
                 stream.seek(0)
             yield image
     except UnidentifiedImageError:
@@ -192,6 +203,22 @@ def _check_jpeg_length(stream: BinaryIO, size: int, width: int, height: int) -> 
     raise InvalidImage(
         f"the JPEG is truncated: {size} bytes cannot hold the {width}x{height} pixels it declares"
     )
+
+
+def _check_jpeg_scans(stream: BinaryIO) -> None:
+    """Refuse a JPEG of more than MAX_JPEG_SCANS scans. Each scan starts with the marker
+    FF DA, and entropy-coded data never holds it (an FF there is followed by 00 or a marker),
+    so counting the pair counts the scans (and those of an embedded thumbnail)."""
+    stream.seek(0)
+    scans, last = 0, b""
+    while scans <= MAX_JPEG_SCANS and (chunk := stream.read(1 << 20)):
+        scans += (last + chunk).count(b"\xff\xda")
+        last = chunk[-1:]
+    if scans > MAX_JPEG_SCANS:
+        raise InvalidImage(
+            f"the JPEG holds more than {MAX_JPEG_SCANS} scans (encoders write a few dozen at "
+            "most): refused, as decoding each one walks the whole image"
+        )
 
 
 def _jpeg_frame_marker(stream: BinaryIO) -> int | None:

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -34,6 +35,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from service.app import create_app
+from service.decode import MAX_JPEG_SCANS, ImageLimits, decode_image
+from service.errors import InvalidImage
 
 pytestmark = pytest.mark.timeout(120)  # a case that regressed into a hang fails, not waits
 
@@ -117,6 +120,20 @@ def impatient(make_settings) -> Iterator[LiveServer]:
         max_video_bytes=16 * MiB,
         max_video_frames=5000,
         max_video_decoded_frames=5000,
+    )
+    with serve_in_thread(settings) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def scenic(make_settings, whole_frame_scene_model_path) -> Iterator[LiveServer]:
+    """Scene mode on (a tiny scene model that marks every pixel), room for large uploads."""
+    settings = make_settings(
+        scenes=True,
+        scene_model=whole_frame_scene_model_path,
+        scene_long_side=64,
+        max_upload_bytes=24 * MiB,
+        max_pixels=25_000_000,
     )
     with serve_in_thread(settings) as server:
         yield server
@@ -211,6 +228,58 @@ def mjpeg_video(path: Path, container: str, pictures: list[bytes], rate: int = 1
             packet.pts = packet.dts = index
             output.mux(packet)
     return path.read_bytes()
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _entropy_coded(bits: str) -> bytes:
+    """Bits ("0101...") as entropy-coded JPEG data: padded with ones, each FF stuffed."""
+    bits += "1" * (-len(bits) % 8)
+    data = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+    return data.replace(b"\xff", b"\xff\x00")
+
+
+def empty_scans_jpeg(width: int, height: int, scans: int) -> bytes:
+    """A grey progressive JPEG of `scans` scans: a DC scan, then AC scans of a few dozen bytes
+    each that mark every block empty (runs of end-of-band: EOBn, a run of 2^n blocks and up,
+    n at most 14); libjpeg walks every block of the image for each."""
+    blocks = -(-width // 8) * -(-height // 8)
+    n = min(14, blocks.bit_length() - 1)
+    count = -(-blocks // (2 ** (n + 1) - 1))
+    runs = [blocks // count + (i < blocks % count) for i in range(count)]
+    assert min(runs) >= 2**n, "pick another size"
+    one_code = bytes([1] + [0] * 15)  # a Huffman table of one symbol, code "0"
+    head = b"".join(
+        (
+            b"\xff\xd8",
+            _segment(0xDB, bytes(1) + bytes([1] * 64)),
+            _segment(0xC2, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00"),
+            _segment(0xC4, b"\x00" + one_code + b"\x00"),  # DC: difference 0
+            _segment(0xC4, b"\x10" + one_code + bytes([n << 4])),  # AC: EOBn (+n bits)
+        )
+    )
+    dc = _segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + _entropy_coded("0" * blocks)
+    # Each run: the code "0", then the run less 2^n in n bits.
+    codes = ["0" + (format(run - 2**n, f"0{n}b") if n else "") for run in runs]
+    empty = _entropy_coded("".join(codes))
+    ac = _segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + empty
+    return head + dc + ac * (scans - 1) + b"\xff\xd9"
+
+
+def as_mpo(picture: bytes) -> bytes:
+    """The JPEG `picture` with the MPF segment of a two-picture MPO (as cameras write): PIL
+    opens it as format "MPO", not "JPEG"."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(
+        buffer, "MPO", save_all=True, append_images=[Image.new("RGB", (16, 16))]
+    )
+    mpo, start = buffer.getvalue(), 2
+    while mpo[start + 4 : start + 8] != b"MPF\0":
+        start += 2 + struct.unpack(">H", mpo[start + 2 : start + 4])[0]
+    end = start + 2 + struct.unpack(">H", mpo[start + 2 : start + 4])[0]
+    return picture[:2] + mpo[start:end] + picture[2:]
 
 
 def post_video(server: LiveServer, data: bytes, **params) -> httpx.Response:
@@ -398,6 +467,37 @@ def test_a_ppm_header_padded_with_a_19_mb_comment_is_refused(guarded) -> None:
             "/v1/predict", files={"file": ("a.ppm", b"P6\n# ok\n64 48\n255\n" + pixels)}
         )
     assert plain.status_code == 200 and plain.json()["image_size"] == [48, 64]
+
+
+def test_a_jpeg_of_thousands_of_empty_scans_is_refused_before_decoding(scenic) -> None:
+    # 2000 scans of 4000x4000 in 80 KB: about 2 s of CPU to decode; 20 MB of them, minutes.
+    bomb = empty_scans_jpeg(4000, 4000, 2000)
+    normal = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 40, 40)).save(normal, "JPEG", progressive=True)
+    with scenic.client() as client:
+        for route, data in [
+            ("/v1/detect", bomb),
+            ("/v1/detect", as_mpo(bomb)),  # the same bomb, opened by PIL as "MPO"
+            ("/v1/predict", bomb),
+        ]:
+            response = client.post(route, files={"file": ("a.jpg", data)})
+            assert response.status_code == 422, (route, response.text)
+            assert response.json()["error"]["code"] == "invalid_image"
+            assert "scans" in response.json()["error"]["message"]
+        for data in (normal.getvalue(), as_mpo(normal.getvalue())):
+            plain = client.post(
+                "/v1/detect", params={"mask_format": "none"}, files={"file": ("a.jpg", data)}
+            )
+            assert plain.status_code == 200 and plain.json()["image_size"] == [480, 640]
+
+
+def test_jpeg_scans_are_counted_up_to_the_limit() -> None:
+    limits = ImageLimits(max_pixels=25_000_000)
+    assert decode_image(empty_scans_jpeg(64, 48, MAX_JPEG_SCANS), limits).size == (48, 64)
+    with pytest.raises(InvalidImage, match="scans"):
+        decode_image(empty_scans_jpeg(64, 48, MAX_JPEG_SCANS + 1), limits)
+    with pytest.raises(InvalidImage, match="scans"):
+        decode_image(io.BytesIO(empty_scans_jpeg(64, 48, 5 * MAX_JPEG_SCANS)), limits)
 
 
 # --- 4. memory: legal large images ----------------------------------------------------------
