@@ -92,6 +92,7 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> FastAPI:
             scene_max_batch_size=settings.scene_max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             queue_size=settings.queue_size,
+            scene_queue_size=settings.scene_queue_size,
             request_timeout_s=settings.request_timeout_s,
             on_batch=metrics.observe_batch,
         )

@@ -11,7 +11,8 @@ queueing, so one bad file cannot fail a batch). There are two kinds of job: "cla
 shape only; jobs of other keys met while a batch fills wait, in arrival order, for their
 own. Each request holds an `admit()` place from the end of its upload to its answer
 (service/limits.py's Admission; the stream route per frame), which bounds all the work in
-flight, not only the queued part.
+flight, not only the queued part; a whole frame for the scene model also holds one of the
+fewer `admit_frame()` places (service/pipeline.py).
 
 The batching task takes the oldest request and fills a batch of its key until it holds
 `max_batch_size` requests (`scene_max_batch_size` frames for "segment") or the oldest one
@@ -90,12 +91,13 @@ class Engine:
         scene_max_batch_size: int = 2,
         max_wait_ms: float = 5.0,
         queue_size: int = 256,
+        scene_queue_size: int = 16,
         request_timeout_s: float = 30.0,
         on_batch: BatchObserver | None = None,
     ):
         """`scene` (optional): the scene model, warmed up at `scene_input` (h, w)."""
         if (
-            min(max_batch_size, scene_max_batch_size, queue_size) < 1
+            min(max_batch_size, scene_max_batch_size, queue_size, scene_queue_size) < 1
             or request_timeout_s <= 0
             or max_wait_ms < 0
         ):
@@ -107,6 +109,7 @@ class Engine:
         self.scene_max_batch_size = scene_max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.queue_size = queue_size
+        self.scene_queue_size = scene_queue_size
         self.request_timeout_s = request_timeout_s
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Job] | None = None
@@ -115,6 +118,7 @@ class Engine:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._admitted = 0
+        self._frames_admitted = 0
 
     @property
     def ready(self) -> bool:
@@ -153,6 +157,23 @@ class Engine:
             yield
         finally:
             self._admitted -= 1
+
+    @contextmanager
+    def admit_frame(self) -> Iterator[None]:
+        """Hold one of `scene_queue_size` places for a whole frame, within its request's
+        `admit()` place; with none free the frame is refused at once (Overloaded). A frame
+        costs the scene model what a hundred sign photos cost the sign model, so `queue_size`
+        places alone would admit minutes of frames: a flood would then wait for the pixel
+        budget until the request deadline and get its 503 after 30 s instead of at once."""
+        if self._frames_admitted >= self.scene_queue_size:
+            raise Overloaded(
+                f"the service is at capacity for whole frames ({self.scene_queue_size} at once)"
+            )
+        self._frames_admitted += 1
+        try:
+            yield
+        finally:
+            self._frames_admitted -= 1
 
     async def start(self) -> None:
         """Warm the model up in the worker thread, then start the batching task."""

@@ -90,8 +90,8 @@ class NoSceneModel(ServiceError):
     def __init__(
         self,
         message: str = "this service has no scene model, so it cannot find signs in whole "
-        "frames: start it with --scene-model FILE (or GREEDYSIGN_SCENE_MODEL), a model "
-        "trained with `greedysign train --task scenes`",
+        "frames: start it with scene mode on (GREEDYSIGN_SCENES not false) and --scene-model "
+        "FILE (or GREEDYSIGN_SCENE_MODEL), a model trained with `greedysign train --task scenes`",
     ):
         super().__init__(message)
 

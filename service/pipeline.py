@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -305,13 +306,14 @@ class Pipeline:
     ) -> BaseModel:
         """The answer for one untrusted image in `mode`; ServiceError for a bad one."""
         started = time.perf_counter() if started is None else started
-        pixels = await run_in_threadpool(image_pixels, source, self.limits)
-        async with self.budget.reserve(pixels):
-            prepared = await run_in_threadpool(self._decode, source, mode)
-            result = await mode.infer(prepared, options)
-            answer = await run_in_threadpool(
-                mode.encode, result, prepared, options, started, tracker
-            )
+        with self.engine.admit_frame() if mode is self.scene else nullcontext():
+            pixels = await run_in_threadpool(image_pixels, source, self.limits)
+            async with self.budget.reserve(pixels):
+                prepared = await run_in_threadpool(self._decode, source, mode)
+                result = await mode.infer(prepared, options)
+                answer = await run_in_threadpool(
+                    mode.encode, result, prepared, options, started, tracker
+                )
         if pixels >= LARGE_IMAGE_PIXELS:
             memory.give_back_soon()
         return answer

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, le=512)
     max_wait_ms: float = Field(5.0, ge=0, le=1000)
     queue_size: int = Field(256, ge=1, le=100_000)
+    scene_queue_size: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="whole frames (/v1/detect, stream frames in scene mode) in work at once, "
+        "within queue_size; past it they get 503 at once",
+    )
     request_timeout_s: float = Field(30.0, gt=0, le=3600)
 
     # Input limits: request bodies (images, video uploads), decoded pixels per image (checked

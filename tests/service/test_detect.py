@@ -14,11 +14,16 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from model.detect import SceneSegmenter
+from model.detect import DetectConfig, SceneSegmenter
 from model.device import cpu_has_amx
 from model.inference import Predictor
 from service.app import create_app
+from service.decode import ImageLimits
 from service.engine import Engine
+from service.errors import Overloaded
+from service.limits import PixelBudget
+from service.pipeline import Options, Pipeline
+from service.schemas import MaskFormat
 
 torch.set_num_threads(1)
 SCENE = {"scenes": True, "scene_long_side": 64}
@@ -243,3 +248,37 @@ def test_the_engine_batches_frames_of_one_shape_together(
     assert other.output.shape == (1, 1, 64, 64) and crop.prediction.mask.shape == (32, 32)
     assert first.batch_size == tiled.batch_size == 2 and other.batch_size == 1
     assert sorted(batches) == [1, 1, 2]
+
+
+def test_whole_frames_past_their_places_are_refused_at_once(
+    tiny_model_path, whole_frame_scene_model_path, media
+) -> None:
+    """A frame costs far more than a sign photo: with its few places taken, the next frame is
+    refused before it is decoded, while sign photos are still answered."""
+    predictor = Predictor.load(tiny_model_path, "cpu")
+    scene = SceneSegmenter.load(whole_frame_scene_model_path, "cpu")
+    frame = media.encode(media.scene(96, 64))
+
+    async def scenario():
+        engine = Engine(predictor, scene=scene, scene_input=(64, 64), scene_queue_size=1)
+        pipeline = Pipeline(
+            engine,
+            predictor,
+            PixelBudget(1_000_000, timeout_s=30),
+            ImageLimits(max_pixels=100_000),
+            DetectConfig(long_side=64),
+        )
+        options = Options(1, MaskFormat.none)
+        await engine.start()
+        try:
+            with engine.admit_frame():
+                with pytest.raises(Overloaded, match="whole frames"):
+                    await asyncio.wait_for(pipeline.answer(frame, pipeline.scene, options), 1)
+                photo = await pipeline.answer(frame, pipeline.classify, options)
+            detections = await pipeline.answer(frame, pipeline.scene, options)
+            return photo, detections
+        finally:
+            await engine.stop()
+
+    photo, detections = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert photo.image_size == detections.image_size == (64, 96)
