@@ -26,7 +26,7 @@ from service.decode import ImageLimits
 from service.deps import ApiKey
 from service.engine import Engine
 from service.errors import install_error_handlers
-from service.limits import Admission, BodyLimits, PixelBudget
+from service.limits import Admission, BodyLimits, PixelBudget, Places
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.pipeline import Pipeline
 from service.routes import detect, health, model_info, predict, stream, video
@@ -129,6 +129,7 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> FastAPI:
     app.state.engine = None
     app.state.pipeline = None
     app.state.pixel_budget = PixelBudget(settings.pixel_budget, settings.request_timeout_s)
+    app.state.streams = Places(settings.max_streams, "streams")
     install_error_handlers(app)
     # Middlewares, added innermost first. A request meets them outermost first: metrics,
     # CORS (so that refusals carry its headers too, and preflights need no key), the key

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ import torch
 from model.detect import SceneSegmenter
 from model.inference import Prediction, Predictor
 from service.errors import InferenceFailed, InferenceTimeout, NotReady, Overloaded
+from service.limits import Places
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,8 @@ class Engine:
         self._held: dict[tuple, deque[_Job]] = {}
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._admitted = 0
-        self._frames_admitted = 0
+        self._requests = Places(queue_size, "requests")
+        self._frames = Places(scene_queue_size, "whole frames")
 
     @property
     def ready(self) -> bool:
@@ -131,15 +132,15 @@ class Engine:
 
     @property
     def admitted(self) -> int:
-        return self._admitted
+        return self._requests.taken
 
     @property
     def at_capacity(self) -> bool:
-        return self._admitted >= self.queue_size
+        return self._requests.full
 
     @property
     def capacity_message(self) -> str:
-        return f"the service is at capacity ({self.queue_size} requests)"
+        return self._requests.message
 
     @contextmanager
     def admit(self) -> Iterator[None]:
@@ -150,30 +151,16 @@ class Engine:
         latency of admitted requests stays near queue_size / throughput."""
         if not self.ready:
             raise NotReady()
-        if self.at_capacity:
-            raise Overloaded(self.capacity_message)
-        self._admitted += 1
-        try:
+        with self._requests.hold():
             yield
-        finally:
-            self._admitted -= 1
 
-    @contextmanager
-    def admit_frame(self) -> Iterator[None]:
+    def admit_frame(self) -> AbstractContextManager[None]:
         """Hold one of `scene_queue_size` places for a whole frame, within its request's
         `admit()` place; with none free the frame is refused at once (Overloaded). A frame
         costs the scene model what a hundred sign photos cost the sign model, so `queue_size`
         places alone would admit minutes of frames: a flood would then wait for the pixel
         budget until the request deadline and get its 503 after 30 s instead of at once."""
-        if self._frames_admitted >= self.scene_queue_size:
-            raise Overloaded(
-                f"the service is at capacity for whole frames ({self.scene_queue_size} at once)"
-            )
-        self._frames_admitted += 1
-        try:
-            yield
-        finally:
-            self._frames_admitted -= 1
+        return self._frames.hold()
 
     async def start(self) -> None:
         """Warm the model up in the worker thread, then start the batching task."""

@@ -15,6 +15,9 @@ the model with decoding. A body still on its way holds no place, so clients that
 headers and then nothing cannot lock the others out; with every place taken already when
 the headers arrive, the request is refused without parsing its body.
 
+Places: a count of holders with a cap, past which one more is refused at once (503), never
+queued: the engine's places for requests and for whole frames, and the open streams.
+
 PixelBudget: the pixels (width x height) of the images being decoded and answered at once,
 over all requests. Memory follows pixels, not requests: one 25-megapixel image costs what
 ten thousand small ones do. A request reserves its image's pixels before decoding and gives
@@ -27,8 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -164,6 +167,35 @@ class Admission:
         finally:
             if place is not None:
                 place.__exit__(None, None, None)
+
+
+class Places:
+    def __init__(self, capacity: int, what: str):
+        """`capacity` holders at once; `what` names them in the refusal ("requests")."""
+        if capacity < 1:
+            raise ValueError(f"{what}: a capacity of at least 1 is needed, got {capacity}")
+        self.capacity = capacity
+        self.what = what
+        self.taken = 0
+
+    @property
+    def full(self) -> bool:
+        return self.taken >= self.capacity
+
+    @property
+    def message(self) -> str:
+        return f"the service is at capacity ({self.capacity} {self.what})"
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """One place for the duration of the block; Overloaded at once when none is free."""
+        if self.full:
+            raise Overloaded(self.message)
+        self.taken += 1
+        try:
+            yield
+        finally:
+            self.taken -= 1
 
 
 class PixelBudget:

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     min_image_side: int = Field(8, ge=1, description="smaller images are refused (422)")
     max_video_frames: int = Field(3000, ge=1)
     max_batch_files: int = Field(64, ge=1, le=1000)
+    max_streams: int = Field(
+        32,
+        ge=1,
+        le=10_000,
+        description="WebSocket streams open at once; past it a stream is closed with 1013",
+    )
 
     # Hostile clients. Every video frame is checked against max_pixels as it is decoded
     # (always: a container's header may lie about the size of its frames).

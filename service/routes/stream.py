@@ -21,7 +21,8 @@ Answers (JSON text messages):
 Query parameters: mode (classify, scene), top_k, mask_format (as /v1/predict), api_key (when
 the service has one and the client cannot send the X-API-Key header). Close codes: 1008 wrong
 key or an origin the CORS rule does not allow (checked by service/access.py before the
-handshake completes), 1011 no scene model for mode=scene, 1013 not ready.
+handshake completes), 1011 no scene model for mode=scene, 1013 not ready or `max_streams`
+streams open already.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from model.track import Tracker
 from service.deps import API_KEY_HEADER, MetricsDep, SettingsDep, api_key_matches
 from service.errors import PayloadTooLarge, ServiceError, error_body
+from service.limits import Places
 from service.metrics import ServiceMetrics
 from service.pipeline import CLASSIFY, SCENE, Mode, Options, Pipeline
 from service.routes.predict import MaskFormatQuery, TopK
@@ -112,15 +114,21 @@ async def stream(
     if engine is None or not engine.ready or pipeline is None:
         await websocket.close(TRY_AGAIN_LATER, "the model is not loaded yet")
         return
-    await websocket.accept()
-    try:
-        chosen = pipeline.mode(mode)
-    except ServiceError as error:  # scene mode without a scene model
-        await websocket.send_text(json.dumps(error.body()))
-        await websocket.close(UNAVAILABLE, error.code)
+    streams: Places = websocket.app.state.streams
+    if streams.full:
+        # Each open stream may hold two frames of max_upload_bytes: their number is bounded.
+        await websocket.close(TRY_AGAIN_LATER, streams.message)
         return
-    session = _StreamSession(websocket, pipeline, chosen, settings.max_upload_bytes, metrics)
-    await session.run(Options(top_k, mask_format))
+    with streams.hold():
+        await websocket.accept()
+        try:
+            chosen = pipeline.mode(mode)
+        except ServiceError as error:  # scene mode without a scene model
+            await websocket.send_text(json.dumps(error.body()))
+            await websocket.close(UNAVAILABLE, error.code)
+            return
+        session = _StreamSession(websocket, pipeline, chosen, settings.max_upload_bytes, metrics)
+        await session.run(Options(top_k, mask_format))
 
 
 class _StreamSession:

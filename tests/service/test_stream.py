@@ -102,3 +102,22 @@ def test_stream_needs_the_api_key_when_one_is_set(make_settings, media) -> None:
         with client.websocket_connect("/v1/stream?mask_format=none", headers=headers) as ws:
             ws.send_bytes(media.encode(media.scene()))
             assert "class_id" in ws.receive_json()
+
+
+def test_streams_past_max_streams_are_refused_and_their_places_come_back(
+    make_settings, media
+) -> None:
+    frame = media.encode(media.scene())
+    with TestClient(create_app(make_settings(max_streams=1))) as client:
+        with client.websocket_connect("/v1/stream?mask_format=none") as first:
+            with (
+                pytest.raises(WebSocketDisconnect) as refused,
+                client.websocket_connect("/v1/stream"),
+            ):
+                pass
+            assert refused.value.code == 1013 and "1 streams" in refused.value.reason
+            first.send_bytes(frame)
+            assert "class_id" in first.receive_json()
+        with client.websocket_connect("/v1/stream?mask_format=none") as again:
+            again.send_bytes(frame)
+            assert "class_id" in again.receive_json()
