@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from model.detect import SHIPPED_SCENE_MODEL, DetectConfig, SceneSegmenter, prepare_frame
 from model.inference import Predictor
 from model.runs import resolve_model
+from service import memory
 from service.access import AccessGuard
 from service.decode import ImageLimits
 from service.deps import ApiKey
@@ -71,6 +72,7 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        memory.bound_kernel_cache()
         model_path = resolve_model(settings.model)
         predictor = await asyncio.to_thread(Predictor.load, model_path, settings.device)
         scene_path = scene_model_path(settings)

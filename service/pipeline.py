@@ -314,7 +314,8 @@ class Pipeline:
                 answer = await run_in_threadpool(
                     mode.encode, result, prepared, options, started, tracker
                 )
-        if pixels >= LARGE_IMAGE_PIXELS:
+        if pixels >= LARGE_IMAGE_PIXELS or mode is self.scene:
+            # A whole frame's activations are hundreds of MB, whatever the upload's size.
             memory.give_back_soon()
         return answer
 

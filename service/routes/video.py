@@ -202,7 +202,7 @@ class _FrameFeed:
         self._closed = True
         self.release(self.held)
         self.reader.close()
-        if self.largest >= LARGE_IMAGE_PIXELS:
+        if self.largest >= LARGE_IMAGE_PIXELS or self.mode.name == SCENE:
             memory.give_back_soon()
 
     async def _reserve(self, pixels: int, make_room: MakeRoom | None) -> None:

@@ -282,3 +282,15 @@ def test_whole_frames_past_their_places_are_refused_at_once(
 
     photo, detections = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert photo.image_size == detections.image_size == (64, 96)
+
+
+def test_memory_is_given_back_after_every_whole_frame(scene_client, media, monkeypatch) -> None:
+    """A frame's activations land in the inference thread's heap whatever the upload's size;
+    a sign photo of that size gives nothing back."""
+    calls = []
+    monkeypatch.setattr("service.pipeline.memory.give_back_soon", lambda: calls.append(1))
+    frame = media.encode(media.scene(96, 64))
+    assert detect(scene_client, frame, mask_format="none").status_code == 200
+    assert len(calls) == 1
+    photo = scene_client.post("/v1/predict", files={"file": ("photo", frame)})
+    assert photo.status_code == 200 and len(calls) == 1
