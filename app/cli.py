@@ -13,10 +13,11 @@ from app.commands import detect as detect_commands
 from app.commands import predict as predict_commands
 from app.commands import serve as serve_commands
 from app.commands import train as train_commands
+from app.commands.arguments import CommandParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="greedysign",
         description="Traffic-sign recognition with a ResNet trained layer by layer (Greedy-DIB).",
     )

@@ -230,8 +230,23 @@ def evaluate_model(
         "model": str(model_path),
         "data": [str(p) for p in data_paths],
         "subset": subset,
+        "images_by_folder": images_by_folder(records, data_paths),
         **metrics,
     }
+
+
+def images_by_folder(records: Sequence[SignRecord], data_paths: Sequence[Path]) -> dict[str, int]:
+    """How many of `records` each folder gave: a folder that gave none is not in the figures
+    (its images are all on the other side of the model's split, or copies of another's)."""
+    roots = [Path(path).resolve() for path in data_paths]
+    counts = dict.fromkeys(map(str, data_paths), 0)
+    for record in records:
+        image = Path(record.image_path).resolve()
+        for path, root in zip(data_paths, roots, strict=True):
+            if image.is_relative_to(root):
+                counts[str(path)] += 1
+                break
+    return counts
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="crops: read sign crops (classes, open set, mask); scenes: mark sign pixels in "
         "whole road frames (--data from greedysign data scenes; --image-size is the tile)",
     )
-    parser.add_argument("--method", choices=METHODS, default="greedy-dib")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="greedy-dib",
+        help="greedy-dib: module by module, each with its own aux heads and the information "
+        "term (--reg); greedy-ce: the same without the term; sgd: the whole network end to end",
+    )
     parser.add_argument(
         "--schedule",
         choices=SCHEDULES,
@@ -83,8 +89,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="greedy modules: weight of rebuilding the input from T_k (InfoPro's "
         "information-preserving term; 0: off)",
     )
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--arch", choices=ARCH_NAMES, default="resnet18")
+    parser.add_argument(
+        "--label-smoothing", type=float, default=0.1, help="of the classification cross-entropy"
+    )
+    parser.add_argument("--arch", choices=ARCH_NAMES, default="resnet18", help="the encoder")
     parser.add_argument(
         "--modules",
         dest="module_split",
@@ -93,7 +101,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="where the encoder is cut into Greedy-DIB modules: a name from model/splits.py "
         "or a spec such as stem,layer1,layer2+layer3,layer4",
     )
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=64,
+        help="side of the square the network reads (px; --task scenes: the tile)",
+    )
     parser.add_argument(
         "--epochs", type=int, default=30, help="epochs of SGD, and of each Greedy-DIB module"
     )
@@ -110,12 +123,31 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "on them in host memory, so that later modules neither reload the data nor rerun the "
         "frozen prefix (model/prefix_cache.py; prints the memory it will take)",
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="images per step (under torchrun: over all processes together)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default="adamw",
+        help="one per phase (a greedy module, the heads, or SGD's whole network)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=3e-3, help="peak learning rate, reached after the warm-up"
+    )
+    parser.add_argument(
+        "--momentum", type=float, default=0.9, help="Nesterov momentum of --optimizer sgd"
+    )
+    parser.add_argument("--weight-decay", type=float, default=0.05, help="of either optimizer")
+    parser.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=1.0,
+        help="linear learning-rate warm-up at the start of each phase, then cosine decay to 0",
+    )
     parser.add_argument(
         "--split",
         dest="data_split",

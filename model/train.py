@@ -832,7 +832,7 @@ def phase_plan(phases: list[Phase]) -> list[tuple[str, int]]:
 
 
 def _plan_text(plan: list[tuple[str, int]]) -> str:
-    return ", ".join(f"{name} ({epochs} epochs)" for name, epochs in plan)
+    return ", ".join(f"{name} ({epochs} epoch{'s' * (epochs != 1)})" for name, epochs in plan)
 
 
 def _fmt(value: float | None) -> str:

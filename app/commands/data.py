@@ -23,15 +23,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 
     check = sub.add_parser("check", help="validate a dataset; report duplicates and leakage")
-    check.add_argument("path", type=Path, help="TSRD folder (plain or official layout) or GTSRB")
+    check.add_argument(
+        "path", type=Path, help="TSRD folder (plain or official layout), TT100K crops or GTSRB"
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     _add_on_error(check)
     check.set_defaults(handler=run_check)
 
     synth = sub.add_parser("synth", help="write a synthetic CTSRD set (TSRD format + masks)")
-    synth.add_argument("out", type=Path)
+    synth.add_argument(
+        "out", type=Path, help="writes OUT/images, OUT/masks and OUT/annotations.txt"
+    )
     synth.add_argument("--per-class", type=int, default=20, help="images per class (58 classes)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="seeds the drawing: same seed, same set")
     synth.set_defaults(handler=run_synth)
 
     scenes = sub.add_parser(
@@ -53,7 +57,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="writes OUT/images/drive-NNN/*.jpg, OUT/videos/drive-NNN.mp4, OUT/annotations.json",
     )
     drives.add_argument("--drives", type=int, default=10, help="number of drives")
-    drives.add_argument("--frames-per-drive", type=int, default=30)
+    drives.add_argument("--frames-per-drive", type=int, default=30, help="frames of each drive")
     drives.add_argument(
         "--zoom", type=float, default=2.0, help="how much larger the signs are at the end (1-8)"
     )
@@ -98,8 +102,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     resize.set_defaults(handler=run_resize_frames)
 
     preview = sub.add_parser("preview", help="contact sheet of samples with masks and boxes")
-    preview.add_argument("path", type=Path)
-    preview.add_argument("--out", type=Path, default=Path("preview.png"))
+    preview.add_argument("path", type=Path, help="dataset folder (TSRD, TT100K crops or GTSRB)")
+    preview.add_argument("--out", type=Path, default=Path("preview.png"), help="PNG to write")
     preview.add_argument("--count", type=int, default=32, help="number of samples")
     preview.add_argument("--image-size", type=int, default=128, help="tile size in pixels")
     preview.add_argument(
@@ -108,16 +112,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_false",
         help="show eval-time samples instead of augmented ones",
     )
-    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument(
+        "--seed", type=int, default=0, help="seeds the choice of samples and their augmentation"
+    )
     _add_on_error(preview)
     preview.set_defaults(handler=run_preview)
 
 
 def _add_scene_options(parser: argparse.ArgumentParser, size_note: str = "") -> None:
     """What a generated frame holds: shared by `data scenes` and `data drives`."""
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds every draw: same seed, same frames"
+    )
+    parser.add_argument("--width", type=int, default=1280, help="frame width (px)")
+    parser.add_argument("--height", type=int, default=720, help="frame height (px)")
     parser.add_argument(
         "--min-size", type=float, default=12.0, help=f"smallest sign (px){size_note}"
     )

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from app.commands.arguments import comma_list, positive_int
+from app.commands.arguments import DEVICE_HELP, comma_list, positive_int
 from app.commands.data import SCENE_BACKGROUNDS
 from data.records import DataError
 
@@ -25,12 +25,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         "detect",
         help="find every sign in whole road frames (images, or a video: tracked, annotated)",
         description="The scene model marks the sign pixels of each frame; each region is cut "
-        "from the original with a margin and read by the sign model. Images: one line each "
-        "(--json: one JSON line). A video: one JSON line per frame with track ids, and with "
-        "--out a copy with every sign drawn on it.",
+        "from the original with a margin and read by the sign model. An image: one line of "
+        "text (--json: one JSON line). A video: its signs are tracked from frame to frame; "
+        "--json prints one JSON line per frame, with track ids, then a JSON summary line; "
+        "without --json only that summary is printed, on stderr. --out writes a copy of the "
+        "video with every sign drawn on it.",
     )
     detect.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="images or a video")
-    detect.add_argument("--json", action="store_true", help="one JSON line per image or frame")
+    detect.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON line per image, or per frame of a video then its summary (without it: "
+        "a line of text per image, a video's summary alone, on stderr)",
+    )
     detect.add_argument("--out", type=Path, help="video: write the annotated video here (mp4)")
     detect.add_argument(
         "--fps", type=float, help="video: frames per second to read (default: every frame)"
@@ -82,8 +89,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(OUT/negative/, OUT/classes.csv): add OUT to the sign model's --train-data.",
     )
     negatives.add_argument("source", type=Path, help="a video, or a COCO frames folder")
-    negatives.add_argument("--out", type=Path, required=True)
-    negatives.add_argument("--skip-seconds", type=float, default=6.0, help="of a video")
+    negatives.add_argument(
+        "--out", type=Path, required=True, help="crops folder to write (OUT/negative/, ...)"
+    )
+    negatives.add_argument(
+        "--skip-seconds",
+        type=float,
+        default=6.0,
+        help="a video's first seconds, which hold signs, are left out",
+    )
     negatives.add_argument(
         "--step", type=positive_int, default=1, help="every N-th frame (at least 1)"
     )
@@ -119,7 +133,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="sign model that reads each crop (default: newest run, else the shipped one)",
     )
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--long-side", type=int, default=1024, help="frames resized to this longer side (px)"
     )
@@ -431,6 +445,10 @@ def _header(args: argparse.Namespace, detector) -> dict:
 def run_mine_negatives(args: argparse.Namespace) -> int:
     from model.negatives import annotated_frames, mine, video_frames, write_marked_signs
 
+    # Checked before the detector loads and before mining creates OUT/negative/.
+    if not args.source.exists():
+        print(f"error: {args.source}: no such video or frames folder", file=sys.stderr)
+        return 2
     if args.signs and not args.source.is_dir():
         print("error: --signs needs a COCO frames folder (a video marks no sign)", file=sys.stderr)
         return 2

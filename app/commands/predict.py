@@ -7,13 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from app.commands.arguments import positive_int
+from app.commands.arguments import DEVICE_HELP, positive_int
 from data.records import DataError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="classify images; one JSON line per image")
-    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    predict.add_argument(
+        "images", type=Path, nargs="+", metavar="IMAGE", help="image files, one sign photo each"
+    )
     predict.add_argument(
         "--model",
         type=Path,
@@ -29,7 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="none",
         help="include the mask as COCO RLE or base64 PNG",
     )
-    predict.add_argument("--device", default="auto")
+    predict.add_argument("--device", default="auto", help=DEVICE_HELP)
     predict.set_defaults(handler=run_predict)
 
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.commands.arguments import DEVICE_HELP
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
@@ -24,6 +26,8 @@ _SETTING_FLAGS = (
 )
 # The browser app, served at / by the service (which finds it only because it is told).
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# A real sign photo, from the repository root (the Makefile's DEMO_IMAGE), for the hint.
+EXAMPLE_IMAGE = "../shared/data/ctsrd-real/images/000_0001.png"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -45,8 +49,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--scene-long-side", type=int, help="frames are resized to this longer side (px)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--device", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    serve.add_argument("--device", help=DEVICE_HELP)
     serve.add_argument(
         "--workers",
         type=int,
@@ -55,7 +59,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--max-batch-size", type=int, help="images per inference batch")
     serve.add_argument("--max-wait-ms", type=float, help="longest wait to fill a batch")
-    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning"),
+        help="of the service's and uvicorn's log lines",
+    )
     serve.set_defaults(handler=run_serve)
 
 
@@ -107,7 +116,7 @@ def run_serve(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{args.port}"
     print(f"GreedySign service on {url}  (API docs: {url}/docs), model {model}")
     print(f"scene model (whole frames, /v1/detect): {scene_model or 'none'}")
-    print(f"try: curl -F file=@sign.png '{url}/v1/predict?mask_format=none'", flush=True)
+    print(f"try: curl -F file=@{EXAMPLE_IMAGE} '{url}/v1/predict?mask_format=none'", flush=True)
     # WebSocket frames may be as large as an upload; uvicorn's default cap is 16 MiB.
     server_options = {
         "host": args.host,

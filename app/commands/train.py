@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from app.commands.arguments import DEVICE_HELP
 from data.records import DataError
 
 
@@ -44,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "all: every distinct image (data the model never saw)",
     )
     evaluate.add_argument("--per-class", action="store_true", help="include per-class figures")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.set_defaults(handler=run_eval)
 
 
@@ -58,6 +59,12 @@ def run_train(args: argparse.Namespace) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except SystemExit as refusal:
+        # model/train.py refuses arguments as torchvision's scripts do, with SystemExit(message).
+        if not isinstance(refusal.code, str):
+            raise
+        print(f"error: {refusal.code}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -66,12 +73,18 @@ def run_eval(args: argparse.Namespace) -> int:
     from model.runs import resolve_model
 
     try:
-        metrics = evaluate_model(
-            resolve_model(args.model), args.data, subset=args.subset, device=args.device
-        )
+        model = resolve_model(args.model)
+        metrics = evaluate_model(model, args.data, subset=args.subset, device=args.device)
     except (DataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for folder, images in metrics["images_by_folder"].items():
+        if images == 0:
+            print(
+                f"warning: no {args.subset} images of {model} in {folder}: the figures are "
+                "the other folders' alone",
+                file=sys.stderr,
+            )
     if not args.per_class:
         for part in (metrics, *metrics.get("datasets", {}).values()):
             part.pop("per_class")

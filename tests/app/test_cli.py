@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
+import dataclasses
 import json
 
 import pytest
 
-from app.cli import main
+from app.cli import build_parser, main
 from data.load import load_dataset
 
 
@@ -20,6 +22,34 @@ def synthetic(tmp_path_factory):
 
 def _json(capsys) -> dict:
     return json.loads(capsys.readouterr().out)
+
+
+def test_every_option_and_argument_says_what_it_is():
+    def undocumented(parser: argparse.ArgumentParser, command: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, subparser in action.choices.items():
+                    yield from undocumented(subparser, f"{command} {name}")
+            elif not action.help:
+                yield f"{command} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(undocumented(build_parser(), "greedysign")) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["train"], "peak learning rate, reached after the warm-up (default: 0.003)"),
+        (["data", "preview"], "PNG to write (default: preview.png)"),
+    ],
+)
+def test_help_shows_the_defaults(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert shown in help_text
+    # Nothing to show for a flag or an option without a default.
+    assert "(default: False)" not in help_text and "(default: None)" not in help_text
 
 
 def test_data_check_on_real_ctsrd(ctsrd_real, capsys):
@@ -123,6 +153,29 @@ def test_eval_on_crops_scores_known_signs_and_rejections(tiny_model_path, tmp_pa
     assert set(metrics["per_class"]) <= {"3"}
 
 
+def test_eval_warns_of_a_folder_without_test_images(tiny_model_path, synthetic, tmp_path, capsys):
+    from model.checkpoint import export_model, load_model
+
+    # A model that held out the synthetic set's images, and a second set that it never split.
+    network, info = load_model(tiny_model_path)
+    held_out = [record.sha1 for record in load_dataset(synthetic).records]
+    model = export_model(
+        network, dataclasses.replace(info, split={"test_sha1": held_out}), tmp_path / "model.pt"
+    )
+    other = tmp_path / "other"
+    assert main(["data", "synth", str(other), "--per-class", "1", "--seed", "6"]) == 0
+    capsys.readouterr()
+    args = ["eval", "--model", str(model), "--data", str(synthetic), "--data", str(other)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["images"] == 58
+    assert f"warning: no test images of {model} in {other}" in captured.err
+    assert str(synthetic) not in captured.err
+    # No folder covered at all stays an error.
+    assert main(["eval", "--model", str(model), "--data", str(other)]) == 2
+    assert "no test images" in capsys.readouterr().err
+
+
 def test_eval_refuses_a_dataset_of_other_classes(tiny_model_path, gtsrb_real, capsys):
     args = ["eval", "--model", str(tiny_model_path), "--data", str(gtsrb_real), "--subset", "all"]
     assert main(args) == 2
@@ -134,12 +187,13 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys):
     assert "no model at" in capsys.readouterr().err
 
 
-def test_train_refuses_a_set_too_small_to_split(synthetic, tmp_path):
-    with pytest.raises(SystemExit, match="0 test images"):
-        main(["train", "--data", str(synthetic), "--out", str(tmp_path / "run")])
+def test_train_refuses_a_set_too_small_to_split(synthetic, tmp_path, capsys):
+    assert main(["train", "--data", str(synthetic), "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "0 test images" in error
 
 
-def test_train_stopped_after_a_module_resumes_to_a_model(tmp_path, monkeypatch):
+def test_train_stopped_after_a_module_resumes_to_a_model(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
     data, out = tmp_path / "data", tmp_path / "run"
     assert main(["data", "synth", str(data), "--per-class", "2", "--seed", "1"]) == 0
@@ -147,6 +201,10 @@ def test_train_stopped_after_a_module_resumes_to_a_model(tmp_path, monkeypatch):
              "--batch-size", "16", "--workers", "0"]  # fmt: skip
     assert main(["train", *flags, "--stop-after", "module1"]) == 0
     assert (out / "checkpoint.pth").is_file() and not (out / "model.pt").exists()
+    # Other epochs would resume at the wrong phase: refused as other CLI errors are.
+    assert main(["train", *flags, "--epochs", "2", "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "resume with the run's own arguments" in error
     # The checkpoint the CLI wrote must read back (weights_only) for --resume.
     assert main(["train", *flags, "--resume"]) == 0
     assert (out / "model.pt").is_file()

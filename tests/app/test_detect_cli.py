@@ -245,6 +245,15 @@ def test_mine_negatives_refuses_unknown_backgrounds_and_a_video(
         assert "--no-sign-backgrounds takes a generated scenes folder" in capsys.readouterr().err
 
 
+def test_mine_negatives_from_a_missing_source_is_an_error_that_writes_nothing(
+    tmp_path, capsys
+) -> None:
+    out = tmp_path / "crops"
+    assert main(["mine-negatives", str(tmp_path / "clip.mp4"), "--out", str(out)]) == 2
+    assert "clip.mp4: no such video or frames folder" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_mine_negatives_refuses_a_step_below_one(tmp_path, capsys) -> None:
     # Step 0 divided by zero and a negative one picked frames by Python's modulo rules.
     for value in ("0", "-2", "every"):

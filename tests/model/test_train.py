@@ -310,7 +310,7 @@ def test_resume_refuses_arguments_that_plan_other_phases(tiny_synthetic, tmp_pat
     out = tmp_path / "run"
     main(_args(tiny_synthetic, out, "--stop-after", "module1"))
     # Phase 1 is module2 here but "heads" in a simultaneous run: that run would skip it.
-    with pytest.raises(SystemExit, match=r"module1 \(1 epochs\).*modules \(1 epochs\)"):
+    with pytest.raises(SystemExit, match=r"module1 \(1 epoch\).*modules \(1 epoch\)"):
         main(_args(tiny_synthetic, out, "--schedule", "simultaneous", "--resume"))
     assert load_file(out / "checkpoint.pth")["phase"] == 1  # nothing was overwritten
 
