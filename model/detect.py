@@ -55,6 +55,8 @@ SEAM_COVER = 0.95  # a seam: a strong horizontal edge across this share of the i
 SEAM_TILT = 0.03  # rows a seam may rise or fall over the region's width, as a share of it
 SEAM_THICKNESS = 0.08  # a seam's rows beyond its tilt band, as a share of the width (8 or more)
 BOARD_ASPECTS = (2.5, 8.0)  # each part's width over its height: a board, not a sign's half
+DEFAULT_OVERLAP = 64  # working pixels that neighbouring tiles share
+REMAP_BLOCK = 16384  # output pixels per side of one cv2.remap call (its limit: 32766)
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32) * 255
 _INV_STD = 1 / (np.asarray(IMAGENET_STD, np.float32) * 255)
 
@@ -70,7 +72,8 @@ class DetectConfig:
     burnt-in text shrinks to the size of a far sign), while a photo of one sign enlarged
     eightfold is a sign larger than any it saw (BENCHMARKS.md section 6, "Small frames
     enlarged"). `tile`: 0 runs the whole resized frame at once; else it runs in tile x tile
-    pieces (a multiple of 32) that overlap by `overlap` pixels, their probabilities merged by
+    pieces (a multiple of 32) that overlap by `overlap` pixels (default: 64, at most half the
+    tile, so that a tile of 32 or 64 needs no overlap of its own), their probabilities merged by
     maximum (bounds the memory of a large `long_side`; the answers are close to the whole
     frame's, not equal: near a tile's edge the network sees less context, and the tiles
     start where they spread evenly over the frame, not at multiples of 32).
@@ -101,7 +104,7 @@ class DetectConfig:
 
     long_side: int = 1024
     tile: int = 0
-    overlap: int = 64
+    overlap: int | None = None
     max_upscale: float = 1.5
     threshold: float = 0.5
     min_area: int = 12
@@ -117,6 +120,9 @@ class DetectConfig:
             raise ValueError(f"long_side must be at least {STRIDE}, got {self.long_side}")
         if self.tile and (self.tile < STRIDE or self.tile % STRIDE):
             raise ValueError(f"tile must be 0 or a multiple of {STRIDE}, got {self.tile}")
+        if self.overlap is None:
+            overlap = min(DEFAULT_OVERLAP, self.tile // 2) if self.tile else DEFAULT_OVERLAP
+            object.__setattr__(self, "overlap", overlap)
         if self.tile and not 0 <= self.overlap < self.tile:
             raise ValueError(f"overlap must lie in [0, tile), got {self.overlap}")
         if self.max_upscale < 1:
@@ -566,6 +572,27 @@ def _label_boxes(labels: np.ndarray) -> list[Box | None]:
     return boxes
 
 
+def _sampled(values: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """`values` sampled bilinearly at every (row, column) of the two coordinate lists, the
+    edge values carried on past the border. cv2.remap does it, in blocks: it refuses an
+    output side of 32767 px or more, which a region of a 40000x625 frame (25 MP, as the
+    service takes) reaches."""
+    sampled = np.empty((len(rows), len(columns)), np.float32)
+    for top in range(0, len(rows), REMAP_BLOCK):
+        for left in range(0, len(columns), REMAP_BLOCK):
+            block_rows = rows[top : top + REMAP_BLOCK]
+            block_columns = columns[left : left + REMAP_BLOCK]
+            shape = (len(block_rows), len(block_columns))
+            sampled[top : top + shape[0], left : left + shape[1]] = cv2.remap(
+                values,
+                np.ascontiguousarray(np.broadcast_to(block_columns[None, :], shape)),
+                np.ascontiguousarray(np.broadcast_to(block_rows[:, None], shape)),
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+    return sampled
+
+
 def _original_mask(
     values: np.ndarray,
     own: np.ndarray,
@@ -588,16 +615,7 @@ def _original_mask(
     # Working coordinates of the original pixels' centres, relative to the component's box.
     columns = ((np.arange(ox1, ox2) + 0.5) * sx - 0.5 - x1).astype(np.float32)
     rows = ((np.arange(oy1, oy2) + 0.5) * sy - 0.5 - y1).astype(np.float32)
-    map_x = np.broadcast_to(columns[None, :], (len(rows), len(columns)))
-    map_y = np.broadcast_to(rows[:, None], (len(rows), len(columns)))
-    sampled = cv2.remap(
-        values.astype(np.float32),
-        np.ascontiguousarray(map_x),
-        np.ascontiguousarray(map_y),
-        cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-    mask = sampled >= config.threshold
+    mask = _sampled(values.astype(np.float32), rows, columns) >= config.threshold
     if not mask.any():
         nearest_rows = np.clip(np.round(rows).astype(int), 0, own.shape[0] - 1)
         nearest_columns = np.clip(np.round(columns).astype(int), 0, own.shape[1] - 1)

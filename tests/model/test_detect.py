@@ -135,6 +135,24 @@ def test_instances_are_components_with_boxes_in_original_pixels() -> None:
         assert instance.mask[:, 0].any() and instance.mask[:, -1].any()
 
 
+def test_a_region_wider_than_opencv_can_remap_gets_its_mask() -> None:
+    # A 40000x625 frame (25 MP, as the service takes) works at 1024x16: a band across it is
+    # a region 40000 original pixels wide, past cv2.remap's limit of 32766.
+    config = DetectConfig(require_core=False, min_solidity=0)
+    geometry = frame_geometry(625, 40000, config)
+    probability = np.zeros((1, *geometry.padded), np.float32)
+    probability[0, 4:12, : geometry.resized[1]] = 0.9
+    (band,) = find_instances(probability, geometry, config)
+    x1, y1, x2, y2 = band.box
+    assert (x1, x2) == (0, 40000) and band.mask.shape == (y2 - y1, 40000) and band.mask.all()
+
+
+@pytest.mark.parametrize("tile", [32, 64, 256])
+def test_the_tile_overlap_defaults_to_at_most_half_the_tile(tile) -> None:
+    assert DetectConfig(tile=tile).overlap == min(64, tile // 2)
+    assert DetectConfig(tile=tile, overlap=8).overlap == 8
+
+
 def test_an_empty_or_faint_map_has_no_instances() -> None:
     config = DetectConfig(long_side=640)
     geometry = frame_geometry(360, 640, config)
