@@ -60,14 +60,15 @@ def cut(rgb: np.ndarray, window: Box) -> np.ndarray:
 
 def scaled(box: Box, from_size: tuple[int, int], to_size: tuple[int, int]) -> Box:
     """`box` in a picture of (H, W) `from_size` moved to one of `to_size` (the same picture at
-    another resolution)."""
+    another resolution), at least one pixel and inside it (a box to the picture's edge would
+    else end a pixel past it where the scale rounds up: 44 * 25 / 44 = 25.000000000000004)."""
     sy, sx = to_size[0] / from_size[0], to_size[1] / from_size[1]
     x1, y1, x2, y2 = box
     return (
         int(np.floor(x1 * sx)),
         int(np.floor(y1 * sy)),
-        max(int(np.floor(x1 * sx)) + 1, int(np.ceil(x2 * sx))),
-        max(int(np.floor(y1 * sy)) + 1, int(np.ceil(y2 * sy))),
+        min(to_size[1], max(int(np.floor(x1 * sx)) + 1, int(np.ceil(x2 * sx)))),
+        min(to_size[0], max(int(np.floor(y1 * sy)) + 1, int(np.ceil(y2 * sy)))),
     )
 
 

@@ -20,6 +20,7 @@ def test_the_window_is_the_box_grown_by_the_margin_within_the_picture():
 def test_a_box_moves_between_resolutions_of_one_picture():
     assert scaled((10, 20, 30, 40), (100, 200), (50, 100)) == (5, 10, 15, 20)
     assert scaled((1, 1, 2, 2), (100, 100), (10, 10)) == (0, 0, 1, 1)  # never empty
+    assert scaled((0, 0, 44, 44), (44, 44), (25, 25)) == (0, 0, 25, 25)  # never past the edge
 
 
 def _prediction(kind, class_id, box=(1, 1, 5, 5)):
