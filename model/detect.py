@@ -54,6 +54,8 @@ BOARD_MIN_FILL = 0.7  # the region's mask fills this share of its box: a rectang
 SEAM_COVER = 0.95  # a seam: a strong horizontal edge across this share of the inner width
 SEAM_TILT = 0.03  # rows a seam may rise or fall over the region's width, as a share of it
 SEAM_THICKNESS = 0.08  # a seam's rows beyond its tilt band, as a share of the width (8 or more)
+SEAM_MIN_GRADIENT = 40.0  # grey levels of a seam's vertical Sobel gradient, at least
+SEAM_RELATIVE_GRADIENT = 0.3  # and this share of the region's 99th percentile of it
 BOARD_ASPECTS = (2.5, 8.0)  # each part's width over its height: a board, not a sign's half
 DEFAULT_OVERLAP = 64  # working pixels that neighbouring tiles share
 REMAP_BLOCK = 16384  # output pixels per side of one cv2.remap call (its limit: 32766)
@@ -524,11 +526,14 @@ def part_board_post(rgb: np.ndarray, instance: Instance) -> list[Instance]:
 def _seam_cover(rgb: np.ndarray, tilt: int) -> np.ndarray:
     """Per row of an RGB patch: the share of its inner columns (the middle 80 %) crossed by a
     strong horizontal edge within `tilt` rows (a tilted seam). Strong: a vertical Sobel
-    gradient of 40 grey levels or more, and at least 0.3 of the patch's 99th percentile."""
+    gradient of SEAM_MIN_GRADIENT grey levels or more, and at least SEAM_RELATIVE_GRADIENT of
+    the patch's 99th percentile (a seam is among the patch's strongest edges)."""
     grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), (3, 3), 0)
     gradient = np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
-    strong = gradient >= max(40.0, 0.3 * float(np.percentile(gradient, 99)))
+    floor = SEAM_RELATIVE_GRADIENT * float(np.percentile(gradient, 99))
+    strong = gradient >= max(SEAM_MIN_GRADIENT, floor)
     band = cv2.dilate(strong.astype(np.uint8), np.ones((2 * tilt + 1, 1), np.uint8))
+    # The outer tenth on each side is the region's own edge, where what lies beside it shows.
     inner = slice(round(0.1 * rgb.shape[1]), round(0.9 * rgb.shape[1]))
     return band[:, inner].mean(axis=1)
 
@@ -537,10 +542,10 @@ def _reconstruct(marker: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Morphological reconstruction by dilation of `marker` under `mask` (marker <= mask)."""
     kernel = np.ones((3, 3), np.uint8)
     while True:
-        grown = np.minimum(cv2.dilate(marker, kernel), mask)
-        if np.array_equal(grown, marker):
-            return grown
-        marker = grown
+        dilated = np.minimum(cv2.dilate(marker, kernel), mask)
+        if np.array_equal(dilated, marker):
+            return dilated
+        marker = dilated
 
 
 def _flood(relief: np.ndarray, seeds: np.ndarray, own: np.ndarray) -> np.ndarray:
@@ -552,11 +557,11 @@ def _flood(relief: np.ndarray, seeds: np.ndarray, own: np.ndarray) -> np.ndarray
     for level in np.arange(np.floor(relief.max()), -1.0, -1.0):
         allowed = own & (relief >= level) & (labels == 0)
         while allowed.any():
-            grown = cv2.dilate(labels, kernel)
-            new = allowed & (grown > 0)
+            dilated = cv2.dilate(labels, kernel)
+            new = allowed & (dilated > 0)
             if not new.any():
                 break
-            labels[new] = grown[new]
+            labels[new] = dilated[new]
             allowed &= ~new
     return labels.astype(np.int32)
 
