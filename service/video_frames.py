@@ -27,12 +27,19 @@ from service.errors import ImageTooLarge, InferenceTimeout, InvalidVideo, Unsupp
 
 # ISO base media (mp4, mov, m4v) files open with one of these boxes, after its 4-byte size.
 _ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
+# HEIF photos (AVIF, HEIC) are ISO base media files too, named by these brands in their
+# `ftyp` box. FFmpeg opens some of them as a one-frame video, but a photo is no video.
+_IMAGE_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")
 _EBML = b"\x1a\x45\xdf\xa3"  # Matroska and WebM
+# The head to read for sniff_container: enough for an `ftyp` box's compatible brands.
+SNIFF_BYTES = 256
 
 
 def sniff_container(head: bytes) -> str | None:
-    """FFmpeg's demuxer for a file starting with `head`: "mov" (mp4, mov), "matroska"
-    (mkv, webm), "avi", or None for anything else."""
+    """FFmpeg's demuxer for a file starting with `head` (SNIFF_BYTES of it): "mov" (mp4,
+    mov), "matroska" (mkv, webm), "avi", or None for anything else, a HEIF photo included."""
+    if head[4:8] == b"ftyp" and not _ftyp_brands(head).isdisjoint(_IMAGE_BRANDS):
+        return None
     if head[4:8] in _ISO_BOXES:
         return "mov"
     if head.startswith(_EBML):
@@ -40,6 +47,14 @@ def sniff_container(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "avi"
     return None
+
+
+def _ftyp_brands(head: bytes) -> set[bytes]:
+    """The major and compatible brands of the `ftyp` box `head` opens with: size(4) 'ftyp'(4)
+    major_brand(4) minor_version(4) compatible_brands(4 each) to the box's end."""
+    size = int.from_bytes(head[:4], "big")
+    end = min(size, len(head)) if size >= 16 else len(head)  # 0: the box runs to the file's end
+    return {head[8:12], *(head[start : start + 4] for start in range(16, end - 3, 4))}
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class VideoReader:
         self.decoded = 0  # frames decoded so far, sampled or not
         self.decode_cap_reached = False
         file.seek(0)
-        demuxer = sniff_container(file.read(16))
+        demuxer = sniff_container(file.read(SNIFF_BYTES))
         file.seek(0)
         if demuxer is None:
             raise UnsupportedMedia(

@@ -8,16 +8,22 @@ import argparse
 import json
 import sys
 import time
+from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 
-from app.commands.arguments import DEVICE_HELP, comma_list, positive_int
+from app.commands.arguments import DEVICE_HELP, comma_list, positive_float, positive_int
 from app.commands.data import SCENE_BACKGROUNDS
 from data.records import DataError
 
 KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
 UNKNOWN_COLOR = (200, 200, 200)
 MASK_COLOR = (60, 255, 130)
+# A video frame over this many pixels is refused (100 MP): a local 8K video (33 MP) is
+# legitimate, a header that lies about its frame size is not.
+MAX_VIDEO_PIXELS = 100_000_000
+# The annotated copy's rate when neither --fps nor the stream gives one.
+FALLBACK_FPS = 25.0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -40,7 +46,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     detect.add_argument("--out", type=Path, help="video: write the annotated video here (mp4)")
     detect.add_argument(
-        "--fps", type=float, help="video: frames per second to read (default: every frame)"
+        "--fps",
+        type=positive_float,
+        help="video: frames per second to read (default: every frame); the annotated copy "
+        "plays at this rate, or at the video's own if that is lower",
     )
     _add_model_options(detect)
     detect.set_defaults(handler=run_detect)
@@ -265,9 +274,8 @@ def _sign(detection, track=None) -> dict:
 
 def run_detect(args: argparse.Namespace) -> int:
     from data.images import read_rgb
-    from service.video_frames import sniff_container
 
-    videos = [path for path in args.paths if path.is_file() and _is_video(path, sniff_container)]
+    videos = [path for path in args.paths if path.is_file() and _is_video(path)]
     if args.out is not None and (len(videos) != 1 or len(args.paths) != 1):
         print("error: --out writes the annotated copy of one video: give one", file=sys.stderr)
         return 2
@@ -297,9 +305,16 @@ def run_detect(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _is_video(path: Path, sniff) -> bool:
-    with path.open("rb") as file:
-        return sniff(file.read(16)) is not None
+def _is_video(path: Path) -> bool:
+    """Whether the file is in a video container the service reads too (a HEIF photo, AVIF or
+    HEIC, is not, though it is an ISO base media file)."""
+    from service.video_frames import SNIFF_BYTES, sniff_container
+
+    try:
+        with path.open("rb") as file:
+            return sniff_container(file.read(SNIFF_BYTES)) is not None
+    except OSError:
+        return False  # read_rgb names the failure as an image's
 
 
 def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
@@ -308,37 +323,41 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
 
     from data.video_writer import VideoWriter
     from model.track import Tracker
+    from service.errors import ServiceError
+    from service.video_frames import VideoReader
 
     tracker = Tracker()
     frames = 0
     started = time.perf_counter()
     writer = None
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = args.fps or (float(stream.average_rate) if stream.average_rate else 25.0)
-            next_time = None
-            for index, frame in enumerate(container.decode(stream)):
-                pts = float(frame.time) if frame.time is not None else index / rate
-                if args.fps:
-                    if next_time is not None and pts + 1e-6 < next_time:
-                        continue
-                    next_time = (next_time or pts) + 1 / args.fps
-                rgb = frame.to_ndarray(format="rgb24")
-                detections = detector.detect(rgb)
+        with path.open("rb") as file, closing(VideoReader(file, MAX_VIDEO_PIXELS)) as reader:
+            # The annotated copy plays at the rate its frames were sampled at: --fps, unless
+            # the stream's own rate is lower.
+            rate = min((r for r in (args.fps, reader.info.fps) if r), default=FALLBACK_FPS)
+            for frame in reader.frames(args.fps, max_frames=sys.maxsize):
+                detections = detector.detect(frame.rgb)
                 tracks = tracker.update(detections)
                 signs = [_sign(d, t) for d, t in zip(detections, tracks, strict=True)]
                 if args.json:
-                    line = {"video": str(path), "frame_index": index, "pts_s": round(pts, 6)}
-                    print(json.dumps({**line, "signs": signs}), flush=True)
+                    line = {
+                        "video": str(path),
+                        "frame_index": frame.index,
+                        "pts_s": round(frame.pts_s, 6),
+                        "signs": signs,
+                    }
+                    print(json.dumps(line), flush=True)
                 if args.out is not None:
                     if writer is None:
-                        writer = VideoWriter(args.out, rate, rgb.shape[1], rgb.shape[0])
-                    writer.write(draw_signs(rgb, detections, signs))
+                        height, width = frame.rgb.shape[:2]
+                        writer = VideoWriter(args.out, rate, width, height)
+                    writer.write(draw_signs(frame.rgb, detections, signs))
                 frames += 1
-    except (av.FFmpegError, OSError) as error:
-        print(json.dumps({"video": str(path), "error": f"cannot read the video ({error})"}))
+    except ServiceError as error:  # not a video, no video stream, corrupt, cut short
+        print(json.dumps({"video": str(path), "error": error.message}))
+        return 1
+    except (av.FFmpegError, OSError) as error:  # opening the file, or writing --out
+        print(json.dumps({"video": str(path), "error": str(error)}))
         return 1
     finally:
         if writer is not None:

@@ -5,13 +5,14 @@ a scene model that marks every pixel makes each frame one sign whose box is the 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, features
 
 from app.cli import main
 from model.device import cpu_has_amx
@@ -42,6 +43,21 @@ def write_clip(path: Path, frames: int = 5, size: tuple[int, int] = (96, 64)) ->
             image = np.full((height, width, 3), 60 + 20 * index, np.uint8)
             image[20:40, 10 + 5 * index : 30 + 5 * index] = (230, 30, 30)
             output.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        output.mux(stream.encode())
+    return path
+
+
+def write_timed_clip(path: Path, seconds: list[float], size: tuple[int, int] = (64, 48)) -> Path:
+    """An mp4 whose frames are shown at `seconds` (explicit timestamps, gaps allowed)."""
+    width, height = size
+    with av.open(str(path), "w", format="mp4") as output:
+        stream = output.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for second in seconds:
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 90, np.uint8))
+            frame.pts, frame.time_base = round(second * 1000), Fraction(1, 1000)
+            output.mux(stream.encode(frame))
         output.mux(stream.encode())
     return path
 
@@ -126,6 +142,73 @@ def test_video_frames_can_be_sampled(empty_scene_model_path, tiny_model_path, tm
     assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
     frames = lines(capsys)[:-1]
     assert [f["frame_index"] for f in frames] == [0, 2, 4, 6, 8]
+
+
+def test_sampling_catches_up_after_a_timestamp_gap(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    seconds = [i / 10 for i in range(11)] + [5 + i / 10 for i in range(11)]  # 0-1 s, 5-6 s
+    clip = write_timed_clip(tmp_path / "gap.mp4", seconds)
+    argv = ["detect", str(clip), "--json", "--fps", "1", "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
+    frames = lines(capsys)[:-1]
+    # One frame a second on each side of the gap, not every 1/fps after it (5.1, 5.2, ...).
+    assert [f["pts_s"] for f in frames] == pytest.approx([0.0, 1.0, 5.0, 6.0])
+
+
+@pytest.mark.parametrize(("fps", "written_fps", "written_frames"), [(5, 5, 5), (30, 10, 10)])
+def test_the_annotated_copy_plays_at_the_sampled_rate(
+    empty_scene_model_path, tiny_model_path, tmp_path, fps, written_fps, written_frames
+) -> None:
+    # --fps above the video's own rate keeps every frame, at the video's rate, not faster.
+    clip = write_clip(tmp_path / "clip.mp4", frames=10)  # 10 frames/s
+    out = tmp_path / "out.mp4"
+    argv = ["detect", str(clip), "--fps", str(fps), "--out", str(out), "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
+    with av.open(str(out)) as written:
+        assert written.streams.video[0].average_rate == written_fps
+        assert sum(1 for _ in written.decode(video=0)) == written_frames
+
+
+@pytest.mark.parametrize("fps", ["0", "-1", "nan", "inf", "fast"])
+def test_fps_must_be_a_positive_number(tmp_path, capsys, fps) -> None:
+    # 0 was taken as "every frame" and a negative rate reached the video writer.
+    with pytest.raises(SystemExit) as exited:
+        main(["detect", str(tmp_path / "clip.mp4"), "--fps", fps])
+    assert exited.value.code == 2
+    assert "--fps" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="Pillow without its AVIF plugin")
+def test_an_avif_photo_is_an_image_not_a_video(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    # An AVIF file is ISO base media (ftyp) like an mp4, and FFmpeg opens it as a video.
+    photo = tmp_path / "photo.avif"
+    Image.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(photo)
+    argv = ["detect", str(photo), "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
+    assert capsys.readouterr().out == f"{photo}: 0 signs\n"
+
+
+def test_a_file_without_a_video_stream_is_an_error_line(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    audio = tmp_path / "silence.m4a"
+    with av.open(str(audio), "w", format="mp4") as output:
+        stream = output.add_stream("aac", rate=44100)
+        for index in range(44):  # a second of silence
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 44100, index * 1024
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode())
+    argv = ["detect", str(audio), "--json"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 1
+    assert lines(capsys) == [
+        {"video": str(audio), "error": "the file has no video stream (is it cut short?)"}
+    ]
 
 
 def test_out_needs_exactly_one_video(empty_scene_model_path, tiny_model_path, tmp_path, capsys):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import features
 
 from service.video_frames import sniff_container
 
@@ -78,6 +79,31 @@ def test_containers_are_sniffed_by_content() -> None:
     assert sniff_container(b"RIFF\x10\x00\x00\x00WEBPVP8 ") is None  # a WebP image
     assert sniff_container(b"\x89PNG\r\n\x1a\n\x00\x00") is None
     assert sniff_container(b"#EXTM3U\n") is None  # playlists would make FFmpeg fetch URLs
+
+
+def test_heif_photos_are_not_videos() -> None:
+    # AVIF and HEIC photos are ISO base media files; their ftyp brands tell them apart.
+    def ftyp(major: bytes, *compatible: bytes) -> bytes:
+        brands = major + b"\x00\x00\x00\x00" + b"".join(compatible)
+        return (8 + len(brands)).to_bytes(4, "big") + b"ftyp" + brands + b"\x00\x00\x00\x08meta"
+
+    assert sniff_container(ftyp(b"avif", b"avif", b"mif1", b"miaf")) is None
+    assert sniff_container(ftyp(b"heic", b"mif1", b"heic")) is None
+    assert sniff_container(ftyp(b"miaf", b"MA1B", b"avis")) is None  # a compatible brand
+    assert sniff_container(ftyp(b"isom", b"isom", b"iso2", b"mp41")) == "mov"
+    # A brand-like word after the ftyp box is no brand of it.
+    assert sniff_container(ftyp(b"isom", b"mp41") + b"mif1") == "mov"
+
+
+def test_an_avif_photo_is_refused_by_the_video_and_the_image_routes(client, media) -> None:
+    if not features.check("avif"):
+        pytest.skip("Pillow without its AVIF plugin")
+    # FFmpeg opened it as a one-frame video; the image route accepts no AVIF.
+    photo = media.encode(media.scene(), "AVIF")
+    for route in ("/v1/video", "/v1/predict"):
+        response = client.post(route, files={"file": ("photo.avif", photo, "image/avif")})
+        assert response.status_code == 415, (route, response.text)
+        assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
 def test_the_real_dashcam_clip(client, traffic_video) -> None:
