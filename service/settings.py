@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         32,
         ge=1,
         le=10_000,
-        description="WebSocket streams open at once; past it a stream is closed with 1013",
+        description="WebSocket streams open at once; past it the handshake gets a 503",
     )
 
     # Hostile clients. Every video frame is checked against max_pixels as it is decoded

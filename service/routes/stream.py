@@ -21,8 +21,9 @@ Answers (JSON text messages):
 Query parameters: mode (classify, scene), top_k, mask_format (as /v1/predict), api_key (when
 the service has one and the client cannot send the X-API-Key header). Close codes: 1008 wrong
 key or an origin the CORS rule does not allow (checked by service/access.py before the
-handshake completes), 1011 no scene model for mode=scene, 1013 not ready or `max_streams`
-streams open already.
+handshake completes), 1011 no scene model for mode=scene. Not ready, or `max_streams`
+streams open already: the handshake is refused with a JSON 503 and Retry-After, as the HTTP
+routes answer (close code 1013 on a server without ASGI's denial responses).
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
 from model.track import Tracker
 from service.deps import API_KEY_HEADER, MetricsDep, SettingsDep, api_key_matches
-from service.errors import PayloadTooLarge, ServiceError, error_body
+from service.errors import NotReady, Overloaded, PayloadTooLarge, ServiceError, error_body
 from service.limits import Places
 from service.metrics import ServiceMetrics
 from service.pipeline import CLASSIFY, SCENE, Mode, Options, Pipeline
@@ -112,12 +114,12 @@ async def stream(
     engine = websocket.app.state.engine
     pipeline: Pipeline | None = websocket.app.state.pipeline
     if engine is None or not engine.ready or pipeline is None:
-        await websocket.close(TRY_AGAIN_LATER, "the model is not loaded yet")
+        await _refuse(websocket, NotReady())
         return
     streams: Places = websocket.app.state.streams
     if streams.full:
         # Each open stream may hold two frames of max_upload_bytes: their number is bounded.
-        await websocket.close(TRY_AGAIN_LATER, streams.message)
+        await _refuse(websocket, Overloaded(streams.message))
         return
     with streams.hold():
         await websocket.accept()
@@ -129,6 +131,17 @@ async def stream(
             return
         session = _StreamSession(websocket, pipeline, chosen, settings.max_upload_bytes, metrics)
         await session.run(Options(top_k, mask_format))
+
+
+async def _refuse(websocket: WebSocket, error: ServiceError) -> None:
+    """Refuse the handshake with the answer the HTTP routes give (JSON, 503, Retry-After)
+    where the server can send one (ASGI's denial-response extension, which uvicorn has), else
+    with close code 1013, which a server shows a client as a bare 403."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        response = JSONResponse(error.body(), error.status_code, headers=error.headers)
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(TRY_AGAIN_LATER, error.message)
 
 
 class _StreamSession:

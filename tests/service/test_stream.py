@@ -7,6 +7,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from service.app import create_app
@@ -111,11 +112,14 @@ def test_streams_past_max_streams_are_refused_and_their_places_come_back(
     with TestClient(create_app(make_settings(max_streams=1))) as client:
         with client.websocket_connect("/v1/stream?mask_format=none") as first:
             with (
-                pytest.raises(WebSocketDisconnect) as refused,
+                pytest.raises(WebSocketDenialResponse) as refused,
                 client.websocket_connect("/v1/stream"),
             ):
                 pass
-            assert refused.value.code == 1013 and "1 streams" in refused.value.reason
+            assert refused.value.status_code == 503
+            assert refused.value.headers["Retry-After"] == "1"
+            error = refused.value.json()["error"]
+            assert error["code"] == "overloaded" and "1 streams" in error["message"]
             first.send_bytes(frame)
             assert "class_id" in first.receive_json()
         with client.websocket_connect("/v1/stream?mask_format=none") as again:

@@ -20,10 +20,13 @@ const LATENCY_SAMPLES = 20;
 const TOP_K = 5;
 
 // Why the service closed the socket, by WebSocket close code (see service/routes/stream.py).
+// A handshake the service refuses (a wrong key, not ready, every stream taken) reaches a
+// browser only as 1006: browsers hide the HTTP answer.
 const CLOSE_REASONS = {
+  1006: "The service refused or dropped the stream: it may need an API key (Settings), still be loading, or have every stream taken. Try again in a moment.",
   1008: "The service needs an API key for the stream (enter it under Settings).",
   1011: "This service cannot find signs in street scenes (it has no scene model): choose “One sign, close up”.",
-  1013: "The model is still loading: try again in a moment.",
+  1013: "The model is still loading, or every stream is taken: try again in a moment.",
 };
 
 export function initVideoTab(panel) {
