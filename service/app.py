@@ -95,6 +95,7 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> FastAPI:
             max_wait_ms=settings.max_wait_ms,
             queue_size=settings.queue_size,
             scene_queue_size=settings.scene_queue_size,
+            max_videos=settings.max_videos,
             request_timeout_s=settings.request_timeout_s,
             on_batch=metrics.observe_batch,
         )

@@ -12,7 +12,8 @@ shape only; jobs of other keys met while a batch fills wait, in arrival order, f
 own. Each request holds an `admit()` place from the end of its upload to its answer
 (service/limits.py's Admission; the stream route per frame), which bounds all the work in
 flight, not only the queued part; a whole frame for the scene model also holds one of the
-fewer `admit_frame()` places (service/pipeline.py).
+fewer `admit_frame()` places (service/pipeline.py), and a video one of `admit_video()`'s
+(service/routes/video.py).
 
 The batching task takes the oldest request and fills a batch of its key until it holds
 `max_batch_size` requests (`scene_max_batch_size` frames for "segment") or the oldest one
@@ -93,12 +94,13 @@ class Engine:
         max_wait_ms: float = 5.0,
         queue_size: int = 256,
         scene_queue_size: int = 16,
+        max_videos: int = 8,
         request_timeout_s: float = 30.0,
         on_batch: BatchObserver | None = None,
     ):
         """`scene` (optional): the scene model, warmed up at `scene_input` (h, w)."""
         if (
-            min(max_batch_size, scene_max_batch_size, queue_size, scene_queue_size) < 1
+            min(max_batch_size, scene_max_batch_size, queue_size, scene_queue_size, max_videos) < 1
             or request_timeout_s <= 0
             or max_wait_ms < 0
         ):
@@ -120,6 +122,7 @@ class Engine:
         self._executor: ThreadPoolExecutor | None = None
         self._requests = Places(queue_size, "requests")
         self._frames = Places(scene_queue_size, "whole frames")
+        self._videos = Places(max_videos, "videos")
 
     @property
     def ready(self) -> bool:
@@ -161,6 +164,14 @@ class Engine:
         places alone would admit minutes of frames: a flood would then wait for the pixel
         budget until the request deadline and get its 503 after 30 s instead of at once."""
         return self._frames.hold()
+
+    def admit_video(self) -> AbstractContextManager[None]:
+        """Hold one of `max_videos` places for a video upload, from before its container is
+        opened until its last line is sent; with none free it is refused at once
+        (Overloaded). A video is seconds to minutes of work (a 30-s clip in scene mode takes
+        about 100 s on 2 CPU cores): past a few at once, each would only run slower into its
+        deadline."""
+        return self._videos.hold()
 
     async def start(self) -> None:
         """Warm the model up in the worker thread, then start the batching task."""

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(25_000_000, ge=64)
     min_image_side: int = Field(8, ge=1, description="smaller images are refused (422)")
     max_video_frames: int = Field(3000, ge=1)
+    max_videos: int = Field(
+        8, ge=1, le=10_000, description="video uploads answered at once; past it 503 at once"
+    )
     max_batch_files: int = Field(64, ge=1, le=1000)
     max_streams: int = Field(
         32,

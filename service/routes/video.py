@@ -21,6 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -86,8 +87,13 @@ async def video(
     started = time.perf_counter()
     chosen = pipeline.mode(mode)
     deadline = time.monotonic() + settings.video_deadline_s
-    reader = await run_in_threadpool(VideoReader, file.file, settings.max_pixels)
-    feed = _FrameFeed(reader, chosen, pipeline.budget, settings, fps, deadline)
+    with ExitStack() as held:
+        held.enter_context(pipeline.engine.admit_video())
+        reader = await run_in_threadpool(VideoReader, file.file, settings.max_pixels)
+        # From here the feed holds the video's place, given back when it closes.
+        feed = _FrameFeed(
+            reader, chosen, pipeline.budget, settings, fps, deadline, held.pop_all().close
+        )
     try:
         first = await feed.next()
     except BaseException:
@@ -134,8 +140,8 @@ class _FrameFeed:
     """The sampled frames of one video, decoded one at a time in the threadpool, each under
     a reservation in the pixel budget made before it is decoded. The reservation is sized by
     the largest frame seen so far (at first, what the header declares); a frame larger than
-    that adds the difference once decoded. `close()` closes the video and gives back every
-    pixel the feed still holds."""
+    that adds the difference once decoded. `close()` closes the video, gives back every
+    pixel the feed still holds and calls `on_close` (which gives back the video's place)."""
 
     def __init__(
         self,
@@ -145,8 +151,10 @@ class _FrameFeed:
         settings: Settings,
         fps: float | None,
         deadline: float,
+        on_close: Callable[[], object],
     ):
         self.reader = reader
+        self.on_close = on_close
         self.mode = mode
         self.budget = budget
         self.fps = fps
@@ -202,6 +210,7 @@ class _FrameFeed:
         self._closed = True
         self.release(self.held)
         self.reader.close()
+        self.on_close()
         if self.largest >= LARGE_IMAGE_PIXELS or self.mode.name == SCENE:
             memory.give_back_soon()
 

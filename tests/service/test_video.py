@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from PIL import features
 
+from service.app import create_app
 from service.video_frames import sniff_container
 
 
@@ -114,3 +116,22 @@ def test_the_real_dashcam_clip(client, traffic_video) -> None:
     assert all(line["image_size"] == [360, 480] for line in frames)
     seconds = [line["pts_s"] for line in frames]
     assert all(0.95 < b - a < 1.1 for a, b in zip(seconds, seconds[1:], strict=False))
+
+
+def test_videos_past_max_videos_are_refused_at_once_and_their_places_come_back(
+    make_settings, media, tmp_path
+) -> None:
+    clip = media.video(tmp_path / "clip.mp4", frames=3)
+    with TestClient(create_app(make_settings(max_videos=1))) as client:
+        engine = client.app.state.engine
+        with engine.admit_video():  # one video in work already
+            with clip.open("rb") as file:
+                refused = client.post("/v1/video", files={"file": ("clip.mp4", file)})
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+            assert "1 videos" in refused.json()["error"]["message"]
+        assert len(post_video(client, clip)) == 4  # its place came back: 3 frames, a summary
+        with engine.admit_video():  # and so did the answered video's, and a refused one's
+            pass
+        not_a_video = client.post("/v1/video", files={"file": ("x.mp4", b"not a video")})
+        assert not_a_video.status_code == 415
+        assert len(post_video(client, clip)) == 4
