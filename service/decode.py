@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -206,19 +206,27 @@ def _check_jpeg_length(stream: BinaryIO, size: int, width: int, height: int) -> 
 
 
 def _check_jpeg_scans(stream: BinaryIO) -> None:
-    """Refuse a JPEG of more than MAX_JPEG_SCANS scans. Each scan starts with the marker
-    FF DA, and entropy-coded data never holds it (an FF there is followed by 00 or a marker),
-    so counting the pair counts the scans (and those of an embedded thumbnail)."""
+    """Refuse a JPEG of more than MAX_JPEG_SCANS scans."""
     stream.seek(0)
-    scans, last = 0, b""
-    while scans <= MAX_JPEG_SCANS and (chunk := stream.read(1 << 20)):
-        scans += (last + chunk).count(b"\xff\xda")
-        last = chunk[-1:]
-    if scans > MAX_JPEG_SCANS:
+    if jpeg_scans(iter(lambda: stream.read(1 << 20), b"")) > MAX_JPEG_SCANS:
         raise InvalidImage(
             f"the JPEG holds more than {MAX_JPEG_SCANS} scans (encoders write a few dozen at "
             "most): refused, as decoding each one walks the whole image"
         )
+
+
+def jpeg_scans(chunks: Iterable[bytes]) -> int:
+    """The scans of a JPEG given as consecutive chunks of its bytes, counted until there are
+    more than MAX_JPEG_SCANS. Each scan starts with the marker FF DA, and entropy-coded data
+    never holds it (an FF there is followed by 00 or a marker), so counting the pair counts
+    the scans (and those of an embedded thumbnail)."""
+    scans, last = 0, b""
+    for chunk in chunks:
+        scans += (last + chunk[:1]).count(b"\xff\xda") + chunk.count(b"\xff\xda")
+        last = chunk[-1:]
+        if scans > MAX_JPEG_SCANS:
+            break
+    return scans
 
 
 def _jpeg_frame_marker(stream: BinaryIO) -> int | None:

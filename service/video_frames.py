@@ -8,8 +8,11 @@ up front (a playlist would even make FFmpeg open the URLs named in it).
 A container's header may lie about the size of its frames (an MJPEG stream declared 64x64
 can carry 8000x8000 pictures), so every frame is held to `max_pixels`: FFmpeg's decoder is
 given the limit and refuses a larger picture before allocating it, and each decoded frame is
-checked again. Decoding stops at a number of decoded frames (sampled or not) and at a
-deadline, so a heavy video cannot keep the CPU for minutes.
+checked again; a frame whose sides are under `min_side` is refused like such an image. The
+pictures of an MJPEG stream are JPEGs, held to the images' limit on scans (see service.decode)
+before they reach the decoder: one picture of a hundred thousand empty scans would keep a core
+for a minute between two checks of the deadline. Decoding stops at a number of decoded frames
+(sampled or not) and at a deadline, so a heavy video cannot keep the CPU for minutes.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from service.errors import ImageTooLarge, InferenceTimeout, InvalidVideo, UnsupportedMedia
+from service.decode import MAX_JPEG_SCANS, jpeg_scans
+from service.errors import (
+    ImageTooLarge,
+    ImageTooSmall,
+    InferenceTimeout,
+    InvalidVideo,
+    UnsupportedMedia,
+)
 
 # ISO base media (mp4, mov, m4v) files open with one of these boxes, after its 4-byte size.
 _ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
@@ -86,8 +96,9 @@ class VideoFrame:
 class VideoReader:
     """An opened video: `info`, then `frames(...)` once; `close()` when done."""
 
-    def __init__(self, file: BinaryIO, max_pixels: int):
+    def __init__(self, file: BinaryIO, max_pixels: int, min_side: int = 1):
         self.max_pixels = max_pixels
+        self.min_side = min_side
         self.decoded = 0  # frames decoded so far, sampled or not
         self.decode_cap_reached = False
         file.seek(0)
@@ -117,6 +128,8 @@ class VideoReader:
                     f"video frames are {context.width}x{context.height}; "
                     f"the limit is {max_pixels} pixels"
                 )
+            if context.width and context.height:  # 0 when the header leaves it to the frames
+                self._check_sides(context.width, context.height, "video frames are")
             rate = self._stream.average_rate
             duration = self._container.duration
             self.info = VideoInfo(
@@ -151,7 +164,7 @@ class VideoReader:
         next_time = None
         yielded = 0
         index = -1
-        decoded = self._container.decode(self._stream)
+        decoded = self._decoded()
         while yielded < max_frames:
             if max_decoded is not None and index + 1 >= max_decoded:
                 self.decode_cap_reached = True
@@ -166,7 +179,7 @@ class VideoReader:
                 self._check_complete()
                 return
             except (av.FFmpegError, ValueError) as error:
-                raise self._decoding_error(error, index) from None
+                raise self._decoding_error(error) from None
             index += 1
             self.decoded = index + 1
             if frame.width * frame.height > self.max_pixels:
@@ -174,6 +187,7 @@ class VideoReader:
                     f"frame {index} is {frame.width}x{frame.height} = "
                     f"{frame.width * frame.height} pixels; the limit is {self.max_pixels}"
                 )
+            self._check_sides(frame.width, frame.height, f"frame {index} is")
             pts_s = self._frame_time(frame, index)
             if next_time is not None and pts_s + 1e-6 < next_time:
                 continue
@@ -185,8 +199,29 @@ class VideoReader:
             yielded += 1
             yield VideoFrame(index, pts_s, _rgb(frame, shrink_to), (frame.height, frame.width))
 
-    def _decoding_error(self, error: Exception, index: int) -> Exception:
-        where = f"after frame {index}" if index >= 0 else "before its first frame"
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        """The stream's frames as they decode, an MJPEG picture's scans counted first."""
+        mjpeg = self.info.codec == "mjpeg"
+        for packet in self._container.demux(self._stream):
+            if mjpeg and packet.size and jpeg_scans([bytes(packet)]) > MAX_JPEG_SCANS:
+                raise InvalidVideo(
+                    f"a picture {self._where()} holds more than "
+                    f"{MAX_JPEG_SCANS} scans (encoders write a few dozen at most): refused, as "
+                    "decoding each one walks the whole picture"
+                )
+            yield from packet.decode()
+
+    def _check_sides(self, width: int, height: int, what: str) -> None:
+        if min(width, height) < self.min_side:
+            raise ImageTooSmall(
+                f"{what} {width}x{height}; both sides must be at least {self.min_side} pixels"
+            )
+
+    def _where(self) -> str:
+        return f"after frame {self.decoded - 1}" if self.decoded else "before its first frame"
+
+    def _decoding_error(self, error: Exception) -> Exception:
+        where = self._where()
         if getattr(error, "errno", None) == errno.EINVAL:
             # What FFmpeg's decoder answers to a picture over its max_pixels option.
             return ImageTooLarge(

@@ -89,7 +89,9 @@ async def video(
     deadline = time.monotonic() + settings.video_deadline_s
     with ExitStack() as held:
         held.enter_context(pipeline.engine.admit_video())
-        reader = await run_in_threadpool(VideoReader, file.file, settings.max_pixels)
+        reader = await run_in_threadpool(
+            VideoReader, file.file, settings.max_pixels, settings.min_image_side
+        )
         # From here the feed holds the video's place, given back when it closes.
         feed = _FrameFeed(
             reader, chosen, pipeline.budget, settings, fps, deadline, held.pop_all().close

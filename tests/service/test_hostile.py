@@ -35,7 +35,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from service.app import create_app
-from service.decode import MAX_JPEG_SCANS, ImageLimits, decode_image
+from service.decode import MAX_JPEG_SCANS, ImageLimits, decode_image, jpeg_scans
 from service.errors import InvalidImage
 
 pytestmark = pytest.mark.timeout(120)  # a case that regressed into a hang fails, not waits
@@ -215,12 +215,15 @@ def jpeg(width: int, height: int, gray: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def mjpeg_video(path: Path, container: str, pictures: list[bytes], rate: int = 10) -> bytes:
-    """A video whose stream header declares 64x64 MJPEG, with `pictures` (whole JPEG files,
-    whatever their real size) muxed as its packets: a header that can lie."""
+def mjpeg_video(
+    path: Path, container: str, pictures: list[bytes], rate: int = 10, declared: int = 64
+) -> bytes:
+    """A video whose stream header declares `declared`x`declared` MJPEG, with `pictures`
+    (whole JPEG files, whatever their real size) muxed as its packets: a header that can
+    lie."""
     with av.open(str(path), "w", format=container) as output:
         stream = output.add_stream("mjpeg", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuvj420p"
+        stream.width, stream.height, stream.pix_fmt = declared, declared, "yuvj420p"
         for index, picture in enumerate(pictures):
             packet = av.Packet(picture)
             packet.stream = stream
@@ -346,6 +349,46 @@ def test_a_video_past_its_deadline_ends_with_a_timeout(impatient, tmp_path) -> N
     lines = ndjson(response)
     assert lines[-1]["error"]["code"] == "timeout"
     assert len(lines) - 1 < 3000
+
+
+def test_an_mjpeg_picture_of_thousands_of_empty_scans_is_refused_before_decoding(
+    guarded, tmp_path
+) -> None:
+    # One 4000x4000 picture of 2000 scans took 0.6 s for FFmpeg to decode; a 10 MB one would
+    # keep a core over a minute, between two checks of the deadline.
+    bomb, plain = empty_scans_jpeg(4000, 4000, 2000), jpeg(64, 64)
+    progressive = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(progressive, "JPEG", progressive=True)
+    pictures = [plain, progressive.getvalue(), bomb, plain]
+    started = time.perf_counter()
+    response = post_video(guarded, mjpeg_video(tmp_path / "scans.mkv", "matroska", pictures))
+    assert time.perf_counter() - started < 0.5
+    assert response.status_code == 200
+    lines = ndjson(response)
+    assert [line["frame_index"] for line in lines[:-1]] == [0, 1]
+    assert lines[-1]["error"]["code"] == "invalid_video"
+    assert "scans" in lines[-1]["error"]["message"]
+    first = post_video(guarded, mjpeg_video(tmp_path / "first.mkv", "matroska", [bomb, plain]))
+    assert first.status_code == 422 and first.json()["error"]["code"] == "invalid_video"
+
+
+def test_jpeg_scans_are_counted_across_chunks() -> None:
+    scan = b"\xff\xda"
+    assert jpeg_scans([b"\x00" + scan, scan + b"\xff", b"\xda\x00"]) == 3
+    assert jpeg_scans([scan * (MAX_JPEG_SCANS + 50)]) == MAX_JPEG_SCANS + 50
+    assert jpeg_scans(iter([scan] * (10 * MAX_JPEG_SCANS))) == MAX_JPEG_SCANS + 1  # stops early
+
+
+@pytest.mark.parametrize("declared", [64, 6])
+def test_video_frames_under_the_smallest_side_are_refused_like_images(
+    guarded, tmp_path, declared
+) -> None:
+    # The service refuses images with a side under 8 pixels; a video of such frames too,
+    # whether its header says so (6) or only its frames do (64).
+    data = mjpeg_video(tmp_path / "small.mkv", "matroska", [jpeg(6, 6)] * 3, declared=declared)
+    response = post_video(guarded, data)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "image_too_small"
 
 
 # --- 2. idle uploads ------------------------------------------------------------------------
