@@ -118,6 +118,7 @@ def read_coco(
 
     errors: dict[int, DataError] = {}  # image index -> first fault
     frames: dict[int, tuple[int, dict[str, Any]]] = {}  # image id -> (index, entry)
+    dropped: set[int] = set()  # frames left out (each reported once), their annotations too
     for index, entry in enumerate(images):
         try:
             image_id, _, _, _ = _image_fields(entry, f"images[{index}]", annotation_file)
@@ -125,6 +126,8 @@ def read_coco(
             if on_error == "raise":
                 raise
             errors[index] = error
+            if isinstance(entry, dict) and _is_int(entry.get("id")):
+                dropped.add(entry["id"])
             continue
         if image_id in frames:
             raise DataError(
@@ -133,7 +136,6 @@ def read_coco(
         frames[image_id] = (index, entry)
 
     instances: dict[int, list[FrameInstance]] = {image_id: [] for image_id in frames}
-    dropped: set[int] = set()  # frames left out for a bad annotation (reported once)
     seen_ids: set[int] = set()
     for index, entry in enumerate(annotations):
         where = f"annotations[{index}]"

@@ -119,7 +119,9 @@ class SceneConfig:
     max_size: float = 120.0
     large_fraction: float = 0.06  # share of signs drawn between max_size and large_max_size
     large_max_size: float = 320.0
-    signs: tuple[int, int] = (1, 10)  # signs per frame, both ends included
+    # Sign groups drawn per frame, both ends included: a group is one sign, or a stack or a
+    # post of boards (several), or nothing when it finds no room.
+    signs: tuple[int, int] = (1, 10)
     ignore_below: float = 10.0  # a sign whose box's larger side is under this gets `ignore`
     max_overlap: float = 0.1  # of the smaller box's area
     pole_rate: float = 0.5

@@ -78,6 +78,8 @@ Step = Callable[..., Iterator[LocalLoss]]
 
 # The simultaneous schedule's one phase: every module, every batch.
 SIMULTANEOUS_PHASE = "modules"
+# The sequential schedule's last phase: the decoder and heads on the frozen encoder.
+HEADS_PHASE = "heads"
 # The aux heads alone, on the frozen encoder, before a fine-tune's modules train.
 AUX_WARMUP_PHASE = "aux-heads"
 
@@ -308,7 +310,15 @@ def build_phases(
     ]
     reads = [model.stages, model.cls_head, *decoder]
     phases.append(
-        Phase("heads", None, K, decoder, heads_step(model, losses), head_epochs or epochs, reads)
+        Phase(
+            HEADS_PHASE,
+            None,
+            K,
+            decoder,
+            heads_step(model, losses),
+            epochs if head_epochs is None else head_epochs,
+            reads,
+        )
     )
     return phases
 

@@ -13,6 +13,37 @@ from pathlib import Path
 from model.choices import ARCH_NAMES, DATA_SPLITS, METHODS, REGULARISERS, SCHEDULES, TASKS
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a count or a step)."""
+    return _int_at_least(text, 1)
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer of at least 0 (a count where 0 means none)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def share(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train GreedySign", add_help=add_help)
     parser.add_argument(
@@ -35,13 +66,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--synthetic-fill",
-        type=int,
+        type=count,
         default=40,
         help="with --data: synthetic images for each class that has no real image (0: none)",
     )
     parser.add_argument(
         "--synthetic-per-class",
-        type=int,
+        type=positive_int,
         default=40,
         help="images per class of the synthetic set used without --data",
     )
@@ -76,7 +107,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=1.01, help="Renyi entropy order")
     parser.add_argument(
         "--pool-to",
-        type=int,
+        type=count,
         default=4,
         help="average-pool feature maps to at most this size for the Gram "
         "matrix (0: use the full map)",
@@ -103,16 +134,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=positive_int,
         default=64,
         help="side of the square the network reads (px; --task scenes: the tile)",
     )
     parser.add_argument(
-        "--epochs", type=int, default=30, help="epochs of SGD, and of each Greedy-DIB module"
+        "--epochs",
+        type=positive_int,
+        default=30,
+        help="epochs of SGD, and of each Greedy-DIB module",
     )
     parser.add_argument(
         "--head-epochs",
-        type=int,
+        type=positive_int,
         default=None,
         help="epochs of the greedy segmentation-decoder (heads) phase (default: --epochs)",
     )
@@ -125,7 +159,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=64,
         help="images per step (under torchrun: over all processes together)",
     )
@@ -168,12 +202,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--test-fraction",
-        type=float,
+        type=share,
         default=0.2,
         help="held-out share of the leakage-free stratified split",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the split, init and order")
-    parser.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    parser.add_argument("--workers", type=count, default=1, help="data-loading processes")
     parser.add_argument(
         "--decode",
         choices=("auto", "eager", "lazy"),
@@ -219,7 +253,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--aux-warmup-epochs",
-        type=int,
+        type=count,
         default=0,
         metavar="N",
         help="with --init from a model file (greedy methods): first train the fresh aux heads "
@@ -228,7 +262,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--snapshot-every",
-        type=int,
+        type=count,
         default=0,
         metavar="N",
         help="keep the encoder (fp16) every N epochs and at the end of each phase, for "

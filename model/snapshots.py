@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from model.checkpoint import load_file, save_atomic
-from model.greedy import AUX_WARMUP_PHASE
+from model.greedy import AUX_WARMUP_PHASE, HEADS_PHASE
 from model.network import NetConfig, SignNet
 from model.splits import resolve_split
 
@@ -45,7 +45,7 @@ def stage_status(phase_name: str, num_stages: int) -> list[str]:
     """
     if phase_name == "init":
         return ["init"] * num_stages
-    if phase_name in ("heads", AUX_WARMUP_PHASE):
+    if phase_name in (HEADS_PHASE, AUX_WARMUP_PHASE):
         return ["frozen"] * num_stages
     if match := _MODULE_PHASE.fullmatch(phase_name):
         current = int(match.group(1)) - 1
@@ -87,13 +87,13 @@ def save_snapshot(
 def snapshot_callback(every: int, run_dir: Path | str) -> Callable[[Any, Any, int, int], None]:
     """An end-of-epoch callback (model, phase, epoch within the phase, epochs done in all)
     for model/train.py that saves a snapshot every `every` epochs (counted over all phases)
-    and at the end of each phase. Greedy's "heads" phase trains no encoder weight, so it
-    saves none: its encoder is the last module's last snapshot, and the run's model.pt."""
+    and at the end of each phase. Greedy's "heads" phase and a fine-tune's "aux-heads" phase
+    train no encoder weight, so they save none: the encoder is that of the snapshot before."""
     if every < 1:
         raise ValueError(f"snapshots every {every} epochs: give a positive number")
 
     def on_epoch_end(model: nn.Module, phase: Any, epoch: int, epochs_done: int) -> None:
-        if phase.name == "heads":
+        if phase.name in (HEADS_PHASE, AUX_WARMUP_PHASE):
             return
         if epochs_done % every == 0 or epoch == getattr(phase, "epochs", None):
             save_snapshot(model, run_dir, phase.name, epoch, epochs_done)

@@ -170,6 +170,10 @@ def load_scene_data(args: argparse.Namespace) -> TrainData:
     with the seed."""
     if not args.data:
         raise SystemExit("--task scenes needs --data: a folder written by greedysign data scenes")
+    if args.train_data or args.data_split != "leakage-free":
+        # Frames are split at random (a generated frame shares nothing with another); every
+        # --data folder is split, so a folder that should only train has no place here.
+        raise SystemExit("--task scenes takes neither --train-data nor --split: give --data")
     frames = [frame for root in args.data for frame in read_coco_frames(root)]
     order = torch.randperm(len(frames), generator=torch.Generator().manual_seed(args.seed))
     test_count = max(1, round(len(frames) * args.test_fraction))
@@ -521,9 +525,11 @@ def _train(
     cls_head = init.model.config.cls_head if init is not None else None
     if resumed is not None:
         cls_head = resumed["info"]["config"].get("cls_head")
-    model = network_for(args.method, config, cls_head).to(
-        device, memory_format=memory_format_for(device, args.cpu_bf16)
-    )
+    try:
+        model = network_for(args.method, config, cls_head)
+    except ValueError as error:  # a resumed run's head that this method does not train
+        raise SystemExit(f"{args.out}: {error}: resume with the run's own arguments") from None
+    model = model.to(device, memory_format=memory_format_for(device, args.cpu_bf16))
     losses = LossSettings(
         lambda_mask=args.lambda_mask,
         beta=args.beta,
@@ -568,21 +574,22 @@ def _train(
             )
     start_phase, start_epoch, history = 0, 0, []
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
+        _check_resumable(resumed, args.out, data, phases)
+        try:
+            model.load_state_dict(resumed["model"])
+        except RuntimeError:
+            raise SystemExit(
+                f"{args.out}: its checkpoint does not fit the network these arguments build "
+                "(--arch, --modules, --image-size, --method): resume with the run's own "
+                "arguments"
+            ) from None
         start_phase, start_epoch = resumed["phase"], resumed["epoch"]
         history = resumed["history"]
         torch.set_rng_state(resumed["torch_rng"])
-        # The checkpoint counts phases by place: another method, schedule, warm-up or number
-        # of epochs would pick up at the wrong one (checkpoints before the plan was kept: trust).
-        planned = resumed.get("phases", phase_plan(phases))
-        if planned != phase_plan(phases):
-            raise SystemExit(
-                f"{args.out} was trained in phases {_plan_text(planned)}; these arguments make "
-                f"{_plan_text(phase_plan(phases))}: resume with the run's own arguments"
-            )
-        if start_phase >= len(phases):
-            raise SystemExit(f"{args.out} has finished training: nothing to resume")
-        print(f"resuming {args.out} at phase {phases[start_phase].name}, epoch {start_epoch}")
+        if start_phase < len(phases):
+            print(f"resuming {args.out} at phase {phases[start_phase].name}, epoch {start_epoch}")
+        else:  # stopped (or interrupted) after its last phase, before the model was written
+            print(f"resuming {args.out}: training is done; scoring and writing the model")
     callbacks: list[EpochCallback] = []
     if distributed.is_main():  # rank 0 alone writes files, and calls what writes them
         args.out.mkdir(parents=True, exist_ok=True)
@@ -690,7 +697,7 @@ def _train(
         # a frozen module keeping its last gradient would also be counted as receiving one.
         optimizer.zero_grad(set_to_none=True)
         del optimizer, scheduler
-        if phase.name == args.stop_after:
+        if phase.name == args.stop_after and phase_index + 1 < len(phases):
             print(f"stopped after {phase.name}; continue with --resume --out {args.out}")
             return {}
     if cache is not None:
@@ -707,6 +714,29 @@ def _train(
         write_run(args.out, model, info, metrics, history, data.label_names)
     print(json.dumps(info.metrics, indent=2))
     return metrics
+
+
+def _check_resumable(
+    resumed: dict[str, Any], out: Path, data: TrainData, phases: list[Phase]
+) -> None:
+    """Refuse to continue a run with arguments that would make it another run."""
+    recorded = resumed["info"].get("data_fingerprint")
+    if recorded and recorded != data.fingerprint:
+        raise SystemExit(
+            f"{out} was trained on another split or other data (fingerprint {recorded[:12]}, "
+            f"these arguments make {data.fingerprint[:12]}): resume with the run's own --data, "
+            "--train-data, --seed and --test-fraction"
+        )
+    # The checkpoint counts phases by place: another method, schedule, warm-up or number of
+    # epochs would pick up at the wrong one (checkpoints before the plan was kept: trust).
+    planned = resumed.get("phases", phase_plan(phases))
+    if planned != phase_plan(phases):
+        raise SystemExit(
+            f"{out} was trained in phases {_plan_text(planned)}; these arguments make "
+            f"{_plan_text(phase_plan(phases))}: resume with the run's own arguments"
+        )
+    if resumed["phase"] >= len(phases) and (out / MODEL_FILE).exists():
+        raise SystemExit(f"{out} has finished training: nothing to resume")
 
 
 def evaluate(

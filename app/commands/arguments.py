@@ -8,17 +8,6 @@ import math
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1 (a count or a step)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def positive_float(text: str) -> float:
     """An argparse type: a finite number above 0 (a rate)."""
     try:

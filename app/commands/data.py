@@ -136,7 +136,13 @@ def _add_scene_options(parser: argparse.ArgumentParser, size_note: str = "") -> 
         "--large-max-size", type=float, default=320.0, help="largest of the few larger signs (px)"
     )
     parser.add_argument(
-        "--signs", type=int, nargs=2, default=(1, 10), metavar=("MIN", "MAX"), help="per frame"
+        "--signs",
+        type=int,
+        nargs=2,
+        default=(1, 10),
+        metavar=("MIN", "MAX"),
+        help="sign groups per frame: a group is one sign, a stack or a post of boards, or none "
+        "when it finds no room",
     )
     parser.add_argument(
         "--stack-rate",
@@ -308,7 +314,7 @@ def run_scenes(args: argparse.Namespace) -> int:
         report = write_scenes(
             args.out, frames=args.frames, seed=args.seed, config=config, sources=sources
         )
-    except (DataError, ValueError) as error:
+    except (DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(
@@ -340,7 +346,7 @@ def run_drives(args: argparse.Namespace) -> int:
             drive=drive,
             sources=sources,
         )
-    except (DataError, ValueError) as error:
+    except (DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

@@ -12,9 +12,10 @@ from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 
-from app.commands.arguments import DEVICE_HELP, comma_list, positive_float, positive_int
+from app.commands.arguments import DEVICE_HELP, comma_list, positive_float
 from app.commands.data import SCENE_BACKGROUNDS
 from data.records import DataError
+from model.options import positive_int
 
 KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
 UNKNOWN_COLOR = (200, 200, 200)

@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from app.commands.arguments import DEVICE_HELP, positive_int
+from app.commands.arguments import DEVICE_HELP
 from data.records import DataError
+from model.options import positive_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -239,6 +239,13 @@ def test_skip_leaves_out_the_whole_bad_frame_and_reports_it(tmp_path):
         read_coco(root)
 
 
+def test_skip_reports_a_bad_frame_once_not_again_for_each_of_its_signs(tmp_path):
+    root = _broken(tmp_path, _set("images.0.width", -5))
+    frames, skipped = read_coco(root, on_error="skip")
+    assert [frame.image_id for frame in frames] == [9]
+    assert len(skipped) == 1 and "images[0]" in str(skipped[0])
+
+
 def test_a_box_past_the_last_pixel_is_clamped_into_the_image(tmp_path):
     # Within the 1 px tolerance past the right and bottom edges: the last column and row.
     root = _broken(tmp_path, _set("annotations.0.bbox", [64.5, 48.2, 0.4, 0.5]))

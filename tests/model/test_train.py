@@ -315,6 +315,52 @@ def test_resume_refuses_arguments_that_plan_other_phases(tiny_synthetic, tmp_pat
     assert load_file(out / "checkpoint.pth")["phase"] == 1  # nothing was overwritten
 
 
+def test_resume_refuses_other_data_or_another_network(tiny_synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    out = tmp_path / "run"
+    main(_args(tiny_synthetic, out, "--stop-after", "module1"))
+    with pytest.raises(SystemExit, match="another split or other data"):
+        main(_args(tiny_synthetic, out, "--seed", "1", "--resume"))
+    with pytest.raises(SystemExit, match="does not fit the network"):
+        main(_args(tiny_synthetic, out, "--image-size", str(2 * SIZE), "--resume"))
+    sgd = tmp_path / "sgd"
+    main(_args(tiny_synthetic, sgd, "--method", "sgd"))
+    (sgd / "model.pt").unlink()  # as if stopped after its last epoch, before the model
+    with pytest.raises(SystemExit, match="resume with the run's own arguments"):
+        main(_args(tiny_synthetic, sgd, "--resume"))  # greedy-dib: no linear head
+    assert load_file(out / "checkpoint.pth")["phase"] == 1  # nothing was overwritten
+
+
+def test_a_run_stopped_after_its_last_phase_is_finished(tiny_synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    out = tmp_path / "sgd"
+    main(_args(tiny_synthetic, out, "--method", "sgd", "--stop-after", "sgd"))
+    written = load_file(out / "model.pt")["model"]
+    # A run whose last epoch was saved but whose model was not: --resume scores and writes it.
+    (out / "model.pt").unlink()
+    main(_args(tiny_synthetic, out, "--method", "sgd", "--resume"))
+    again = load_file(out / "model.pt")["model"]
+    assert all(torch.equal(written[name], again[name]) for name in written)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--epochs", "0"],
+        ["--head-epochs", "0"],
+        ["--batch-size", "0"],
+        ["--snapshot-every", "-1"],
+        ["--aux-warmup-epochs", "-1"],
+        ["--test-fraction", "1"],
+        ["--workers", "-2"],
+    ],
+)
+def test_counts_out_of_range_are_refused_by_the_parser(bad, capsys):
+    with pytest.raises(SystemExit) as refused:
+        get_args_parser().parse_args(bad)
+    assert refused.value.code == 2 and "must be" in capsys.readouterr().err
+
+
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_synthetic, tmp_path, monkeypatch):
     monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
     out = tmp_path / "sgd"
@@ -410,6 +456,8 @@ def test_scene_task_trains_the_segmentation_of_whole_frames(tmp_path, monkeypatc
     parsed.data.append(tmp_path / "split" / "train")
     main(parsed)
     assert load_file(tuned / "model.pt")["split"]["train_images"] >= 7
+    with pytest.raises(SystemExit, match="neither --train-data"):
+        main(_args(scenes, tmp_path / "x", "--task", "scenes", "--train-data", str(scenes)))
 
 
 def test_init_loads_every_inference_weight_and_refuses_another_task(tmp_path):
