@@ -256,7 +256,7 @@ def make_loaders(data: TrainData, args: argparse.Namespace) -> tuple[DataLoader,
     return train_loader, test_loader
 
 
-def evaluation_loader(records: list[SignRecord], args: argparse.Namespace) -> DataLoader:
+def process_share_loader(records: list[SignRecord], args: argparse.Namespace) -> DataLoader:
     """model.evaluate.evaluation_loader, with only this process's share under torchrun."""
     dataset = SignDataset(
         records, args.image_size, train=False, decode=args.decode, cache_mb=args.decode_cache_mb
@@ -765,7 +765,7 @@ def final_metrics(
     """The held-out side's metrics at the open-set threshold chosen on it
     (model/open_set.py), the threshold sweep, each collection's and the novel signs' figures,
     all read as a photo is answered (find, then read: model/reading.py), and each greedy
-    module's auxiliary heads (one pass)."""
+    module's auxiliary heads (a pass over the held-out side each)."""
     read = args.task == "crops"
     accumulator = evaluate(model, test_loader, device, data, read=read)
     threshold = choose_threshold(*accumulator.arrays(), data.num_known)
@@ -773,7 +773,7 @@ def final_metrics(
     metrics["operating_points"] = accumulator.operating_points(THRESHOLD_GRID)
 
     def score(records: list[SignRecord]) -> dict[str, Any]:
-        part = evaluate(model, evaluation_loader(records, args), device, data, read=read)
+        part = evaluate(model, process_share_loader(records, args), device, data, read=read)
         return _summary(part.compute(threshold))
 
     if args.task == "crops":
