@@ -2,25 +2,34 @@
 
 Beyond the per-record checks done while loading, the report finds exact duplicates (same
 image bytes under different names) and, for the official TSRD layout, images that sit in
-both the train and the test split: the leakage that inflates test accuracy.
+both the train and the test split: the leakage that inflates test accuracy. It warns of one
+image content annotated in ways that disagree (several lines for one file, or copies of one
+image, with different classes or with boxes on different places), since training keeps one
+annotation of each content (data.split.unique_by_content) and drops the others unseen.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 from data.classes import NO_SIGN, OPEN_SET_NAMES, UNKNOWN_SIGN
 from data.load import DatasetIndex, load_dataset
 from data.near_twins import twin_groups
-from data.records import SignRecord
+from data.records import SignRecord, box_area, box_overlap
 from data.split import unique_by_content
 
 # How many duplicate groups, leaked images and skipped records the text report lists one by
 # one (the full release has 1500+ duplicate groups); to_dict() lists them all.
 LISTED_IN_TEXT = 20
+# Two boxes of one image content mark the same sign when their IoU reaches this (COCO's bar
+# for a match): annotators' boxes of one sign differ by a pixel or two, which no training
+# notices, while a box on another place is another sign, or a mistake.
+SAME_SIGN_IOU = 0.5
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,9 @@ class CheckReport:
     # or near-twins; sizes of the groups of two or more distinct images.
     twin_group_sizes: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "file:line: fault" per skipped record
+    # Per image content whose annotations disagree (class, or boxes under SAME_SIGN_IOU):
+    # each of its annotations, {"file", "source", "class_id", "box"}.
+    conflicts: list[list[dict]] = field(default_factory=list)
 
     @property
     def classes(self) -> int:
@@ -85,6 +97,7 @@ class CheckReport:
             "errors": len(self.skipped),
             "skipped": self.skipped,
             "duplicate_groups": self.duplicate_groups,
+            "conflicts": self.conflicts,
             "twin_groups": len(self.twin_group_sizes),
             "images_in_twin_groups": sum(self.twin_group_sizes),
             "largest_twin_group": max(self.twin_group_sizes, default=0),
@@ -128,6 +141,24 @@ class CheckReport:
         )
         lines += _first_items([", ".join(group) for group in self.duplicate_groups])
         lines.append(
+            f"conflicts   {len(self.conflicts)} images annotated in ways that disagree"
+            + (
+                " (warning: training keeps one annotation of each image; fix or drop the others)"
+                if self.conflicts
+                else ""
+            )
+        )
+        lines += _first_items(
+            [
+                "; ".join(
+                    f"{item['file']} ({item['source']}): class {item['class_id']}"
+                    + ("" if item["box"] is None else f" box {tuple(item['box'])}")
+                    for item in group
+                )
+                for group in self.conflicts
+            ]
+        )
+        lines.append(
             f"twins       {len(self.twin_group_sizes)} groups hold {sum(self.twin_group_sizes)} "
             "distinct images of one sign or scene (largest "
             f"{max(self.twin_group_sizes, default=0)}); a split keeps each on one side"
@@ -167,6 +198,37 @@ def _name(record: SignRecord, root: Path) -> str:
         return record.image_path.relative_to(root).as_posix()
     except ValueError:
         return str(record.image_path)
+
+
+def _disagree(a: SignRecord, b: SignRecord) -> bool:
+    """Whether two annotations of one image content say different things: another class, or
+    boxes that do not mark the same sign (a record without a box, a crop, says nothing)."""
+    if a.class_id != b.class_id:
+        return True
+    if a.box is None or b.box is None:
+        return False
+    overlap = box_overlap(a.box, b.box)
+    return overlap < SAME_SIGN_IOU * (box_area(a.box) + box_area(b.box) - overlap)
+
+
+def _conflicts(groups: Iterable[list[SignRecord]], root: Path) -> list[list[dict]]:
+    """The groups of records of one content (of one image file, or of copies of it) whose
+    annotations disagree, each annotation as CheckReport.conflicts lists it."""
+    conflicts = []
+    for group in groups:
+        if any(_disagree(a, b) for a, b in combinations(group, 2)):
+            conflicts.append(
+                [
+                    {
+                        "file": _name(record, root),
+                        "source": record.source.removeprefix(f"{root}/"),
+                        "class_id": record.class_id,
+                        "box": None if record.box is None else list(record.box),
+                    }
+                    for record in group
+                ]
+            )
+    return sorted(conflicts, key=lambda group: [item["file"] for item in group])
 
 
 def report_index(index: DatasetIndex) -> CheckReport:
@@ -214,6 +276,7 @@ def report_index(index: DatasetIndex) -> CheckReport:
         twin_group_sizes=_twin_group_sizes(records),
         cross_split=cross_split,
         skipped=[str(error) for error in index.skipped],
+        conflicts=_conflicts(by_content.values(), index.root),
     )
 
 

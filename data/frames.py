@@ -34,13 +34,14 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from data.images import read_regular_file, regular_file, shown, turned_by_exif
 from data.records import Box, DataError
 from data.validate import check_on_error
 
@@ -191,13 +192,17 @@ def split_frames(root: Path | str, out: Path | str, test_share: float) -> tuple[
     "drive-003/000012.jpg"), on the test side. A drive's frames are numbered in order in its
     own folder, so the cut keeps neighbouring, near-identical frames (the same sign seen
     twice) on one side, and every drive but the one it falls in, where a random split would
-    put them on both. Entries are copied unchanged. Returns (train frames, test frames)."""
+    put them on both. Entries are copied unchanged. Returns (train frames, test frames).
+    OUT/train or OUT/test that is the source folder (whose annotations.json it would replace)
+    is refused with a ValueError; no image is written, so file names may lead anywhere."""
     if not 0 < test_share < 1:
         raise ValueError(f"test_share must be between 0 and 1, not {test_share}")
     frames = read_coco_frames(root)
     if len(frames) < 2:
         raise ValueError(f"{root}: {len(frames)} frame(s), too few to split")
     annotation_file, image_dir = _locate(Path(root))
+    for side in ("train", "test"):
+        _refuse_source_folder(Path(out) / side, annotation_file)
     document = _load_json(annotation_file)
     ordered = sorted(frames, key=lambda frame: frame.image_path.as_posix())
     test_count = min(len(ordered) - 1, max(1, math.ceil(len(ordered) * test_share)))
@@ -225,21 +230,29 @@ def resize_frames(root: Path | str, out: Path | str, scale: float) -> int:
     a detector on low-resolution frames. Pixels and RLE masks are averaged over the area each
     new pixel covers (a mask pixel is set where at least half of it was, so thin parts
     survive); boxes and polygons are scaled. Every other entry and key is copied unchanged.
-    Returns the number of frames written."""
+    Returns the number of frames written.
+
+    Nothing is written outside `out`, and nothing of the source is overwritten: `out` must
+    not be the source folder, and each frame goes to `out/images/<file_name>`, so a
+    file_name that is absolute or climbs with '..' (which would land elsewhere) is refused,
+    before anything is written, as a DataError naming its entry."""
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be above 0 and at most 1, not {scale}")
     frames = {frame.image_id: frame for frame in read_coco_frames(root)}
     annotation_file, image_dir = _locate(Path(root))
-    out_images = Path(out) / IMAGES
+    out = Path(out)
+    _refuse_source_folder(out, annotation_file)
+    out_images = out / IMAGES
     if out_images.resolve() == image_dir.resolve():
         raise ValueError(f"{out}: would overwrite the source images in {image_dir}")
     document = _load_json(annotation_file)
+    targets = _resized_targets(document["images"], frames, out, annotation_file)
     sizes = {}  # image id -> (new width, new height)
     images = []
     for entry in document["images"]:
         frame = frames[entry["id"]]
         size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
-        _write_resized_image(frame.image_path, out_images / entry["file_name"], size)
+        _write_resized_image(frame.image_path, targets[frame.image_id], size)
         sizes[frame.image_id] = size
         images.append({**entry, "width": size[0], "height": size[1]})
     annotations = []
@@ -269,16 +282,58 @@ def resize_frames(root: Path | str, out: Path | str, scale: float) -> int:
             if "area" in entry:
                 resized["area"] = entry["area"] * x_scale * y_scale
         annotations.append(resized)
-    Path(out).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     resized_document = {**document, "images": images, "annotations": annotations}
-    (Path(out) / ANNOTATIONS).write_text(json.dumps(resized_document), encoding="utf-8")
+    (out / ANNOTATIONS).write_text(json.dumps(resized_document), encoding="utf-8")
     return len(images)
+
+
+def _refuse_source_folder(out: Path, annotation_file: Path) -> None:
+    """A set written to the folder it is read from would replace its own annotation file
+    (and, in a folder of images beside their JSON, its images)."""
+    if out.resolve() == annotation_file.parent.resolve():
+        raise ValueError(f"{out}: is the source folder; write the new set to another folder")
+
+
+def _resized_targets(
+    entries: list[dict[str, Any]], frames: dict[int, FrameRecord], out: Path, path: Path
+) -> dict[int, Path]:
+    """image id -> where resize_frames writes the frame: out/images/<file_name>. A file_name
+    that is absolute or holds '..', or a path that leads out of `out` through a link, or onto
+    a source image, is a DataError naming its entry."""
+    inside = out.resolve()
+    sources = {frame.image_path.resolve() for frame in frames.values()}
+    targets = {}
+    for index, entry in enumerate(entries):
+        file_name = PurePath(entry["file_name"])
+        target = out / IMAGES / file_name
+        resolved = target.resolve()
+        fault = None
+        if file_name.is_absolute() or ".." in file_name.parts:
+            fault = (
+                f"file_name {entry['file_name']!r} is absolute or climbs with '..': a resized "
+                f"frame is written to OUT/{IMAGES}/<file_name>, so it must name a file inside "
+                "the image folder"
+            )
+        elif not resolved.is_relative_to(inside):
+            fault = f"{target} leads out of {out} through a link, to {resolved}"
+        elif resolved in sources:
+            fault = f"{target} is a source image ({resolved})"
+        if fault:
+            raise DataError(path, None, f"images[{index}]: {fault}")
+        targets[entry["id"]] = target
+    return targets
 
 
 def _write_resized_image(source: Path, target: Path, size: tuple[int, int]) -> None:
     """`source` shrunk to `size` (width, height) by area averaging, written to `target` in
-    the format its extension names (JPEG at quality 95)."""
-    image = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    the format its extension names (JPEG at quality 95). Pixels are taken as stored
+    (IMREAD_UNCHANGED leaves EXIF orientation alone), as the annotations describe them."""
+    try:
+        content = read_regular_file(source)
+    except (OSError, ValueError) as error:
+        raise DataError(shown(source), None, f"image unreadable ({error})") from None
+    image = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DataError(source, None, "image unreadable")
     resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
@@ -381,20 +436,24 @@ def _frame(
 
 
 def _check_image(record: FrameRecord, where: str, path: Path) -> None:
+    """The frame's image must be a regular file (a FIFO would block the reader for ever) whose
+    header gives the size the JSON states, as stored: EXIF orientation is not applied, as
+    data.images.read_rgb does not apply it to dataset images."""
     try:
-        with Image.open(record.image_path) as image:
+        with regular_file(record.image_path) as file, Image.open(file) as image:
             size = image.size
+            turned = turned_by_exif(image) if size != (record.width, record.height) else ""
     except FileNotFoundError:
         raise DataError(path, None, f"{where}: image file missing: {record.image_path}") from None
     except UnidentifiedImageError:
         raise DataError(path, None, f"{where}: not an image: {record.image_path}") from None
-    except OSError as error:
-        fault = f"{where}: image unreadable: {record.image_path} ({error})"
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        fault = f"{where}: image unreadable: {shown(record.image_path)} ({error})"
         raise DataError(path, None, fault) from None
     if size != (record.width, record.height):
         fault = (
             f"{where}: the JSON says {record.width}x{record.height} "
-            f"but {record.image_path} is {size[0]}x{size[1]}"
+            f"but {record.image_path} is {size[0]}x{size[1]}{turned}"
         )
         raise DataError(path, None, fault)
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,10 +33,12 @@ _TRANSPARENT_BACKGROUND = (255, 255, 255, 255)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def read_regular_file(path: Path | str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of the regular file at `path` (links followed). A directory, FIFO, device or
-    socket, and a file over `max_bytes`, raise OSError saying so, without blocking and
-    without reading on; a name holding a NUL byte raises ValueError."""
+@contextmanager
+def regular_file(path: Path | str, max_bytes: int = MAX_FILE_BYTES) -> Iterator[BinaryIO]:
+    """The regular file at `path` (links followed), open for reading, for a reader that needs
+    only part of it (an image header). A directory, FIFO, device or socket, and a file over
+    `max_bytes`, raise OSError saying so, without blocking; a name holding a NUL byte raises
+    ValueError."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         status = os.fstat(descriptor)
@@ -41,13 +47,32 @@ def read_regular_file(path: Path | str, max_bytes: int = MAX_FILE_BYTES) -> byte
             raise OSError(f"not a regular file: it is {kind or 'a special file'}")
         if status.st_size > max_bytes:
             raise OSError(f"{status.st_size} bytes, over the limit of {max_bytes}")
-        with os.fdopen(descriptor, "rb", closefd=False) as file:
-            content = file.read(max_bytes + 1)
-        if len(content) > max_bytes:  # it grew while being read
-            raise OSError(f"over the limit of {max_bytes} bytes")
-        return content
-    finally:
+        file = os.fdopen(descriptor, "rb")
+    except BaseException:
         os.close(descriptor)
+        raise
+    with file:
+        yield file
+
+
+def read_regular_file(path: Path | str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file at `path` (links followed). A directory, FIFO, device or
+    socket, and a file over `max_bytes`, raise OSError saying so, without blocking and
+    without reading on; a name holding a NUL byte raises ValueError."""
+    with regular_file(path, max_bytes) as file:
+        content = file.read(max_bytes + 1)
+    if len(content) > max_bytes:  # it grew while being read
+        raise OSError(f"over the limit of {max_bytes} bytes")
+    return content
+
+
+@cache
+def image_suffixes() -> frozenset[str]:
+    """The file name suffixes (".png", ".webp", lower case) of every format PIL can open,
+    hence `read_rgb`: what a reader that lists a folder takes for images."""
+    return frozenset(
+        suffix for suffix, name in Image.registered_extensions().items() if name in Image.OPEN
+    )
 
 
 def shown(path: Path | str) -> str:
@@ -66,8 +91,13 @@ def _file_bytes(path: Path, what: str) -> bytes:
         raise DataError(shown(path), None, f"{what} file unreadable ({error})") from None
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """The image at `path` as HxWx3 uint8 RGB, turned upright by its EXIF orientation.
+def read_rgb(path: Path, *, upright: bool = False) -> np.ndarray:
+    """The image at `path` as HxWx3 uint8 RGB, its pixels as stored in the file.
+
+    Dataset images are read as stored, their EXIF orientation not applied: annotations
+    (TSRD's width, height and box, COCO's width and height) describe the stored pixels, as
+    most annotation tools do, and every validator checks the stored size. A user's photo,
+    which no annotation describes, is read upright (`upright=True`), as the service reads it.
 
     Grayscale, palette, alpha and 16-bit files are converted (see `to_rgb_array`). Raises
     DataError naming the file when it is missing, not a regular file, not an image, or cut
@@ -77,7 +107,7 @@ def read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(content)) as image:
             image.load()
-            return to_rgb_array(image)
+            return to_rgb_array(image) if upright else _rgb_array(image)
     except UnidentifiedImageError:
         raise DataError(path, None, "not an image") from None
     except Image.DecompressionBombError as error:
@@ -97,6 +127,20 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+_QUARTER_TURNS = (5, 6, 7, 8)  # the orientations that swap width and height
+
+
+def turned_by_exif(image: Image.Image) -> str:
+    """For a message that the stored size is not the annotated one: a note that the file's
+    EXIF orientation shows it turned (a photo annotated as a viewer shows it, not as stored),
+    or "" when it does not."""
+    if image.getexif().get(_ORIENTATION_TAG, 1) not in _QUARTER_TURNS:
+        return ""
+    width, height = image.size
+    return (
+        f" (its EXIF orientation shows it {height}x{width}, but dataset images are read as "
+        "stored: annotate the stored pixels)"
+    )
 
 
 def load_rgb(image: Image.Image, min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -123,7 +167,7 @@ def load_rgb(image: Image.Image, min_side: int | None = None) -> tuple[np.ndarra
         image = _reducible(image).reduce(factor)
     if orientation in _UPRIGHT:
         image = image.transpose(_UPRIGHT[orientation])
-    upright = (width, height) if orientation not in (5, 6, 7, 8) else (height, width)
+    upright = (width, height) if orientation not in _QUARTER_TURNS else (height, width)
     return _rgb_array(image), (upright[1], upright[0])
 
 
@@ -182,8 +226,7 @@ def _read_mask(path: Path) -> np.ndarray:
     content = _file_bytes(path, "mask")
     try:
         with Image.open(io.BytesIO(content)) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
+            image.load()  # as stored, like its image (read_rgb): EXIF orientation not applied
             if image.mode == "P":
                 # A palette mask stores labels as indices: every non-background index is sign.
                 return (np.asarray(image) > 0).astype(np.uint8)

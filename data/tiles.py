@@ -29,6 +29,8 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from data.frames import FrameRecord, instance_mask, mask_box
+from data.images import regular_file, shown
+from data.records import DataError
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 IGNORE_LABEL = -100  # torch's cross-entropy ignore_index: a tile scores no class
@@ -113,11 +115,17 @@ def _window_origin(frame: FrameRecord, window: float, rng: np.random.Generator):
 
 
 def _decode(frame: FrameRecord, scale: float) -> np.ndarray:
-    """The frame as RGB at `scale` of its size (JPEG decodes at up to 1/8 scale directly)."""
+    """The frame as RGB at `scale` of its size (JPEG decodes at up to 1/8 scale directly), as
+    stored: EXIF orientation is not applied, since the annotations describe the stored pixels
+    (data.images.read_rgb). A file that is not a regular one (a FIFO would block for ever) or
+    not an image is a DataError naming it."""
     size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
-    with Image.open(frame.image_path) as image:
-        image.draft("RGB", size)
-        rgb = np.asarray(image.convert("RGB"))
+    try:
+        with regular_file(frame.image_path) as file, Image.open(file) as image:
+            image.draft("RGB", size)
+            rgb = np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(shown(frame.image_path), None, f"frame unreadable ({error})") from None
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 

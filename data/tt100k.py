@@ -6,9 +6,13 @@ beside them. A crop's file name is `<panorama id>_<instance>.png` (`negative/` h
 `<panorama id>.jpg` patches).
 
 Labels are CTSRD's: a code mapped in `classes.csv` gives its CTSRD class, any other code
-gives "unknown sign" (a sign the 58 classes do not cover), `negative` gives "no sign".
+gives "unknown sign" (a sign the 58 classes do not cover), `negative` gives "no sign". Codes
+match whatever their case (a folder `I5` is code `i5`): TT100K writes them in lower case and
+none differs from another by case alone, so a capital is a typing habit, not another sign.
+A code that `classes.csv` maps twice to different classes is a DataError naming both lines.
 Records have no box and no mask: the sign fills the crop, so they teach and score
-classification only. Every crop is decoded once here (a bad file is a DataError naming it).
+classification only. Every file of a format data.images reads is a crop; every crop is
+decoded once here (a bad file is a DataError naming it).
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.classes import no_sign_id, unknown_sign_id
+from data.images import image_suffixes
 from data.records import DataError, SignRecord
 from data.validate import collect, inspect_image
 
 CLASSES_FILE = "classes.csv"
 NEGATIVE_CODE = "negative"
 SPLIT_FOLDERS = ("train", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 COLUMNS = ("code", "ctsrd_class_id")
 DATASET = "ctsrd"  # the label space TT100K codes are mapped into
 
@@ -52,7 +56,8 @@ def find_layout(root: Path) -> list[CodeFolder]:
 
 
 def read_code_map(classes_file: Path, num_classes: int) -> dict[str, int]:
-    """TT100K code -> CTSRD class id, for the codes `classes.csv` maps (others are unmapped)."""
+    """TT100K code (lower case) -> CTSRD class id, for the codes `classes.csv` maps (others are
+    unmapped). A code on two lines that say different things is a DataError naming both."""
     try:
         text = classes_file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
@@ -64,26 +69,47 @@ def read_code_map(classes_file: Path, num_classes: int) -> dict[str, int]:
             classes_file, 1, f"header lacks {', '.join(missing)} (needs code,name,ctsrd_class_id)"
         )
     mapping = {}
+    first_said: dict[str, tuple[int, int | None]] = {}  # code -> (line, class id or None)
     for line, row in enumerate(rows, start=2):
-        value = (row["ctsrd_class_id"] or "").strip()
-        if not value:
-            continue
-        try:
-            class_id = int(value)
-        except ValueError:
-            fault = f"ctsrd_class_id is not an integer: {value!r}"
-            raise DataError(classes_file, line, fault) from None
-        if not 0 <= class_id < num_classes:
-            fault = f"class {class_id} out of range: CTSRD has classes 0-{num_classes - 1}"
+        written = (row["code"] or "").strip()
+        code = written.lower()
+        class_id = _class_id(row["ctsrd_class_id"], num_classes, classes_file, line)
+        first_line, first_class = first_said.setdefault(code, (line, class_id))
+        if first_class != class_id:
+            fault = (
+                f"code {written!r} again, mapped to {_shown_class(class_id)}, but "
+                f"line {first_line} maps it to {_shown_class(first_class)} (codes match "
+                "whatever their case)"
+            )
             raise DataError(classes_file, line, fault)
-        mapping[row["code"].strip()] = class_id
+        if class_id is not None:
+            mapping[code] = class_id
     return mapping
 
 
+def _class_id(text: str | None, num_classes: int, classes_file: Path, line: int) -> int | None:
+    value = (text or "").strip()
+    if not value:
+        return None
+    try:
+        class_id = int(value)
+    except ValueError:
+        fault = f"ctsrd_class_id is not an integer: {value!r}"
+        raise DataError(classes_file, line, fault) from None
+    if not 0 <= class_id < num_classes:
+        fault = f"class {class_id} out of range: CTSRD has classes 0-{num_classes - 1}"
+        raise DataError(classes_file, line, fault)
+    return class_id
+
+
+def _shown_class(class_id: int | None) -> str:
+    return "no CTSRD class" if class_id is None else f"CTSRD class {class_id}"
+
+
 def label_of(code: str, code_map: dict[str, int]) -> int:
-    if code == NEGATIVE_CODE:
+    if code.lower() == NEGATIVE_CODE:
         return no_sign_id(DATASET)
-    return code_map.get(code, unknown_sign_id(DATASET))
+    return code_map.get(code.lower(), unknown_sign_id(DATASET))
 
 
 def read_tt100k(
@@ -94,7 +120,7 @@ def read_tt100k(
         (folder, path)
         for folder in folders
         for path in sorted(folder.folder.iterdir())
-        if path.suffix.lower() in IMAGE_SUFFIXES
+        if path.suffix.lower() in image_suffixes()
     ]
 
     def build(crop: tuple[CodeFolder, Path]) -> SignRecord:
@@ -113,7 +139,7 @@ def read_tt100k(
             origin="tt100k",
             group=f"tt100k:{panorama}",
             sequence=("tt100k", int(panorama)) if panorama.isdigit() else None,
-            has_sign=folder.code != NEGATIVE_CODE,
+            has_sign=folder.code.lower() != NEGATIVE_CODE,
         )
 
     return collect(crops, build, on_error)

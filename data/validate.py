@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
-from data.images import read_regular_file, shown
+from data.images import read_regular_file, shown, turned_by_exif
 from data.records import Box, DataError, SignRecord
 
 ON_ERROR_CHOICES = ("raise", "skip")
@@ -90,11 +90,19 @@ def check_box(box: Box, width: int, height: int, *, source_file: Path, line: int
         raise DataError(source_file, line, fault)
 
 
-def inspect_image(path: Path, *, source_file: Path, line: int) -> tuple[int, int, str]:
+def inspect_image(
+    path: Path,
+    *,
+    source_file: Path,
+    line: int | None,
+    declared_size: tuple[int, int] | None = None,
+) -> tuple[int, int, str]:
     """Read the file's bytes once: return (width, height, sha1 hex) after fully decoding it
-    with PIL (so truncation is caught). Raise DataError(file, line, fault) naming the
-    annotation file and line for: missing image file, not a regular file (a FIFO, a device,
-    a directory: never read), over MAX_FILE_BYTES, not an image, truncated image."""
+    with PIL (so truncation is caught). The size is the stored one, EXIF orientation not
+    applied, as data.images.read_rgb reads dataset images. Raise DataError(file, line, fault)
+    naming the annotation file and line for: missing image file, not a regular file (a FIFO,
+    a device, a directory: never read), over MAX_FILE_BYTES, not an image, truncated image,
+    and a size other than `declared_size` (width, height) where one is given."""
     try:
         content = read_regular_file(path)
     except FileNotFoundError:
@@ -110,6 +118,7 @@ def inspect_image(path: Path, *, source_file: Path, line: int) -> tuple[int, int
         with Image.open(io.BytesIO(content)) as image:
             image.load()
             width, height = image.size
+            turned = turned_by_exif(image) if declared_size not in (None, image.size) else ""
     except UnidentifiedImageError:
         raise DataError(source_file, line, f"not an image: {path}") from None
     except Image.DecompressionBombError as error:
@@ -119,6 +128,12 @@ def inspect_image(path: Path, *, source_file: Path, line: int) -> tuple[int, int
         raise DataError(
             source_file, line, f"truncated or corrupt image: {path} ({error})"
         ) from None
+    if declared_size is not None and declared_size != (width, height):
+        fault = (
+            f"annotation says the image is {declared_size[0]}x{declared_size[1]} "
+            f"but {path} is {width}x{height}{turned}"
+        )
+        raise DataError(source_file, line, fault)
     return width, height, hashlib.sha1(content).hexdigest()
 
 
@@ -155,13 +170,7 @@ def checked_record(
     width, height = declared_size
     check_class(class_id, num_classes, **where)
     check_box(box, width, height, **where)
-    real_width, real_height, sha1 = inspect_image(image_path, **where)
-    if (real_width, real_height) != (width, height):
-        fault = (
-            f"annotation says the image is {width}x{height} "
-            f"but {image_path} is {real_width}x{real_height}"
-        )
-        raise DataError(source_file, line, fault)
+    _, _, sha1 = inspect_image(image_path, **where, declared_size=declared_size)
     if mask_path is not None:
         mask_width, mask_height = mask_size(mask_path, **where)
         if (mask_width, mask_height) != (width, height):

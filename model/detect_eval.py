@@ -33,6 +33,7 @@ from pycocotools.cocoeval import COCOeval
 
 from data.frames import FrameRecord, instance_mask, read_coco_frames
 from data.images import read_rgb
+from data.records import DataError
 from model.detect import Detection
 
 IOU = 0.5
@@ -279,11 +280,20 @@ def evaluate_folder(
     limit: int | None = None,
 ) -> dict:
     """`report` for every frame of a COCO frames folder (DFG, `greedysign data scenes`);
-    frames/s is the detector's alone (reading the images is not counted)."""
+    frames/s is the detector's alone (reading the images is not counted). Frames are read as
+    stored, as their boxes describe them (data.images.read_rgb); a frame that decodes to
+    another size than its entry states is a DataError naming it, since its boxes would
+    score nothing, without a word."""
     frames = read_coco_frames(root)[:limit]
     detections, seconds = [], 0.0
     for frame in frames:
         rgb = read_rgb(frame.image_path)
+        if rgb.shape[:2] != (frame.height, frame.width):
+            fault = (
+                f"decoded image is {rgb.shape[1]}x{rgb.shape[0]}, but {frame.source} says "
+                f"{frame.width}x{frame.height}"
+            )
+            raise DataError(frame.image_path, None, fault)
         started = time.perf_counter()
         detections.append(detect(rgb))
         seconds += time.perf_counter() - started

@@ -50,7 +50,7 @@ def run_predict(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.images:
         try:
-            image = read_rgb(path)
+            image = read_rgb(path, upright=True)  # a user's photo, as the service reads it
         except DataError as error:
             print(json.dumps({"image": str(path), "error": str(error)}))
             failures += 1

@@ -145,3 +145,49 @@ def test_text_lists_a_bounded_number_of_groups(official_release: Path, monkeypat
     assert "  TSRD-Test/001_0009.png, tsrd-train/001_0002.png, tsrd-train/001_1_0002.png" in text
     assert "  TSRD-Test/003_0004.png, TSRD-Test/003_1_0004.png" not in text
     assert "  ... and 2 more (--json lists all)" in text
+
+
+def test_annotations_of_one_image_that_disagree_are_a_warning(tmp_path: Path):
+    # One file on two lines with two classes; a byte-identical copy whose box is elsewhere;
+    # and a copy annotated alike but for a pixel, which is no conflict.
+    images = tmp_path / "images"
+    _png(images / "a.png", shade=0)
+    _copy(images / "a.png", images / "a_copy.png")
+    _png(images / "b.png", shade=90)
+    _copy(images / "b.png", images / "b_copy.png")
+    _png(images / "c.png", shade=180)
+    _copy(images / "c.png", images / "c_copy.png")
+    (tmp_path / "annotations.txt").write_text(
+        "a.png;40;30;2;2;20;20;3;\n"
+        "a.png;40;30;2;2;20;20;5;\n"
+        "a_copy.png;40;30;3;2;20;20;3;\n"
+        "b.png;40;30;0;0;15;15;7;\n"
+        "b_copy.png;40;30;20;12;38;28;7;\n"
+        "c.png;40;30;0;0;40;30;1;\n"
+        "c_copy.png;40;30;1;0;40;30;1;\n"
+    )
+    report = check_dataset(tmp_path)
+    summary = report.to_dict()
+    assert [[item["file"] for item in group] for group in summary["conflicts"]] == [
+        ["images/a.png", "images/a.png", "images/a_copy.png"],
+        ["images/b.png", "images/b_copy.png"],
+    ]
+    assert summary["conflicts"][0][1] == {
+        "file": "images/a.png",
+        "source": "annotations.txt:2",
+        "class_id": 5,
+        "box": [2, 2, 20, 20],
+    }
+    text = report.to_text()
+    assert "conflicts   2 images annotated in ways that disagree (warning: training keeps" in text
+    assert (
+        "  images/b.png (annotations.txt:4): class 7 box (0, 0, 15, 15); "
+        "images/b_copy.png (annotations.txt:5): class 7 box (20, 12, 38, 28)"
+    ) in text
+    json.dumps(summary)
+
+
+def test_a_release_whose_copies_agree_has_no_conflict(official_release: Path):
+    report = check_dataset(official_release)
+    assert report.to_dict()["conflicts"] == []
+    assert "conflicts   0 images annotated in ways that disagree\n" in report.to_text()

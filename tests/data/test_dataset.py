@@ -101,16 +101,26 @@ def test_read_rgb_composites_transparency_over_white(tmp_path):
     assert abs(int(rgb[0, 1, 0]) - 127) <= 1
 
 
-def test_read_rgb_applies_exif_orientation(tmp_path):
+def save_turned(path: Path, pixels: np.ndarray, orientation: int) -> None:
+    """`pixels` stored as they are, with an EXIF orientation telling a viewer to turn them."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+
+
+def test_read_rgb_reads_as_stored_and_turns_a_photo_upright_when_asked(tmp_path):
     # Stored 40 wide x 20 high with a red left half; orientation 6 means "rotate 90 degrees
-    # clockwise to display", so the picture is 20 wide x 40 high with red on top.
+    # clockwise to display", so the picture shown is 20 wide x 40 high with red on top.
     stored = np.zeros((20, 40, 3), dtype=np.uint8)
     stored[:, :20] = (255, 0, 0)
     stored[:, 20:] = (0, 0, 255)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    Image.fromarray(stored).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
-    rgb = read_rgb(tmp_path / "rotated.jpg")
+    save_turned(tmp_path / "rotated.jpg", stored, 6)
+    as_stored = read_rgb(tmp_path / "rotated.jpg")  # what a dataset's annotation describes
+    assert as_stored.shape == (20, 40, 3)
+    left, right = as_stored[10, 5].astype(int), as_stored[10, 35].astype(int)
+    assert left[0] > 200 and left[2] < 60
+    assert right[2] > 200 and right[0] < 60
+    rgb = read_rgb(tmp_path / "rotated.jpg", upright=True)  # a user's photo
     assert rgb.shape == (40, 20, 3)
     top, bottom = rgb[5, 10].astype(int), rgb[35, 10].astype(int)
     assert top[0] > 200 and top[2] < 60
@@ -160,6 +170,15 @@ def test_palette_mask_file_counts_every_nonzero_index_as_sign(tmp_path):
         record.image_path, 3, record.box, 48, 40, mask_path=tmp_path / "palette_mask.png"
     )
     assert (ground_truth_mask(record) == disc(48, 40, (24, 20), 12)).all()
+
+
+def test_mask_file_is_read_as_stored_like_its_image(tmp_path):
+    record = make_record(tmp_path, size=(48, 40), box=(0, 0, 16, 8))
+    corner = np.zeros((40, 48), np.uint8)
+    corner[:8, :16] = 255
+    save_turned(tmp_path / "mask.png", corner, 3)
+    record = SignRecord(record.image_path, 3, record.box, 48, 40, mask_path=tmp_path / "mask.png")
+    assert (ground_truth_mask(record) == corner // 255).all()
 
 
 # transforms
@@ -324,3 +343,31 @@ def test_real_ctsrd_items(ctsrd_real):
             x1, y1, x2, y2 = box.tolist()
             assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
             assert np.allclose(mask_bbox(mask), box.tolist(), atol=2)
+
+
+@pytest.mark.parametrize("decode", ["eager", "lazy"])
+def test_images_with_an_exif_orientation_train_as_stored_as_annotated(tmp_path, decode):
+    # TSRD annotations give the stored size and box; the EXIF orientation only tells a viewer
+    # how to show the picture. A wide one turned sideways (6) and a square one upside down (3)
+    # must pass the check and train with the box on the sign.
+    (tmp_path / "images").mkdir()
+    wide = np.full((64, 120, 3), 60, np.uint8)
+    wide[10:40, 20:60] = (220, 30, 30)
+    save_turned(tmp_path / "images" / "wide.jpg", wide, 6)
+    square = np.full((64, 64, 3), 60, np.uint8)
+    square[4:24, 4:24] = (220, 30, 30)
+    save_turned(tmp_path / "images" / "square.jpg", square, 3)
+    (tmp_path / "annotations.txt").write_text(
+        "wide.jpg;120;64;20;10;60;40;3;\nsquare.jpg;64;64;4;4;24;24;5;\n"
+    )
+    records = load_dataset(tmp_path).records
+    dataset = SignDataset(records, 64, train=False, decode=decode)
+    red = torch.tensor((220, 30, 30)) / 255.0
+    for index in range(len(records)):
+        image, mask, _, _, _ = dataset[index]
+        pixels = image * torch.tensor(IMAGENET_STD)[:, None, None]
+        pixels += torch.tensor(IMAGENET_MEAN)[:, None, None]
+        inside = mask[0] > 0
+        reddish = (pixels - red[:, None, None]).abs().amax(dim=0) < 0.2
+        # The box's pixels are the red sign's, deep inside it (edges blur when resized).
+        assert reddish[inside].float().mean() > 0.8, records[index].image_path.name

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +269,47 @@ def test_document_is_not_changed_by_reading(tmp_path):
     assert json.loads((tmp_path / "annotations.json").read_text()) == before
 
 
+def test_frames_are_checked_as_stored_and_told_when_annotated_as_shown(tmp_path):
+    # Stored 64x48 with an EXIF orientation that shows it 48x64: the JSON must give the stored
+    # size, which is what data.images.read_rgb decodes and the boxes describe.
+    document = _coco_set(tmp_path)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (64, 48)).save(tmp_path / "images" / "b.png", exif=exif)
+    assert [frame.width for frame in read_coco_frames(tmp_path)] == [64, 64]
+    document["images"][1].update(width=48, height=64)
+    _write(tmp_path, document)
+    with pytest.raises(DataError, match=r"is 64x48 \(its EXIF orientation shows it 48x64"):
+        read_coco_frames(tmp_path)
+
+
+@contextmanager
+def within(seconds: int) -> Iterator[None]:
+    """Fail with TimeoutError, instead of hanging, if the block blocks (on a FIFO)."""
+
+    def give_up(signum, frame):
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_among_the_images_is_an_error_not_a_hang(tmp_path):
+    _coco_set(tmp_path)
+    (tmp_path / "images" / "b.png").unlink()
+    os.mkfifo(tmp_path / "images" / "b.png")
+    with within(10), pytest.raises(DataError, match=r"images\[1\]: image unreadable: .*a FIFO"):
+        read_coco_frames(tmp_path)
+    frames, skipped = read_coco(tmp_path, on_error="skip")
+    assert [frame.image_id for frame in frames] == [7] and "a FIFO" in str(skipped[0])
+
+
 # --- the real DFG frames -------------------------------------------------------------------------
 
 
@@ -374,3 +419,66 @@ def test_resize_frames_command(tmp_path, capsys):
     missing = str(tmp_path / "none")
     assert main(["data", "resize-frames", missing, str(out), "--scale", "0.5"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_resize_frames_refuses_the_source_folder_as_out(tmp_path):
+    # Annotations and images side by side (no images/ folder): writing OUT = SRC would
+    # replace the source annotations.json.
+    source = tmp_path / "flat"
+    source.mkdir()
+    Image.new("RGB", (64, 48)).save(source / "a.jpg")
+    Image.new("RGB", (64, 48)).save(source / "b.jpg")
+    document = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 64, "height": 48},
+            {"id": 2, "file_name": "b.jpg", "width": 64, "height": 48},
+        ],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 5, 20, 10]}],
+        "categories": [{"id": 3, "name": "Speed limit 40 km/h"}],
+    }
+    _write(source, document)
+    before = {path.name: path.read_bytes() for path in source.iterdir()}
+    for out in (source, tmp_path / "flat" / ".." / "flat"):
+        with pytest.raises(ValueError, match="is the source folder"):
+            resize_frames(source, out, scale=0.5)
+    with pytest.raises(ValueError, match="is the source folder"):
+        resize_frames(source / "annotations.json", source, scale=0.5)
+    assert {path.name: path.read_bytes() for path in source.iterdir()} == before
+    assert resize_frames(source, tmp_path / "half", scale=0.5) == 2
+
+
+@pytest.mark.parametrize("name", ["absolute", "../b.png", "../../set/images/b.png"])
+def test_resize_frames_writes_nothing_outside_out(tmp_path, name):
+    source = tmp_path / "set"
+    file_name = str(source / "images" / "b.png") if name == "absolute" else name
+    root = _broken(source, _set("images.1.file_name", file_name))
+    if name == "../b.png":  # an image beside the image folder
+        Image.new("RGB", (64, 48)).save(root / "b.png")
+    frames_before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"images\[1\]: file_name .* is absolute or climbs"):
+        resize_frames(root, out, scale=0.5)
+    after = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == frames_before and not out.exists()
+
+
+def test_resize_frames_does_not_follow_a_link_out_of_out(tmp_path):
+    source = tmp_path / "set"
+    _coco_set(source)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "images").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(DataError, match="leads out of"):
+        resize_frames(source, tmp_path / "out", scale=0.5)
+    assert not any(elsewhere.iterdir())
+
+
+def test_split_frames_refuses_a_side_that_is_the_source_folder(tmp_path):
+    # OUT/train is the source folder: its annotations.json would be replaced by the train half.
+    source = tmp_path / "train"
+    document = _coco_set(source)
+    with pytest.raises(ValueError, match="is the source folder"):
+        split_frames(source, tmp_path, test_share=0.5)
+    assert json.loads((source / "annotations.json").read_text()) == document
+    assert (source / "images").is_dir() and not (source / "images").is_symlink()

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from data.frames import instance_mask, read_coco_frames
+from data.images import read_rgb
+from data.records import DataError
 from data.scenes import SceneConfig, SceneSources, write_scenes
 from data.tiles import IGNORE_LABEL, SceneTiles
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+@contextmanager
+def within(seconds: int) -> Iterator[None]:
+    """Fail with TimeoutError, instead of hanging, if the block blocks (on a FIFO)."""
+
+    def give_up(signum, frame):
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +123,37 @@ def test_scene_model_tiles_carry_the_sign_and_core_maps(scenes):
     signs, cores = masks[:, 0] > 0, masks[:, 1] > 0
     assert cores.any() and not (cores & ~signs).any(), "a core lies within its sign"
     assert cores.sum() < signs.sum()
+
+
+def _turned_frame(folder, orientation: int):
+    """A 64x64 frame stored with a red sign at (4, 4)-(24, 24) and an EXIF orientation."""
+    from data.frames import FrameInstance, FrameRecord
+
+    pixels = np.full((64, 64, 3), 60, np.uint8)
+    pixels[4:24, 4:24] = (220, 30, 30)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(folder / "frame.jpg", exif=exif, quality=95)
+    sign = FrameInstance((4, 4, 24, 24), "sign", 0, False, None)
+    return FrameRecord(folder / "frame.jpg", 64, 64, (sign,))
+
+
+def test_tiles_cut_the_stored_pixels_that_the_boxes_describe(tmp_path):
+    # An EXIF orientation only tells a viewer how to show the picture; the box describes the
+    # stored pixels, so the tile's marked pixels must be the red ones, as read_rgb reads them.
+    frame = _turned_frame(tmp_path, 3)
+    tiles = SceneTiles([frame], 64, train=False, scale=(1.0, 1.0), tiles_per_frame=1)
+    image, mask, *_ = tiles[0]
+    red = image[0] * IMAGENET_STD[0] + IMAGENET_MEAN[0] > 0.6
+    assert mask[0].sum() > 0 and (red == (mask[0] > 0)).float().mean() > 0.98
+    assert np.array_equal(read_rgb(frame.image_path)[10, 10] > 150, [True, False, False])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_in_place_of_a_frame_is_an_error_not_a_hang(tmp_path):
+    frame = _turned_frame(tmp_path, 1)
+    frame.image_path.unlink()
+    os.mkfifo(frame.image_path)
+    tiles = SceneTiles([frame], 32, train=True, tiles_per_frame=1)
+    with within(10), pytest.raises(DataError, match=r"frame\.jpg: frame unreadable .*a FIFO"):
+        tiles[0]

@@ -85,6 +85,46 @@ def test_a_bad_class_table_names_its_line(tmp_path: Path):
         load_dataset(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("extra_line", "said"),
+    [
+        ("pl40,Speed limit 40 km/h,4", "CTSRD class 4, but line 2 maps it to CTSRD class 3"),
+        ("PL40,Speed limit 40 km/h,", "no CTSRD class, but line 2 maps it to CTSRD class 3"),
+    ],
+)
+def test_a_code_mapped_twice_to_different_classes_names_both_lines(tmp_path, extra_line, said):
+    _crops(tmp_path)
+    (tmp_path / "classes.csv").write_text(CLASSES_CSV + extra_line + "\n")
+    with pytest.raises(DataError, match=rf"classes.csv:4: code '(pl|PL)40' again, .*{said}"):
+        load_dataset(tmp_path)
+    # The same mapping said twice is no conflict.
+    (tmp_path / "classes.csv").write_text(CLASSES_CSV + "pl40,Speed limit 40 km/h,3\n")
+    assert len(load_dataset(tmp_path).records) == 6
+
+
+def test_codes_match_whatever_their_case(tmp_path: Path):
+    # TT100K codes are lower case and none differs from another by case alone: a folder I5 or
+    # PL40 (or a csv line PL40) is that sign, not an unknown one.
+    _crops(tmp_path)
+    (tmp_path / "pl40").rename(tmp_path / "PL40")
+    (tmp_path / "negative").rename(tmp_path / "Negative")
+    (tmp_path / "classes.csv").write_text(CLASSES_CSV + "I5,Keep right,26\n")
+    _png(tmp_path / "i5" / "6000_6.png", 60)
+    labels = {r.image_path.name: r.class_id for r in load_dataset(tmp_path).records}
+    assert labels["1001_0.png"] == 3 and labels["6000_6.png"] == 26
+    assert labels["5000.jpg"] == NO_SIGN
+
+
+def test_every_image_format_that_is_read_elsewhere_is_a_crop(tmp_path: Path):
+    _crops(tmp_path)
+    for suffix in (".bmp", ".webp", ".PNG", ".tif"):
+        Image.new("RGB", (30, 30), (1, 2, 3)).save(tmp_path / "pl40" / f"7000_{suffix[1:]}{suffix}")
+    (tmp_path / "pl40" / "notes.txt").write_text("not a crop")
+    names = {r.image_path.name for r in load_dataset(tmp_path).records}
+    assert {"7000_bmp.bmp", "7000_webp.webp", "7000_PNG.PNG", "7000_tif.tif"} <= names
+    assert len(names) == 10
+
+
 def test_check_reports_the_open_set(tmp_path: Path):
     report = check_dataset(_crops(tmp_path)).to_dict()
     assert report["layout"] == "tt100k" and report["records"] == 6

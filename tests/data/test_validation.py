@@ -146,3 +146,19 @@ def test_non_utf8_annotation_names_the_line(tmp_path: Path):
     (root / "annotations.txt").write_bytes(GOOD_LINE.encode() + b"\n\xffbad.png;1;1;0;0;1;1;0;\n")
     with pytest.raises(DataError, match=r"annotations\.txt:2: not UTF-8"):
         load_dataset(root)
+
+
+def test_an_image_annotated_as_shown_rather_than_as_stored_is_told_so(tmp_path: Path):
+    # Stored 120x64, shown 64x120 by its EXIF orientation; annotations describe the stored
+    # pixels (as read_rgb reads them), so the size 64x120 is wrong, and the error says why.
+    root = _plain_dataset(tmp_path, ["turned.jpg;64;120;5;4;35;26;3;"])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (120, 64)).save(root / "images" / "turned.jpg", exif=exif)
+    with pytest.raises(DataError) as raised:
+        load_dataset(root)
+    assert "annotation says the image is 64x120" in str(raised.value)
+    assert "is 120x64 (its EXIF orientation shows it 64x120" in str(raised.value)
+    (root / "annotations.txt").write_text("turned.jpg;120;64;5;4;35;26;3;\n")
+    (record,) = load_dataset(root).records
+    assert (record.width, record.height) == (120, 64)
