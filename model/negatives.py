@@ -32,15 +32,17 @@ import av
 import cv2
 import numpy as np
 
-from data.frames import read_coco_frames
+from data.classes import sign_classes
+from data.frames import FrameRecord, read_coco_frames
 from data.images import read_rgb
-from data.records import Box, box_overlap
+from data.records import Box, DataError, box_overlap
 from model.detect import Detector
 from model.reading import cut, grown
 
 # (frame number, RGB, boxes of the signs in it): a region that overlaps a sign is no negative.
 Frames = Iterator[tuple[int, np.ndarray, list[Box]]]
 
+DATASET = "ctsrd"  # the label space of the crops written
 NEGATIVE_CODE = "negative"
 SIGN_CODE = "sign"  # a marked sign without a CTSRD class: "unknown sign" to the crops reader
 CLASS_CODE = "ctsrd-{}"  # a marked sign whose annotation gives CTSRD class {}
@@ -53,14 +55,39 @@ MAX_REGIONS_PER_FRAME = 20  # the best-scoring regions of a frame that `mine` co
 
 
 def video_frames(path: Path, skip_seconds: float, step: int) -> Frames:
-    """Every `step`-th frame from `skip_seconds` on, as holding no sign."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for number, frame in enumerate(container.decode(stream)):
-            if frame.time is not None and frame.time < skip_seconds:
-                continue
-            if number % step == 0:
-                yield number, frame.to_ndarray(format="rgb24"), []
+    """Every `step`-th frame from `skip_seconds` on, as holding no sign. A file that is no
+    video is a DataError here, before any frame is asked for; one that breaks off later is
+    a DataError when its frames are read."""
+    _open_video(path).close()
+    return _sampled_frames(path, skip_seconds, step)
+
+
+def _sampled_frames(path: Path, skip_seconds: float, step: int) -> Frames:
+    number = -1
+    with _open_video(path) as container:
+        try:
+            for number, frame in enumerate(container.decode(container.streams.video[0])):
+                if frame.time is not None and frame.time < skip_seconds:
+                    continue
+                if number % step == 0:
+                    yield number, frame.to_ndarray(format="rgb24"), []
+        except av.FFmpegError as error:
+            where = f"after frame {number}" if number >= 0 else "before its first frame"
+            fault = f"the video is truncated or corrupt {where} ({error.strerror or error})"
+            raise DataError(path, None, fault) from None
+
+
+def _open_video(path: Path) -> av.container.InputContainer:
+    """The opened video, or a DataError saying why it cannot be read as one."""
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as error:
+        fault = f"not a video FFmpeg can read ({error.strerror or error})"
+        raise DataError(path, None, fault) from None
+    if not container.streams.video:
+        container.close()
+        raise DataError(path, None, "the file holds no video stream")
+    return container
 
 
 def annotated_frames(root: Path, step: int, backgrounds: Collection[str] | None = None) -> Frames:
@@ -68,8 +95,16 @@ def annotated_frames(root: Path, step: int, backgrounds: Collection[str] | None 
     the image's file name when it is one (DFG's are), else its place in the folder. With
     `backgrounds`, only the generated frames drawn on one of those kinds ("video",
     "negatives", "dfg"): a painted-out DFG frame still holds signs that DFG does not mark
-    (far signs, the backs of signs), which would be mined as "no sign"."""
-    for place, frame in enumerate(read_coco_frames(root)):
+    (far signs, the backs of signs), which would be mined as "no sign". The annotations
+    are read here: a folder that is no COCO frames folder is a DataError before any frame
+    is asked for (an image that does not decode, one when its frame is read)."""
+    return _annotated_frames(read_coco_frames(root), step, backgrounds)
+
+
+def _annotated_frames(
+    frames: list[FrameRecord], step: int, backgrounds: Collection[str] | None
+) -> Frames:
+    for place, frame in enumerate(frames):
         if backgrounds is not None and frame.background.split(":")[0] not in backgrounds:
             continue
         if place % step == 0:
@@ -102,10 +137,13 @@ def write_marked_signs(root: Path, out: Path, margins: tuple[float, ...] = SIGN_
     """Write every sign the COCO frames folder `root` marks (not `ignore`, longer side at
     least MIN_SIGN_SIDE px) cut at each of `margins`, as `OUT/sign/<frame>_<sign>_<m>.png`
     ("unknown sign": DFG's European signs are outside the 58 classes) or in `OUT/ctsrd-<id>/`
-    when the annotation gives a CTSRD class. Returns the crops written."""
+    when the annotation gives a CTSRD class. Returns the crops written. A class outside
+    CTSRD's is a DataError before anything is written: the crops reader refuses it."""
+    frames = read_coco_frames(root)
+    _check_sign_classes(frames)
     out.mkdir(parents=True, exist_ok=True)
     written = 0
-    for place, frame in enumerate(read_coco_frames(root)):
+    for place, frame in enumerate(frames):
         number = _frame_number(frame.image_path, place)
         rgb = None
         for index, sign in enumerate(frame.instances):
@@ -123,6 +161,20 @@ def write_marked_signs(root: Path, out: Path, margins: tuple[float, ...] = SIGN_
                 written += 1
     write_class_table(out)
     return written
+
+
+def _check_sign_classes(frames: list[FrameRecord]) -> None:
+    """Every `ctsrd_class` given must be a CTSRD class (the COCO reader takes any id >= 0)."""
+    classes = len(sign_classes(DATASET))
+    for frame in frames:
+        for sign in frame.instances:
+            if sign.class_id is not None and sign.class_id >= classes:
+                raise DataError(
+                    frame.source,
+                    None,
+                    f"annotation {sign.annotation_id}: ctsrd_class {sign.class_id} is not a "
+                    f"CTSRD class (0-{classes - 1})",
+                )
 
 
 def write_class_table(out: Path) -> None:

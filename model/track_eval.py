@@ -23,6 +23,7 @@ TSRD, or synthetic drawings, whose pictograms are cruder than real signs').
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,8 @@ class Shown:
 
 
 def videos_of(frames: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
-    """The frames grouped by video (in order of first appearance), each in frame order."""
+    """The frames grouped by video (in order of first appearance), each in frame order; a
+    frame that is no video's, or whose signs lack a track or share one, is a DataError."""
     grouped: dict[int, list[FrameRecord]] = {}
     for frame in frames:
         if frame.video_id is None or frame.frame_index is None:
@@ -79,6 +81,17 @@ def videos_of(frames: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
                 Path(frame.source.split(":")[0]),
                 None,
                 f"{frame.image_path.name}: a sign without a track_id: tracks cannot be scored",
+            )
+        tracks = Counter(sign.track_id for sign in frame.instances)
+        shared = sorted(track for track, signs in tracks.items() if signs > 1)
+        if shared:
+            # motmetrics keys a frame's signs by track: it failed on the pair only once every
+            # frame had been searched.
+            raise DataError(
+                Path(frame.source.split(":")[0]),
+                None,
+                f"{frame.image_path.name} (frame {frame.frame_index} of video {frame.video_id}): "
+                f"more than one sign has track_id {shared[0]}, and a track is one sign",
             )
         grouped.setdefault(frame.video_id, []).append(frame)
     return [sorted(video, key=lambda frame: frame.frame_index) for video in grouped.values()]

@@ -11,11 +11,14 @@ from pathlib import Path
 
 from app.commands.arguments import comma_list
 from data.records import DataError
+from model.options import positive_int
 
 # Kept here (not imported from data.scenes) so that `greedysign --help` loads no image code.
 SCENE_BACKGROUNDS = ("video", "negatives", "dfg")
 SCENE_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg", "gtsrb")
 SCENE_DEFAULT_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
+# What marks a folder as holding a dataset: TSRD's plain folder and COCO frames.
+ANNOTATION_FILES = ("annotations.txt", "annotations.json")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -34,7 +37,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     synth.add_argument(
         "out", type=Path, help="writes OUT/images, OUT/masks and OUT/annotations.txt"
     )
-    synth.add_argument("--per-class", type=int, default=20, help="images per class (58 classes)")
+    synth.add_argument(
+        "--per-class", type=positive_int, default=20, help="images per class (58 classes)"
+    )
     synth.add_argument("--seed", type=int, default=0, help="seeds the drawing: same seed, same set")
     synth.set_defaults(handler=run_synth)
 
@@ -104,8 +109,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     preview = sub.add_parser("preview", help="contact sheet of samples with masks and boxes")
     preview.add_argument("path", type=Path, help="dataset folder (TSRD, TT100K crops or GTSRB)")
     preview.add_argument("--out", type=Path, default=Path("preview.png"), help="PNG to write")
-    preview.add_argument("--count", type=int, default=32, help="number of samples")
-    preview.add_argument("--image-size", type=int, default=128, help="tile size in pixels")
+    preview.add_argument("--count", type=positive_int, default=32, help="number of samples")
+    preview.add_argument("--image-size", type=positive_int, default=128, help="tile size in pixels")
     preview.add_argument(
         "--no-augment",
         dest="augment",
@@ -230,11 +235,31 @@ def run_check(args: argparse.Namespace) -> int:
     return 1 if report.skipped else 0
 
 
+def _generated_set_fault(out: Path) -> str | None:
+    """Why a generator cannot write its set into `out`, or None. A folder that holds a set
+    already is refused: the new annotation file replaced the old one, and the old images
+    were left in place, unlisted."""
+    if out.exists() and not out.is_dir():
+        return f"{out}: not a folder"
+    held = [name for name in ANNOTATION_FILES if (out / name).exists()]
+    if held:
+        return f"{out}: holds a dataset already ({', '.join(held)}); write to a new folder"
+    return None
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from data.synth import generate_synthetic
 
+    fault = _generated_set_fault(args.out)
+    if fault is not None:
+        print(f"error: {fault}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
-    written = generate_synthetic(args.out, per_class=args.per_class, seed=args.seed)
+    try:
+        written = generate_synthetic(args.out, per_class=args.per_class, seed=args.seed)
+    except OSError as error:  # a folder it may not write in, a full disk
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - started
     print(
         f"wrote {written} images to {args.out} in {seconds:.1f} s "
@@ -303,6 +328,10 @@ def _print_sources(generator) -> None:
 def run_scenes(args: argparse.Namespace) -> int:
     from data.scenes import SceneGenerator, write_scenes
 
+    fault = _generated_set_fault(args.out)
+    if fault is not None:
+        print(f"error: {fault}", file=sys.stderr)
+        return 2
     try:
         config, sources = _scene_config_and_sources(args)
         generator = SceneGenerator(sources, config)
@@ -329,6 +358,10 @@ def run_scenes(args: argparse.Namespace) -> int:
 def run_drives(args: argparse.Namespace) -> int:
     from data.drives import DriveConfig, DriveGenerator, write_drives
 
+    fault = _generated_set_fault(args.out)
+    if fault is not None:
+        print(f"error: {fault}", file=sys.stderr)
+        return 2
     try:
         config, sources = _scene_config_and_sources(args)
         drive = DriveConfig(frames=args.frames_per_drive, zoom=args.zoom, fps=args.fps)
@@ -393,8 +426,20 @@ def run_resize_frames(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
+    import cv2
+
     from data.preview import write_preview
 
+    # Checked before the samples are drawn: OpenCV refused these only at the end, raising.
+    if args.out.is_dir():
+        print(f"error: --out {args.out}: is a folder; give an image file name", file=sys.stderr)
+        return 2
+    if not cv2.haveImageWriter(str(args.out)):
+        print(
+            f"error: --out {args.out}: not an image file name OpenCV writes (.png, .jpg, ...)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         write_preview(
             args.path,
@@ -405,7 +450,7 @@ def run_preview(args: argparse.Namespace) -> int:
             seed=args.seed,
             on_error=args.on_error,
         )
-    except DataError as error:
+    except (DataError, OSError) as error:  # OSError: writing --out
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}")

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import asdict
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         required=True,
         help="COCO frames folder: ../shared/data/dfg-frames or one from greedysign data scenes",
     )
-    evaluate.add_argument("--limit", type=int, help="only the first N frames")
+    evaluate.add_argument("--limit", type=positive_int, help="only the first N frames")
     _add_model_options(evaluate)
     evaluate.set_defaults(handler=run_eval_detect)
 
@@ -85,7 +86,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     follow.add_argument(
         "--data", type=Path, required=True, help="COCO frames folder of videos (data drives)"
     )
-    follow.add_argument("--limit", type=int, help="only the first N videos")
+    follow.add_argument("--limit", type=positive_int, help="only the first N videos")
     _add_model_options(follow)
     follow.set_defaults(handler=run_eval_track)
 
@@ -280,6 +281,10 @@ def run_detect(args: argparse.Namespace) -> int:
     if args.out is not None and (len(videos) != 1 or len(args.paths) != 1):
         print("error: --out writes the annotated copy of one video: give one", file=sys.stderr)
         return 2
+    fault = None if args.out is None else _annotated_copy_fault(args.out, args.paths)
+    if fault is not None:
+        print(f"error: --out {args.out}: {fault}", file=sys.stderr)
+        return 2
     detector = _load_detector(args)
     if detector is None:
         return 2
@@ -289,7 +294,7 @@ def run_detect(args: argparse.Namespace) -> int:
             failures += _detect_video(detector, path, args)
             continue
         try:
-            rgb = read_rgb(path)
+            rgb = read_rgb(path, upright=True)  # a user's photo, as the service reads it
         except DataError as error:
             print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
             failures += 1
@@ -304,6 +309,19 @@ def run_detect(args: argparse.Namespace) -> int:
             count = f"{len(signs)} sign{'s' * (len(signs) != 1)}"
             print(f"{path}: {count}: {found}" if found else f"{path}: {count}")
     return 1 if failures else 0
+
+
+def _annotated_copy_fault(out: Path, inputs: list[Path]) -> str | None:
+    """Why --out cannot take the annotated copy, or None. Checked before the model loads: a
+    folder failed only when the whole video had been processed, and the input itself was
+    overwritten while it was being read."""
+    if out.is_dir():
+        return "is a folder: give the name of the mp4 file to write"
+    if out.suffix.lower() != ".mp4":
+        return "the annotated copy is an mp4 video: give a file name ending in .mp4"
+    if out.exists() and any(path.exists() and out.samefile(path) for path in inputs):
+        return "is the video being read: give another file name"
+    return None
 
 
 def _is_video(path: Path) -> bool:
@@ -354,6 +372,10 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
                         writer = VideoWriter(args.out, rate, width, height)
                     writer.write(draw_signs(frame.rgb, detections, signs))
                 frames += 1
+        if writer is not None:
+            # Closing flushes the encoder: a failure here is writing --out's, reported below.
+            finished, writer = writer, None
+            finished.close()
     except ServiceError as error:  # not a video, no video stream, corrupt, cut short
         print(json.dumps({"video": str(path), "error": error.message}))
         return 1
@@ -362,7 +384,9 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
         return 1
     finally:
         if writer is not None:
-            writer.close()
+            # Left open by an error that is already reported: closing must not replace it.
+            with suppress(av.FFmpegError, OSError):
+                writer.close()
     seconds = time.perf_counter() - started
     summary = {
         "video": str(path),
@@ -465,9 +489,17 @@ def _header(args: argparse.Namespace, detector) -> dict:
 def run_mine_negatives(args: argparse.Namespace) -> int:
     from model.negatives import annotated_frames, mine, video_frames, write_marked_signs
 
-    # Checked before the detector loads and before mining creates OUT/negative/.
+    # Checked before the detector loads and before anything is written.
     if not args.source.exists():
         print(f"error: {args.source}: no such video or frames folder", file=sys.stderr)
+        return 2
+    if args.out.exists() and not (args.out.is_dir() and not any(args.out.iterdir())):
+        # A second source mined into the same folder overwrote the first's crops of the
+        # same frame numbers and mixed the rest in.
+        print(
+            f"error: --out {args.out}: not an empty folder; mine each source into a new one",
+            file=sys.stderr,
+        )
         return 2
     if args.signs and not args.source.is_dir():
         print("error: --signs needs a COCO frames folder (a video marks no sign)", file=sys.stderr)
@@ -482,16 +514,43 @@ def run_mine_negatives(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:  # a source that is no video or no COCO frames folder fails here
+        if args.source.is_dir():
+            source = annotated_frames(args.source, args.step, kinds)
+        else:
+            source = video_frames(args.source, args.skip_seconds, args.step)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     detector = _load_detector(args)
     if detector is None:
         return 2
-    if args.source.is_dir():
-        source = annotated_frames(args.source, args.step, kinds)
-    else:
-        source = video_frames(args.source, args.skip_seconds, args.step)
-    frames, crops = mine(detector, source, args.out)
+    # The topmost folder this run creates, or None when OUT is there (and empty).
+    created = next(
+        (folder for folder in reversed((args.out, *args.out.parents)) if not folder.exists()), None
+    )
+    try:
+        # The signs first: a class outside CTSRD's is refused before the long mining.
+        signs = write_marked_signs(args.source, args.out) if args.signs else None
+        frames, crops = mine(detector, source, args.out)
+    except (DataError, OSError) as error:  # a frame or video that breaks off; a full disk
+        _remove_written(args.out, created)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"{crops} 'no sign' crops from {frames} frames of {args.source} in {args.out}")
-    if args.signs:
-        signs = write_marked_signs(args.source, args.out)
+    if signs is not None:
         print(f"{signs} sign crops of the signs marked in {args.source} in {args.out}")
     return 0
+
+
+def _remove_written(out: Path, created: Path | None) -> None:
+    """Undo a failed run, so that no half-written crops folder is left to train on: remove
+    the folders it created, or empty OUT when OUT was there (it was empty then)."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for child in out.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ a scene model that marks every pixel makes each frame one sign whose box is the 
 from __future__ import annotations
 
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -218,6 +219,57 @@ def test_out_needs_exactly_one_video(empty_scene_model_path, tiny_model_path, tm
     assert "one video" in capsys.readouterr().err
 
 
+def test_out_that_is_the_input_a_folder_or_no_mp4_is_refused_before_the_model_loads(
+    tmp_path, capsys
+) -> None:
+    # The input was overwritten while it was read; a folder failed once the whole video had
+    # been processed; out.avi got an mp4 inside.
+    clip = write_clip(tmp_path / "clip.mp4")
+    original = clip.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(clip)
+    os.link(clip, tmp_path / "hard.mp4")
+    (tmp_path / "folder.mp4").mkdir()
+    refused = {
+        clip: "is the video being read",
+        tmp_path / "sub" / ".." / "clip.mp4": "is the video being read",
+        tmp_path / "link.mp4": "is the video being read",
+        tmp_path / "hard.mp4": "is the video being read",
+        tmp_path / "folder.mp4": "is a folder",
+        tmp_path / "out.avi": "ending in .mp4",
+        tmp_path / "out": "ending in .mp4",
+    }
+    (tmp_path / "sub").mkdir()
+    for out, fault in refused.items():
+        # A scene model that is not there: the refusal must come before it is looked for.
+        argv = ["detect", str(clip), "--out", str(out), "--scene-model", str(tmp_path / "no.pt")]
+        assert main(argv) == 2
+        assert fault in capsys.readouterr().err, out
+    assert clip.read_bytes() == original
+    assert not (tmp_path / "out.avi").exists()
+
+
+def test_a_failing_close_of_out_is_reported_and_hides_no_earlier_error(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys, monkeypatch
+) -> None:
+    from data.video_writer import VideoWriter
+
+    def write_fails(self, rgb):
+        raise OSError(28, "No space left on device")
+
+    def close_fails(self):
+        raise OSError(5, "Input/output error")
+
+    clip = write_clip(tmp_path / "clip.mp4")
+    argv = ["detect", str(clip), "--out", str(tmp_path / "out.mp4"), "--long-side", "64"]
+    argv += models(empty_scene_model_path, tiny_model_path)
+    monkeypatch.setattr(VideoWriter, "close", close_fails)
+    assert main(argv) == 1  # the close that flushes the copy: its failure is the error
+    assert "Input/output error" in lines(capsys)[0]["error"]
+    monkeypatch.setattr(VideoWriter, "write", write_fails)
+    assert main(argv) == 1  # closing after the write failed: the write's error is the one
+    assert "No space left on device" in lines(capsys)[0]["error"]
+
+
 def test_eval_detect_prints_the_scores(
     whole_frame_scene_model_path, tiny_model_path, tmp_path, capsys
 ) -> None:
@@ -278,6 +330,16 @@ def test_eval_detect_on_a_missing_folder_exits_2(empty_scene_model_path, tiny_mo
     assert "no such frames folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["eval-detect", "eval-track"])
+def test_eval_limit_must_be_at_least_one(tmp_path, capsys, command) -> None:
+    # 0 scored no frame and exited 0; -1 dropped the last frame (a slice's end).
+    for value in ("0", "-1", "few"):
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--data", str(tmp_path), "--limit", value])
+        assert exited.value.code == 2
+        assert "--limit" in capsys.readouterr().err
+
+
 def test_mine_negatives_with_signs_writes_the_marked_signs_too(
     empty_scene_model_path, tiny_model_path, tmp_path, capsys
 ) -> None:
@@ -334,6 +396,114 @@ def test_mine_negatives_from_a_missing_source_is_an_error_that_writes_nothing(
     out = tmp_path / "crops"
     assert main(["mine-negatives", str(tmp_path / "clip.mp4"), "--out", str(out)]) == 2
     assert "clip.mp4: no such video or frames folder" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _text(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "text.mp4").write_text("not a video\n")
+    return folder / "text.mp4"
+
+
+def _empty(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "empty.mp4").write_bytes(b"")
+    return folder / "empty.mp4"
+
+
+def _cut_short(folder: Path) -> Path:
+    folder.mkdir()
+    clip = write_clip(folder / "clip.mp4", frames=10)
+    clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 3])  # its index is at the end
+    return clip
+
+
+def _audio_only(folder: Path) -> Path:
+    folder.mkdir()
+    with av.open(str(folder / "sound.m4a"), "w", format="mp4") as output:
+        stream = output.add_stream("aac", rate=44100)
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 44100, 0
+        output.mux(stream.encode(frame))
+        output.mux(stream.encode())
+    return folder / "sound.m4a"
+
+
+def _coco_without_categories(folder: Path) -> Path:
+    write_small_scenes(folder, frames=2, min_size=16)
+    document = json.loads((folder / "annotations.json").read_text())
+    del document["categories"]
+    (folder / "annotations.json").write_text(json.dumps(document))
+    return folder
+
+
+def _coco_with_a_truncated_frame(folder: Path) -> Path:
+    write_small_scenes(folder, frames=2, min_size=16)
+    last = sorted((folder / "images").iterdir())[-1]  # the first frame is mined, then this
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    return folder
+
+
+def _sign_folder(folder: Path) -> Path:
+    from data.synth import generate_synthetic
+
+    generate_synthetic(folder, per_class=1, classes=[3])
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("make", "fault"),
+    [
+        (_text, "not a video FFmpeg can read"),
+        (_empty, "not a video FFmpeg can read"),
+        (_cut_short, "not a video FFmpeg can read"),
+        (_audio_only, "holds no video stream"),
+        (_coco_without_categories, "'categories' is missing"),
+        (_coco_with_a_truncated_frame, "truncated"),
+        (_sign_folder, "no annotations.json"),
+    ],
+    ids=["text", "empty", "cut short", "audio only", "no categories", "frame cut", "sign set"],
+)
+def test_mine_negatives_from_a_bad_source_is_an_error_that_leaves_nothing(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys, make, fault
+) -> None:
+    source = make(tmp_path / "source")
+    for out in (tmp_path / "new" / "crops", tmp_path / "empty"):
+        argv = ["mine-negatives", str(source), "--out", str(out), "--skip-seconds", "0"]
+        assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and fault in error and "Traceback" not in error
+        (tmp_path / "empty").mkdir(exist_ok=True)  # the second run: into an empty folder
+    assert not (tmp_path / "new").exists()
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_mine_negatives_refuses_a_folder_that_holds_anything(tmp_path, capsys) -> None:
+    # A second source mined into the same folder overwrote the first one's crops.
+    clip = write_clip(tmp_path / "clip.mp4")
+    out = tmp_path / "crops"
+    (out / "negative").mkdir(parents=True)
+    (out / "negative" / "000012_0.png").write_bytes(b"a crop")
+    for target in (out, clip):
+        assert main(["mine-negatives", str(clip), "--out", str(target)]) == 2
+        assert "not an empty folder" in capsys.readouterr().err
+    assert (out / "negative" / "000012_0.png").read_bytes() == b"a crop"
+
+
+def test_mine_negatives_refuses_a_sign_class_outside_ctsrd(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    # Its crops were written under a classes.csv that `greedysign data check` refuses.
+    scenes = write_small_scenes(tmp_path / "scenes", frames=2, min_size=16)
+    document = json.loads((scenes / "annotations.json").read_text())
+    document["annotations"][-1]["ctsrd_class"] = 99
+    (scenes / "annotations.json").write_text(json.dumps(document))
+    out = tmp_path / "crops"
+    argv = ["mine-negatives", str(scenes), "--out", str(out), "--signs"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 2
+    assert "ctsrd_class 99 is not a CTSRD class (0-57)" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -175,3 +175,70 @@ def test_predict_refuses_top_k_below_one(tmp_path, capsys) -> None:
             main(["predict", "--top-k", value, str(tmp_path / "sign.png")])
         assert exited.value.code == 2
         assert "--top-k" in capsys.readouterr().err
+
+
+# --- generators and preview: what they write, and where ------------------------------------
+
+
+GENERATORS = {
+    "synth": ["data", "synth", "--per-class", "1"],
+    "scenes": ["data", "scenes", "--frames", "1", "--width", "64", "--height", "48"],
+    "drives": ["data", "drives", "--drives", "1", "--frames-per-drive", "2"],
+}
+
+
+@pytest.mark.parametrize("generator", sorted(GENERATORS))
+def test_generators_refuse_a_folder_that_holds_a_dataset_or_a_file(
+    tmp_path, capsys, generator
+) -> None:
+    # A generator wrote its annotation file over the one there: the real images it listed
+    # were left in place, unlisted.
+    tsrd = plain_dataset(tmp_path / "tsrd", [GOOD_LINE])
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    (coco / "annotations.json").write_text('{"images": [], "annotations": []}')
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    annotation_files = (tsrd / "annotations.txt", coco / "annotations.json")
+    kept = {path: path.read_bytes() for path in annotation_files}
+    command = GENERATORS[generator]
+    refused = {
+        tsrd: "holds a dataset already (annotations.txt)",
+        coco: "holds a dataset already (annotations.json)",
+        a_file: "a-file: not a folder",
+    }
+    for out, fault in refused.items():
+        # An empty data root: scenes and drives draw on procedural textures, quickly.
+        extra = [] if generator == "synth" else ["--data-root", str(tmp_path / "no-data")]
+        assert main([*command[:2], str(out), *command[2:], *extra]) == 2
+        assert fault in one_line_error(capsys.readouterr().err)
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert sorted(path.name for path in coco.iterdir()) == ["annotations.json"]
+
+
+def test_synth_refuses_fewer_than_one_image_per_class(tmp_path, capsys) -> None:
+    for value in ("0", "-1"):
+        with pytest.raises(SystemExit) as exited:
+            main(["data", "synth", str(tmp_path / "set"), "--per-class", value])
+        assert exited.value.code == 2
+        assert "--per-class" in capsys.readouterr().err
+
+
+def test_preview_refuses_sizes_below_one_and_an_out_it_cannot_write(tmp_path, capsys) -> None:
+    root = plain_dataset(tmp_path / "set", [GOOD_LINE])
+    for option in ("--count", "--image-size"):
+        with pytest.raises(SystemExit) as exited:
+            main(["data", "preview", str(root), option, "0"])
+        assert exited.value.code == 2
+        assert option in capsys.readouterr().err
+    (tmp_path / "folder.png").mkdir()
+    refused = {
+        tmp_path / "preview.txt": "not an image file name",
+        tmp_path / "folder.png": "is a folder",
+        tmp_path / "set" / "annotations.txt" / "preview.png": "annotations.txt",
+    }
+    for out, fault in refused.items():
+        argv = ["data", "preview", str(root), "--out", str(out), "--count", "1"]
+        assert main([*argv, "--image-size", "16", "--no-augment"]) == 2
+        assert fault in one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "preview.txt").exists()

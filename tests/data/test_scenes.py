@@ -350,6 +350,9 @@ def test_cli_writes_scenes(tmp_path, capsys):
     assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.jpg", "000001.jpg"]
     assert len(read_coco_frames(out)) == 2
     assert main([*arguments, "--signs", "3", "1"]) == 2
+    assert "holds a dataset" in capsys.readouterr().err  # never written over
+    arguments[2] = str(tmp_path / "other")
+    assert main([*arguments, "--signs", "3", "1"]) == 2
     assert "signs per frame" in capsys.readouterr().err
 
 
@@ -367,5 +370,6 @@ def test_cli_draws_real_crops_from_one_side_of_the_sign_model_s_split(
     info = json.loads((out / "annotations.json").read_text())["info"]
     assert info["real_crops"] == {"side": "held-out", "model": str(reader)}
     scene_model = reader.with_name("greedysign-scenes-resnet18.pt")
+    arguments[2] = str(tmp_path / "other")
     assert main([*arguments, "--reader-side", "training", "--reader", str(scene_model)]) == 2
     assert "takes a sign model" in capsys.readouterr().err

@@ -145,3 +145,23 @@ def test_a_sign_without_a_track_is_refused(drives, tmp_path):
     frames = read_coco_frames(copy, check_images=False)
     with pytest.raises(DataError, match="without a track_id"):
         videos_of(frames)
+
+
+def test_two_signs_sharing_a_track_in_a_frame_are_refused_before_any_detection(drives, tmp_path):
+    # motmetrics raised a KeyError on the pair, and only once every frame had been searched.
+    document = json.loads((drives / "annotations.json").read_text())
+    first = document["annotations"][0]
+    twin = next(
+        other
+        for other in document["annotations"][1:]
+        if other["image_id"] == first["image_id"] and other["track_id"] != first["track_id"]
+    )
+    twin["track_id"] = first["track_id"]
+    (tmp_path / "annotations.json").write_text(json.dumps(document))
+    (tmp_path / "images").symlink_to(drives / "images")
+
+    def detect(rgb):
+        raise AssertionError("detection ran on data that cannot be scored")
+
+    with pytest.raises(DataError, match=f"more than one sign has track_id {first['track_id']}"):
+        evaluate_tracking_folder(tmp_path, detect)
