@@ -4,14 +4,17 @@ An annotation file is a `;`-separated CSV with the header
 `Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId` (columns found by name, so the
 release's extra or reordered columns are fine). Any such CSV at the top of the dataset
 folder or one folder down is read (the release keeps one `GT-000NN.csv` per class folder);
-its images sit beside it or in an `images/` folder next to it. `split_gtsrb` cuts a folder
-into training and test sides that keep each sign's track on one side.
+its images sit beside it or in an `images/` folder next to it. GTSRB photographs each sign
+several times along a track, near copies: a record's `group` is its track, so that a split
+keeps the track on one side, and `split_gtsrb` cuts a folder into training and test sides
+the same way.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 from data.records import DataError, SignRecord
@@ -59,6 +62,7 @@ def read_annotation_file(
     image_dir = csv_file.parent / "images"
     if not image_dir.is_dir():
         image_dir = csv_file.parent
+    tracks = _track_keys(csv_file.parent / "provenance.csv")
 
     def build(numbered_line: tuple[int, str]) -> SignRecord:
         line, text = numbered_line
@@ -67,14 +71,13 @@ def read_annotation_file(
         width, height, x1, y1, x2, y2, class_id = (
             parse_int(fields[column[name]], name, **where) for name in COLUMNS[1:]
         )
-        return checked_record(
-            image_dir / fields[column["Filename"]],
-            class_id,
-            (x1, y1, x2, y2),
-            (width, height),
-            num_classes,
-            **where,
+        name = fields[column["Filename"]]
+        record = checked_record(
+            image_dir / name, class_id, (x1, y1, x2, y2), (width, height), num_classes, **where
         )
+        # The release names files alike in every class folder: the folder is part of the key.
+        group = f"gtsrb:{csv_file.parent}:{_track_key(name, tracks)}"
+        return replace(record, origin="gtsrb", group=group)
 
     return collect(rows, build, on_error)
 
@@ -97,10 +100,9 @@ def split_gtsrb(root: Path | str, out: Path | str, test_every: int) -> tuple[int
     """Write the GTSRB folder at `root` (one annotation CSV) as two, OUT/train and OUT/test,
     each its rows of the CSV and an `images` link to the source's images; one track in
     `test_every` on the test side. GTSRB photographs each sign several times along a track,
-    near copies, so a track's images stay on one side: its key is provenance.csv's track_key
-    where the folder has one (the shared set's), else the release's file name prefix
-    (TTTTT_NNNNN.ppm), else the file itself. A track's side comes from a hash of its key,
-    so it never moves when other tracks join. Returns (train images, test images)."""
+    near copies, so a track's images stay on one side (`_track_key`). A track's side comes
+    from a hash of its key, so it never moves when other tracks join. Returns (train images,
+    test images)."""
     if test_every < 2:
         raise ValueError(f"test_every must be 2 or more, not {test_every}")
     root = Path(root)
@@ -113,8 +115,7 @@ def split_gtsrb(root: Path | str, out: Path | str, test_every: int) -> tuple[int
     sides: dict[str, list[str]] = {"train": [], "test": []}
     for row in rows:
         name = row.split(";", 1)[0].strip()
-        key = tracks.get(name) or (name.split("_")[0] if "_" in name else name)
-        digest = int(hashlib.sha1(key.encode()).hexdigest(), 16)
+        digest = int(hashlib.sha1(_track_key(name, tracks).encode()).hexdigest(), 16)
         sides["test" if digest % test_every == 0 else "train"].append(row)
     image_dir = csv_file.parent / "images"
     if not image_dir.is_dir():
@@ -128,6 +129,12 @@ def split_gtsrb(root: Path | str, out: Path | str, test_every: int) -> tuple[int
             link.unlink()
         link.symlink_to(image_dir.resolve(), target_is_directory=True)
     return len(sides["train"]), len(sides["test"])
+
+
+def _track_key(file_name: str, tracks: dict[str, str]) -> str:
+    """The track of a GTSRB photo: provenance.csv's track_key where the folder has one (the
+    shared set's), else the release's file name prefix (TTTTT_NNNNN.ppm), else the file."""
+    return tracks.get(file_name) or (file_name.split("_")[0] if "_" in file_name else file_name)
 
 
 def _track_keys(provenance: Path) -> dict[str, str]:

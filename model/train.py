@@ -68,6 +68,7 @@ from model.open_set import THRESHOLD_GRID, choose_threshold
 from model.prefix_cache import PrefixCache, bytes_per_image
 from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
 from model.snapshots import save_snapshot, snapshot_callback
+from model.splits import resolve_split
 
 SYNTHETIC_CACHE = Path(".cache")
 # A scene model draws sign pixels and sign cores (data/tiles.py), which part touching signs.
@@ -122,7 +123,15 @@ def load_data(args: argparse.Namespace) -> TrainData:
                 f"--train-data {extra.root}: its classes are {extra.name.upper()}'s, not "
                 f"{index.name.upper()}'s"
             )
-        train = train + unique_by_content(extra.records)
+        extra_records = unique_by_content(extra.records)
+        train_only = _off_the_test_side(extra_records, test)
+        if len(train_only) < len(extra_records):
+            print(
+                f"--train-data: {len(extra_records) - len(train_only)} images left out, copies "
+                "of held-out images or of their scenes",
+                flush=True,
+            )
+        train = train + train_only
     if len(train) < 2 or not test:
         # Caught here rather than as an empty evaluation after the first module's epochs.
         raise SystemExit(
@@ -166,23 +175,37 @@ def load_data(args: argparse.Namespace) -> TrainData:
 
 
 def load_scene_data(args: argparse.Namespace) -> TrainData:
-    """Whole frames with their signs (COCO folders: `greedysign data scenes`), split by frame
-    with the seed."""
+    """Whole frames with their signs (COCO folders: `greedysign data scenes` or `drives`),
+    split at random with the seed, the frames of one video kept on one side."""
     if not args.data:
         raise SystemExit("--task scenes needs --data: a folder written by greedysign data scenes")
     if args.train_data or args.data_split != "leakage-free":
         # Frames are split at random (a generated frame shares nothing with another); every
         # --data folder is split, so a folder that should only train has no place here.
         raise SystemExit("--task scenes takes neither --train-data nor --split: give --data")
-    frames = [frame for root in args.data for frame in read_coco_frames(root)]
-    order = torch.randperm(len(frames), generator=torch.Generator().manual_seed(args.seed))
+    frames, units = [], {}
+    for number, root in enumerate(args.data):
+        for frame in read_coco_frames(root):
+            # A video's frames show the same signs a moment apart: one unit, on one side.
+            video = frame.video_id
+            key = (number, "frame", len(frames)) if video is None else (number, "video", video)
+            units.setdefault(key, []).append(len(frames))
+            frames.append(frame)
+    members = list(units.values())
+    order = torch.randperm(len(members), generator=torch.Generator().manual_seed(args.seed))
     test_count = max(1, round(len(frames) * args.test_fraction))
-    if len(frames) - test_count < 1:
+    on_test: list[int] = []
+    for unit in order.tolist():
+        if len(on_test) >= test_count:
+            break
+        on_test += members[unit]
+    if len(frames) - len(on_test) < 1:
         raise SystemExit(f"{len(frames)} frames: too few to train and test on")
-    test = [frames[i] for i in sorted(order[:test_count].tolist())]
-    train = [frames[i] for i in sorted(order[test_count:].tolist())]
+    test_side = set(on_test)
+    test = [frame for i, frame in enumerate(frames) if i in test_side]
+    train = [frame for i, frame in enumerate(frames) if i not in test_side]
     split = {
-        "kind": "frames, random",
+        "kind": "frames, random, a video's frames on one side",
         "test_fraction": args.test_fraction,
         "seed": args.seed,
         "train_images": len(train),
@@ -192,6 +215,18 @@ def load_scene_data(args: argparse.Namespace) -> TrainData:
     digest = hashlib.sha1("\n".join(str(f.image_path) for f in train + test).encode())
     names = label_names("ctsrd")
     return TrainData(train, test, "ctsrd", names, len(names) - 2, split, digest.hexdigest())
+
+
+def _off_the_test_side(records: list[SignRecord], test: list[SignRecord]) -> list[SignRecord]:
+    """The records that are neither a copy of a test image nor of a test image's scene (the
+    reader's group: a TT100K panorama, a GTSRB track): training on them would leak."""
+    test_content = {record.sha1 for record in test}
+    test_groups = {record.group for record in test if record.group}
+    return [
+        record
+        for record in records
+        if record.sha1 not in test_content and record.group not in test_groups
+    ]
 
 
 def synthetic_dataset(per_class: int, seed: int = 0, classes: Sequence[int] | None = None) -> Path:
@@ -488,6 +523,11 @@ def _train(
         raise SystemExit("--aux-warmup-epochs is for a greedy method's fine-tune (--init)")
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out: the run folder to continue")
+    _check_out(args.out, args.resume)
+    try:
+        resolve_split(args.arch, args.module_split)
+    except ValueError as error:
+        raise SystemExit(f"--modules {args.module_split}: {error}") from None
     # Rank 0's name: the processes may not start in the same second.
     args.out = distributed.broadcast(
         args.out or runs_root() / f"{args.method}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -714,6 +754,19 @@ def _train(
         write_run(args.out, model, info, metrics, history, data.label_names)
     print(json.dumps(info.metrics, indent=2))
     return metrics
+
+
+def _check_out(out: Path | None, resume: bool) -> None:
+    """Refuse a run folder that is a file, or that holds a run when not resuming it: a new run
+    there would overwrite its checkpoint and model and leave the rest mixed with its own."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out}: a file, not a run folder")
+    if not resume and any((out / name).exists() for name in (CHECKPOINT_FILE, MODEL_FILE)):
+        raise SystemExit(
+            f"--out {out} holds a run: continue it with --resume, or give another folder"
+        )
 
 
 def _check_resumable(

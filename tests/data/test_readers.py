@@ -10,6 +10,7 @@ from PIL import Image
 
 from data.load import load_dataset
 from data.records import DataError
+from data.split import train_test_split
 
 
 def _png(path: Path, size: tuple[int, int] = (40, 30), shade: int = 0) -> None:
@@ -49,6 +50,31 @@ def test_real_gtsrb_sample(gtsrb_real: Path):
     first = index.records[0]
     assert first.image_path == gtsrb_real / "images" / "00012.ppm"
     assert (first.class_id, first.box, first.width, first.height) == (12, (6, 5, 35, 34), 40, 39)
+
+
+def test_gtsrb_tracks_stay_on_one_side_of_the_split(gtsrb_real: Path):
+    # GTSRB shoots each sign along a track of near copies: 300 photos of 172 tracks here.
+    index = load_dataset(gtsrb_real)
+    assert {r.origin for r in index.records} == {"gtsrb"}
+    assert len({r.group for r in index.records}) == 172
+    train, test = train_test_split(index, test_fraction=0.2, seed=0)
+    assert test and not {r.group for r in train} & {r.group for r in test}
+
+
+def test_gtsrb_release_tracks_are_named_by_class_folder(tmp_path: Path):
+    # The release names its files TTTTT_NNNNN.ppm in every class folder: track 00000 of two
+    # classes is two tracks.
+    for folder, class_id in (("00001", 1), ("00002", 2)):
+        for name in ("00000_00000.ppm", "00000_00001.ppm", "00001_00000.ppm"):
+            _png(tmp_path / folder / name, shade=class_id * 10 + int(name[10]))
+        rows = [
+            f"{name};40;30;1;1;39;29;{class_id}"
+            for name in sorted(p.name for p in (tmp_path / folder).glob("*.ppm"))
+        ]
+        header = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"
+        (tmp_path / folder / f"GT-{folder}.csv").write_text("\n".join([header, *rows]) + "\n")
+    groups = [record.group for record in load_dataset(tmp_path).records]
+    assert len(groups) == 6 and len(set(groups)) == 4
 
 
 def test_plain_layout_with_exact_masks(tmp_path: Path):

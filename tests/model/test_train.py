@@ -17,7 +17,7 @@ from model.greedy import LossSettings, build_phases, enter_phase, network_for
 from model.network import NetConfig, SignNet
 from model.options import get_args_parser
 from model.runs import latest_run
-from model.train import main, make_optimizer, train_one_epoch
+from model.train import load_data, main, make_optimizer, train_one_epoch
 
 SIZE = 32
 
@@ -631,3 +631,45 @@ def test_train_only_data_joins_the_training_side_and_never_the_test(
     assert split["train_only_data"] == [str(negatives)]
     assert split["test_images_by_origin"].get("tt100k") is None
     assert split["train_images_by_origin"]["tt100k"] == 6
+
+
+def test_train_only_data_never_brings_a_test_image_back(tiny_synthetic, tmp_path, capsys):
+    # The same folder given again as --train-data: its held-out images are left out of it.
+    args = _args(tiny_synthetic, tmp_path / "run", "--train-data", str(tiny_synthetic))
+    data = load_data(args)
+    assert data.test and not {r.sha1 for r in data.test} & {r.sha1 for r in data.train}
+    assert data.split["test_images_also_in_train"] == 0
+    assert f"{len(data.test)} images left out" in capsys.readouterr().out
+
+
+def test_scene_split_keeps_the_frames_of_a_video_on_one_side(tmp_path):
+    from data.drives import DriveConfig, write_drives
+    from data.scenes import SceneConfig, SceneSources
+
+    config = SceneConfig(width=160, height=96, min_size=12, max_size=30, signs=(1, 2))
+    drive = DriveConfig(frames=6, zoom=2.0, shake=1.0)
+    write_drives(tmp_path, drives=4, seed=1, config=config, drive=drive, sources=SceneSources())
+    data = load_data(
+        _args(tmp_path, tmp_path / "run", "--task", "scenes", "--test-fraction", "0.3")
+    )
+    videos = [{frame.video_id for frame in side} for side in (data.train, data.test)]
+    assert all(videos) and not videos[0] & videos[1]
+    assert len(data.test) == 6 * len(videos[1])
+
+
+def test_a_run_folder_is_never_trained_over_and_bad_arguments_stop_before_the_data(
+    tiny_synthetic, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    out = tmp_path / "run"
+    main(_args(tiny_synthetic, out, "--method", "sgd"))
+    before = (out / "model.pt").read_bytes()
+    with pytest.raises(SystemExit, match="holds a run: continue it with --resume"):
+        main(_args(tiny_synthetic, out, "--method", "sgd", "--seed", "5"))
+    assert (out / "model.pt").read_bytes() == before
+    (tmp_path / "a-file").write_text("")
+    nowhere = tmp_path / "no-data"  # never read: both are refused first
+    with pytest.raises(SystemExit, match="a file, not a run folder"):
+        main(_args(nowhere, tmp_path / "a-file"))
+    with pytest.raises(SystemExit, match="--modules nonsense"):
+        main(_args(nowhere, tmp_path / "x", "--modules", "nonsense"))
