@@ -24,7 +24,11 @@ def runs_root() -> Path:
 
 
 def mark_latest(run_dir: Path) -> None:
-    """Record `run_dir` as the newest finished run (atomically: a reader never sees half)."""
+    """Record `run_dir` as the newest finished run (atomically: a reader never sees half),
+    when it lies where runs are looked for (`runs_root()`); a run written elsewhere is only
+    used when named, and no LATEST file is left beside it."""
+    if run_dir.resolve().parent != runs_root().resolve():
+        return
     latest = run_dir.parent / LATEST_FILE
     temporary = latest.with_name(f".{LATEST_FILE}.tmp")
     temporary.write_text(run_dir.name + "\n")

@@ -673,3 +673,15 @@ def test_a_run_folder_is_never_trained_over_and_bad_arguments_stop_before_the_da
         main(_args(nowhere, tmp_path / "a-file"))
     with pytest.raises(SystemExit, match="--modules nonsense"):
         main(_args(nowhere, tmp_path / "x", "--modules", "nonsense"))
+
+
+def test_only_a_run_among_the_runs_becomes_the_newest(tmp_path, monkeypatch):
+    from model.runs import LATEST_FILE, mark_latest
+
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path / "runs"))
+    elsewhere = tmp_path / "elsewhere" / "run"
+    mark_latest(elsewhere)
+    assert not (elsewhere.parent / LATEST_FILE).exists()
+    (tmp_path / "runs").mkdir()
+    mark_latest(tmp_path / "runs" / "run")
+    assert (tmp_path / "runs" / LATEST_FILE).read_text() == "run\n"
