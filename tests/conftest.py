@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,27 @@ def _shared(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is missing (set GREEDYSIGN_SHARED_DATA)")
     return path
+
+
+@contextmanager
+def _within(seconds: int) -> Iterator[None]:
+    def give_up(signum, frame):
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def within() -> Callable[[int], AbstractContextManager[None]]:
+    """`with within(10): ...` fails with TimeoutError, instead of hanging, if the block
+    blocks (reading a FIFO, say)."""
+    return _within
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -283,24 +280,8 @@ def test_frames_are_checked_as_stored_and_told_when_annotated_as_shown(tmp_path)
         read_coco_frames(tmp_path)
 
 
-@contextmanager
-def within(seconds: int) -> Iterator[None]:
-    """Fail with TimeoutError, instead of hanging, if the block blocks (on a FIFO)."""
-
-    def give_up(signum, frame):
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, give_up)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-def test_a_fifo_among_the_images_is_an_error_not_a_hang(tmp_path):
+def test_a_fifo_among_the_images_is_an_error_not_a_hang(tmp_path, within):
     _coco_set(tmp_path)
     (tmp_path / "images" / "b.png").unlink()
     os.mkfifo(tmp_path / "images" / "b.png")

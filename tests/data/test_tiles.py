@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -18,22 +15,6 @@ from data.records import DataError
 from data.scenes import SceneConfig, SceneSources, write_scenes
 from data.tiles import IGNORE_LABEL, SceneTiles
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-
-@contextmanager
-def within(seconds: int) -> Iterator[None]:
-    """Fail with TimeoutError, instead of hanging, if the block blocks (on a FIFO)."""
-
-    def give_up(signum, frame):
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, give_up)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +131,7 @@ def test_tiles_cut_the_stored_pixels_that_the_boxes_describe(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-def test_a_fifo_in_place_of_a_frame_is_an_error_not_a_hang(tmp_path):
+def test_a_fifo_in_place_of_a_frame_is_an_error_not_a_hang(tmp_path, within):
     frame = _turned_frame(tmp_path, 1)
     frame.image_path.unlink()
     os.mkfifo(frame.image_path)
