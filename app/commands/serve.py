@@ -93,8 +93,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from model.checkpoint import ModelFileError, load_model
+    from model.checkpoint import ModelFileError
     from model.detect import SceneSegmenter
+    from model.inference import Predictor
     from model.runs import resolve_model
     from service.app import scene_model_path
 
@@ -102,7 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
         model = resolve_model(settings.model)
         # Read them once here, so a file that is not a model is one line, not the traceback
         # of a failed application start-up.
-        load_model(model)
+        Predictor.load(model, "cpu")
         scene_model = scene_model_path(settings)
         if scene_model is not None:
             SceneSegmenter.load(scene_model, "cpu")

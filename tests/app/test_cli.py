@@ -182,6 +182,17 @@ def test_eval_refuses_a_dataset_of_other_classes(tiny_model_path, gtsrb_real, ca
     assert "GTSRB's but" in capsys.readouterr().err
 
 
+def test_a_scene_model_is_no_sign_model_to_predict_or_detect(
+    empty_scene_model_path, synthetic, capsys
+):
+    image = str(sorted((synthetic / "images").iterdir())[0])
+    scene = str(empty_scene_model_path)
+    assert main(["predict", "--model", scene, image]) == 2
+    assert "not a sign model" in capsys.readouterr().err
+    assert main(["detect", "--model", scene, "--scene-model", scene, image]) == 2
+    assert "not a sign model" in capsys.readouterr().err
+
+
 def test_missing_model_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
     assert "no model at" in capsys.readouterr().err

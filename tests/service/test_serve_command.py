@@ -38,3 +38,10 @@ def test_invalid_settings_exit_with_a_message(capsys) -> None:
 def test_a_missing_model_exits_with_a_message(capsys, tmp_path) -> None:
     assert run_serve(parse(["serve", "--model", str(tmp_path / "absent.pt")])) == 2
     assert "no model at" in capsys.readouterr().err
+
+
+def test_a_scene_model_in_place_of_the_sign_model_exits_with_a_message(
+    capsys, empty_scene_model_path
+) -> None:
+    assert run_serve(parse(["serve", "--model", str(empty_scene_model_path)])) == 2
+    assert "not a sign model" in capsys.readouterr().err
