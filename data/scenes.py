@@ -75,12 +75,12 @@ from data.sign_cutouts import (
     panel_cutout,
     read_gtsrb_boxes,
     read_tsrd_boxes,
-    read_tt100k_codes,
     synthetic_cutout,
     tt100k_shape,
     tt100k_split,
 )
 from data.synth import _background as procedural_background
+from data.tt100k import CLASSES_FILE, read_code_map
 
 BACKGROUNDS = ("video", "negatives", "dfg")
 SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg", "gtsrb")
@@ -542,7 +542,7 @@ class SceneGenerator:
     def _tt100k_crops(self) -> list[list[tuple[str, Path, int | None]]]:
         """(code, file, CTSRD class) of every shapeable crop, grouped by code."""
         root = self.sources.tt100k
-        code_map = read_tt100k_codes(root / "classes.csv")
+        code_map = read_code_map(root / CLASSES_FILE, len(sign_classes("ctsrd")))
         split_root = root / tt100k_split(root)
         groups = []
         for folder in sorted(p for p in split_root.iterdir() if p.is_dir()):
@@ -551,7 +551,8 @@ class SceneGenerator:
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg"))
             files = [path for path in files if self._admitted(path)]
             if files:
-                groups.append([(folder.name, path, code_map.get(folder.name)) for path in files])
+                class_id = code_map.get(folder.name.lower())  # the reader's codes are lower case
+                groups.append([(folder.name, path, class_id) for path in files])
         return groups
 
     @staticmethod

@@ -10,7 +10,6 @@ composites them.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -292,29 +291,6 @@ def dfg_cutout(item: tuple[FrameRecord, FrameInstance]) -> Cutout:
 def tt100k_split(root: Path) -> str:
     """The folder of class-code folders: train/ where there is one (never test/), else root."""
     return "train" if (root / "train").is_dir() else "."
-
-
-def read_tt100k_codes(classes_file: Path) -> dict[str, int]:
-    """TT100K code -> CTSRD class id for the codes classes.csv maps."""
-    try:
-        text = classes_file.read_text(encoding="utf-8-sig")
-    except OSError as error:
-        raise DataError(classes_file, None, f"cannot read the class table ({error})") from None
-    rows = list(csv.reader(text.splitlines()))
-    if not rows or rows[0][:1] != ["code"] or "ctsrd_class_id" not in rows[0]:
-        raise DataError(classes_file, 1, "header must name the columns code and ctsrd_class_id")
-    column = rows[0].index("ctsrd_class_id")
-    count = len(sign_classes("ctsrd"))
-    codes = {}
-    for line, row in enumerate(rows[1:], start=2):
-        value = row[column].strip() if len(row) > column else ""
-        if not value:
-            continue
-        class_id = parse_int(value, "ctsrd_class_id", source_file=classes_file, line=line)
-        if not 0 <= class_id < count:
-            raise DataError(classes_file, line, f"ctsrd_class_id {class_id} is not a CTSRD class")
-        codes[row[0].strip()] = class_id
-    return codes
 
 
 def read_tsrd_boxes(root: Path) -> list[tuple[Path, Box, int]]:

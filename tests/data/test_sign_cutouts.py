@@ -13,7 +13,6 @@ from data.sign_cutouts import (
     panel_cutout,
     premultiplied,
     read_tsrd_boxes,
-    read_tt100k_codes,
     shape_alpha,
     synthetic_cutout,
     tt100k_shape,
@@ -96,18 +95,6 @@ def test_synthetic_cutouts_carry_their_class():
     cutout = synthetic_cutout(0)
     assert cutout.class_id == 0 and cutout.source == "synthetic:0"
     assert cutout.rgb.shape[:2] == cutout.alpha.shape
-
-
-def test_tt100k_code_table_is_checked(tmp_path):
-    table = tmp_path / "classes.csv"
-    table.write_text("code,ctsrd_class_id\npl40,3\nio,\n")
-    assert read_tt100k_codes(table) == {"pl40": 3}
-    table.write_text("code,ctsrd_class_id\npl40,99\n")
-    with pytest.raises(DataError, match="not a CTSRD class"):
-        read_tt100k_codes(table)
-    table.write_text("name,class\n")
-    with pytest.raises(DataError, match="header"):
-        read_tt100k_codes(table)
 
 
 def test_tsrd_boxes_must_lie_inside_the_image(tmp_path):
