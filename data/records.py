@@ -61,9 +61,24 @@ class SignRecord:
 class DataError(ValueError):
     """A fault in the data, located at a file and (where there is one) a line."""
 
-    def __init__(self, file: str | Path, line: int | None, fault: str):
+    def __init__(self, file: str | Path, line: int | None = None, fault: str | None = None):
+        if fault is None:
+            # Raised again in the main process by a DataLoader, which passes the worker's whole
+            # traceback as the one argument (and would raise a RuntimeError instead if this
+            # class could not be built from it): keep the error's own message, its last line.
+            # Where it came from is then only in that message.
+            self.file, self.line, self.fault = "", None, _last_message(str(file))
+            super().__init__(self.fault)
+            return
         self.file = str(file)
         self.line = line
         self.fault = fault
         where = f"{self.file}:{line}" if line is not None else self.file
         super().__init__(f"{where}: {fault}")
+
+
+def _last_message(traceback_text: str) -> str:
+    """The message of the DataError a worker's formatted traceback ends with."""
+    last = traceback_text.rstrip().rsplit("\n", 1)[-1]
+    _, found, message = last.partition("DataError: ")  # "data.records.DataError: <message>"
+    return message if found else last

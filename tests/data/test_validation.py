@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from data.load import load_dataset
@@ -162,3 +163,24 @@ def test_an_image_annotated_as_shown_rather_than_as_stored_is_told_so(tmp_path: 
     (root / "annotations.txt").write_text("turned.jpg;120;64;5;4;35;26;3;\n")
     (record,) = load_dataset(root).records
     assert (record.width, record.height) == (120, 64)
+
+
+class _FailingDataset(torch.utils.data.Dataset):
+    """Its third item is a bad file, as a lazily decoded image or a scene tile meets one."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index == 2:
+            raise DataError("frames/0003.jpg", None, "frame unreadable (image file is truncated)")
+        return torch.zeros(1)
+
+
+def test_data_error_in_a_loader_worker_reaches_the_caller_as_itself():
+    """A DataLoader raises a worker's exception again by building its class from the worker's
+    traceback text, or a RuntimeError when it cannot: the CLI would print a traceback."""
+    loader = torch.utils.data.DataLoader(_FailingDataset(), num_workers=1)
+    with pytest.raises(DataError) as raised:
+        list(loader)
+    assert str(raised.value) == "frames/0003.jpg: frame unreadable (image file is truncated)"
