@@ -27,6 +27,11 @@ _FILE_KINDS = (
     (stat.S_ISSOCK, "a socket"),
 )
 
+# The command-line tools refuse a user's photo or video frame over this many pixels (100 MP):
+# a medium-format photo or an 8K frame (33 MP) is legitimate, and one of 144 MP held 3.4 GB
+# while its mask was drawn at full size. The service's limit is its own (max_pixels).
+MAX_USER_PIXELS = 100_000_000
+
 # Transparent pixels are shown over white, as an image viewer or a web page would show them;
 # the colour channels under alpha 0 are often left-over garbage.
 _TRANSPARENT_BACKGROUND = (255, 255, 255, 255)
@@ -91,7 +96,7 @@ def _file_bytes(path: Path, what: str) -> bytes:
         raise DataError(shown(path), None, f"{what} file unreadable ({error})") from None
 
 
-def read_rgb(path: Path, *, upright: bool = False) -> np.ndarray:
+def read_rgb(path: Path, *, upright: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """The image at `path` as HxWx3 uint8 RGB, its pixels as stored in the file.
 
     Dataset images are read as stored, their EXIF orientation not applied: annotations
@@ -99,15 +104,26 @@ def read_rgb(path: Path, *, upright: bool = False) -> np.ndarray:
     most annotation tools do, and every validator checks the stored size. A user's photo,
     which no annotation describes, is read upright (`upright=True`), as the service reads it.
 
-    Grayscale, palette, alpha and 16-bit files are converted (see `to_rgb_array`). Raises
-    DataError naming the file when it is missing, not a regular file, not an image, or cut
-    short.
+    Grayscale, palette, alpha, 16-bit and floating-point files are converted (see
+    `to_rgb_array`). Raises DataError naming the file when it is missing, not a regular file,
+    not an image, cut short, or (with `max_pixels`) larger than that, found from its header
+    before a pixel is decoded.
     """
     content = _file_bytes(path, "image")
     try:
         with Image.open(io.BytesIO(content)) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise DataError(
+                    path,
+                    None,
+                    f"image is {width}x{height} = {width * height} pixels; "
+                    f"the limit is {max_pixels}",
+                )
             image.load()
             return to_rgb_array(image) if upright else _rgb_array(image)
+    except DataError:
+        raise
     except UnidentifiedImageError:
         raise DataError(path, None, "not an image") from None
     except Image.DecompressionBombError as error:
@@ -192,14 +208,20 @@ def _over_white(image: Image.Image) -> Image.Image:
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """A decoded PIL image as HxWx3 uint8 RGB, upright by its EXIF orientation.
 
-    16-bit grayscale is scaled to 8 bits (PIL's own conversion would clip it at 255), and
-    anything with transparency is composited over white. 16-bit colour PNGs already arrive
-    as 8-bit RGB from PIL.
+    16-bit grayscale is scaled to 8 bits (PIL's own conversion would clip it at 255), float
+    grayscale from 0..1, and anything with transparency is composited over white. 16-bit
+    colour PNGs already arrive as 8-bit RGB from PIL.
     """
     return _rgb_array(ImageOps.exif_transpose(image))
 
 
 def _rgb_array(image: Image.Image) -> np.ndarray:
+    if image.mode == "F":
+        # Floating-point grayscale (a TIFF of IEEE samples): 0 is black and 1 white, as in
+        # every float image format; PIL's own conversion would clip at 255, so nearly black.
+        wide = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
+        gray = np.rint(np.clip(wide, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
     if image.mode in _SIXTEEN_BIT_MODES:
         wide = np.asarray(image).astype(np.float32)
         gray = np.rint(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)

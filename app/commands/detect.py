@@ -21,9 +21,6 @@ from model.options import positive_int
 KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
 UNKNOWN_COLOR = (200, 200, 200)
 MASK_COLOR = (60, 255, 130)
-# A video frame over this many pixels is refused (100 MP): a local 8K video (33 MP) is
-# legitimate, a header that lies about its frame size is not.
-MAX_VIDEO_PIXELS = 100_000_000
 # The annotated copy's rate when neither --fps nor the stream gives one.
 FALLBACK_FPS = 25.0
 
@@ -275,7 +272,7 @@ def _sign(detection, track=None) -> dict:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from data.images import read_rgb
+    from data.images import MAX_USER_PIXELS, read_rgb
 
     videos = [path for path in args.paths if path.is_file() and _is_video(path)]
     if args.out is not None and (len(videos) != 1 or len(args.paths) != 1):
@@ -294,7 +291,8 @@ def run_detect(args: argparse.Namespace) -> int:
             failures += _detect_video(detector, path, args)
             continue
         try:
-            rgb = read_rgb(path, upright=True)  # a user's photo, as the service reads it
+            # A user's photo, upright as the service reads it.
+            rgb = read_rgb(path, upright=True, max_pixels=MAX_USER_PIXELS)
         except DataError as error:
             print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
             failures += 1
@@ -340,6 +338,7 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
     """Every (sampled) frame: detected, tracked, printed with --json, drawn into --out."""
     import av
 
+    from data.images import MAX_USER_PIXELS
     from data.video_writer import VideoWriter
     from model.track import Tracker
     from service.errors import ServiceError
@@ -350,7 +349,7 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     writer = None
     try:
-        with path.open("rb") as file, closing(VideoReader(file, MAX_VIDEO_PIXELS)) as reader:
+        with path.open("rb") as file, closing(VideoReader(file, MAX_USER_PIXELS)) as reader:
             # The annotated copy plays at the rate its frames were sampled at: --fps, unless
             # the stream's own rate is lower.
             rate = min((r for r in (args.fps, reader.info.fps) if r), default=FALLBACK_FPS)

@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from data.images import read_rgb
+    from data.images import MAX_USER_PIXELS, read_rgb
     from model.checkpoint import ModelFileError
     from model.inference import Predictor, mask_to_png_base64, mask_to_rle
     from model.runs import resolve_model
@@ -50,7 +50,8 @@ def run_predict(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.images:
         try:
-            image = read_rgb(path, upright=True)  # a user's photo, as the service reads it
+            # A user's photo, upright as the service reads it.
+            image = read_rgb(path, upright=True, max_pixels=MAX_USER_PIXELS)
         except DataError as error:
             print(json.dumps({"image": str(path), "error": str(error)}))
             failures += 1

@@ -77,6 +77,21 @@ def test_read_rgb_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
     assert (rgb == rgb[:, :, :1]).all()
 
 
+def test_read_rgb_float_grayscale_runs_from_black_at_0_to_white_at_1(tmp_path):
+    values = np.array([[0.0, 0.5, 1.0, 7.5, -2.0, np.nan]], dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+    rgb = read_rgb(tmp_path / "float.tif")
+    assert rgb[0, :, 0].tolist() == [0, 128, 255, 255, 0, 0]
+    assert (rgb == rgb[:, :, :1]).all()
+
+
+def test_read_rgb_refuses_more_pixels_than_asked_from_the_header(tmp_path):
+    Image.new("RGB", (40, 30)).save(tmp_path / "photo.png")
+    with pytest.raises(DataError, match="photo.png: image is 40x30 = 1200 pixels; the limit is"):
+        read_rgb(tmp_path / "photo.png", max_pixels=1199)
+    assert read_rgb(tmp_path / "photo.png", max_pixels=1200).shape == (30, 40, 3)
+
+
 def test_read_rgb_palette(tmp_path):
     palette_image = Image.new("P", (4, 3))
     palette_image.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
