@@ -12,10 +12,16 @@ AccessGuard (pure ASGI) stands in front of every /v1 route, HTTP and WebSocket a
   network position and cookies, so the handshake's `Origin` gets the CORS rule: the
   service's own origin, those in `cors_origins` ("*" for any), and clients that send no
   Origin at all (not browsers). Others are refused with close code 1008 (HTTP 403).
+
+A key given in the query would be written to the server's log with the URL (uvicorn logs every
+WebSocket handshake and HTTP request with its query string), so `hide_keys_in_server_logs`
+blanks it there.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.datastructures import Headers
@@ -28,6 +34,10 @@ from service.settings import Settings
 
 GUARDED_PREFIX = "/v1"
 POLICY_VIOLATION = 1008  # WebSocket close code (RFC 6455)
+# uvicorn's loggers that write a request's path with its query string: HTTP requests, and
+# WebSocket handshakes ('"WebSocket /v1/stream?api_key=..." [accepted]').
+SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error")
+_KEY_IN_QUERY = re.compile(r"(?<![\w%])(api_key=)[^&\s\"]*")
 
 
 def origin_allowed(origin: str, host: str | None, allowed: list[str]) -> bool:
@@ -74,3 +84,25 @@ async def _close(send: Send, reason: str) -> None:
     """Refuse a WebSocket handshake (the server answers it with HTTP 403)."""
     safe = reason.encode("ascii", "replace").decode("ascii")[:120]  # a close reason is <= 123 bytes
     await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": safe})
+
+
+class QueryKeyRedaction(logging.Filter):
+    """Writes `api_key=***` for the key's value in a log record's message and arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _KEY_IN_QUERY.sub(r"\1***", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _KEY_IN_QUERY.sub(r"\1***", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def hide_keys_in_server_logs() -> None:
+    """Install QueryKeyRedaction on uvicorn's loggers (once, however often it is called)."""
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QueryKeyRedaction) for f in logger.filters):
+            logger.addFilter(QueryKeyRedaction())

@@ -22,7 +22,7 @@ from model.detect import SHIPPED_SCENE_MODEL, DetectConfig, SceneSegmenter, prep
 from model.inference import Predictor
 from model.runs import resolve_model
 from service import memory
-from service.access import AccessGuard
+from service.access import AccessGuard, hide_keys_in_server_logs
 from service.decode import ImageLimits
 from service.deps import ApiKey
 from service.engine import Engine
@@ -73,6 +73,7 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         memory.bound_kernel_cache()
+        hide_keys_in_server_logs()
         model_path = resolve_model(settings.model)
         predictor = await asyncio.to_thread(Predictor.load, model_path, settings.device)
         scene_path = scene_model_path(settings)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import os
 import socket
 import struct
@@ -481,6 +482,29 @@ def test_the_websocket_applies_the_cors_origin_rule(guarded) -> None:
         with pytest.raises(InvalidStatus) as refused:
             ws_connect(url, proxy=None, origin=origin, additional_headers=guarded.headers)
         assert refused.value.response.status_code == 403
+
+
+def test_a_key_in_the_websocket_query_is_not_written_to_the_server_log(guarded) -> None:
+    """Browsers cannot set headers on a WebSocket, so the web app sends the key in the query;
+    uvicorn logs every handshake with its query string."""
+    logger = logging.getLogger("uvicorn.error")
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        url = f"ws://127.0.0.1:{guarded.port}/v1/stream?mask_format=none&api_key={KEY}"
+        with ws_connect(url, proxy=None) as ws:
+            ws.send(png())
+            assert "class_id" in json.loads(ws.recv(timeout=30))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    handshakes = [line for line in lines if "WebSocket /v1/stream" in line]
+    assert handshakes and all("api_key=***" in line for line in handshakes), lines
+    assert not any(KEY in line for line in lines)
 
 
 # --- 7. images: a lying JPEG, a PPM comment ------------------------------------------------
