@@ -1,8 +1,10 @@
 """The Images tab in a real Chromium: real CTSRD images get the right class with the mask and
-box drawn over them; files the service refuses get readable messages."""
+box drawn over them; files the service refuses get readable messages; clearing cancels the
+requests still out; a picture turned by its EXIF orientation is shown upright."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 
@@ -122,3 +124,113 @@ def test_files_the_service_refuses_show_readable_errors(
 
     page.get_by_role("button", name="Clear results").click()
     expect(page.locator("#image-results .result")).to_have_count(0)
+
+
+def png_bytes(size: tuple[int, int] = (64, 48), color=(200, 30, 30)) -> bytes:
+    output = io.BytesIO()
+    Image.new("RGB", size, color).save(output, format="PNG")
+    return output.getvalue()
+
+
+def wait_until(page, condition, what: str, timeout_ms: int = 20_000) -> None:
+    """Lets the page run (and Playwright's handlers with it) until `condition()` holds."""
+    waited = 0
+    while not condition():
+        assert waited < timeout_ms, f"still not {what} after {timeout_ms} ms"
+        page.wait_for_timeout(50)
+        waited += 50
+
+
+def test_clearing_cancels_the_requests_of_the_cleared_cards(page, expect, tiny_service) -> None:
+    held = []  # every /v1/predict waits here until the test lets it go
+    sent, cancelled = [], []
+    page.route(re.compile(r"/v1/predict"), lambda route: held.append(route))
+    page.on("request", lambda request: sent.append(request) if "/v1/predict" in request.url else 0)
+    page.on(
+        "requestfailed",
+        lambda request: cancelled.append(request) if "/v1/predict" in request.url else 0,
+    )
+    page.goto(tiny_service)
+    files = [
+        {"name": f"{index}.png", "mimeType": "image/png", "buffer": png_bytes()}
+        for index in range(6)
+    ]
+    page.set_input_files("#image-input", files)
+    expect(page.locator("#image-results .result")).to_have_count(6)
+    # Four in flight, two waiting for a lane.
+    wait_until(page, lambda: len(held) == 4, "4 requests sent")
+
+    page.get_by_role("button", name="Clear results").click()
+    wait_until(page, lambda: len(cancelled) == 4, "4 requests cancelled")
+    for route in held:
+        # A request the page cancelled cannot go on: Playwright may say so.
+        with contextlib.suppress(Exception):
+            route.continue_()
+    page.wait_for_timeout(500)  # time for answers, or for the two waiting files to be sent
+    assert len(sent) == 4
+    expect(page.locator("#image-results .result")).to_have_count(0)
+    expect(page.locator("#image-announce")).to_have_text("Results cleared")
+
+    # The next batch goes through as usual.
+    page.unroute(re.compile(r"/v1/predict"))
+    page.set_input_files("#image-input", files[0])
+    expect(result_card(page, "0.png").locator(".prediction .class-name")).not_to_be_empty()
+    expect(page.locator("#image-announce")).to_contain_text("0.png: ")
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+
+def turned_picture(image_format: str) -> bytes:
+    """A 120x60 picture stored on its side: its EXIF orientation (6) says to turn it 90°
+    clockwise, which shows it 60x120 with green at the top left, red at the top right and
+    blue below."""
+    picture = Image.new("RGB", (120, 60), (20, 40, 230))
+    picture.paste((230, 30, 30), (0, 0, 60, 30))
+    picture.paste((30, 200, 40), (0, 30, 60, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    output = io.BytesIO()
+    picture.save(output, format=image_format, exif=exif.tobytes(), quality=95)
+    return output.getvalue()
+
+
+HIDE_OVERLAYS_JS = """frame => {
+  for (const layer of frame.querySelectorAll(".mask-layer, .box-layer")) {
+    layer.style.visibility = "hidden";
+  }
+}"""
+
+
+def test_an_exif_turned_picture_is_shown_upright_under_its_boxes(
+    page, expect, tiny_service
+) -> None:
+    """Chromium shows a WebP as stored, ignoring its EXIF orientation (it applies that of a
+    JPEG), while the service answers for the upright picture: the page turns the preview."""
+    page.goto(tiny_service)
+    page.set_input_files(
+        "#image-input",
+        [
+            {"name": "turned.webp", "mimeType": "image/webp", "buffer": turned_picture("WEBP")},
+            {"name": "turned.jpg", "mimeType": "image/jpeg", "buffer": turned_picture("JPEG")},
+        ],
+    )
+    for name in ("turned.webp", "turned.jpg"):
+        card = result_card(page, name)
+        expect(card.locator(".hint").first).to_contain_text("60 × 120 px")  # upright, answered
+        frame = card.locator(".frame")
+        expect(frame).not_to_have_class(re.compile("no-preview"))
+        if name.endswith(".webp"):
+            expect(frame.locator(".preview")).to_have_count(1)  # drawn upright by the page
+        frame.evaluate(HIDE_OVERLAYS_JS)
+        shot = Image.open(io.BytesIO(frame.screenshot())).convert("RGB")
+        width, height = shot.size
+        assert abs(height / width - 2) < 0.05, (name, shot.size)
+
+        def dominant(x: float, y: float, shot=shot) -> str:
+            pixel = shot.getpixel((int(x * shot.width), int(y * shot.height)))
+            return "rgb"[pixel.index(max(pixel))]
+
+        assert (dominant(0.25, 0.12), dominant(0.75, 0.12), dominant(0.5, 0.75)) == (
+            "g",
+            "r",
+            "b",
+        ), name

@@ -1,13 +1,16 @@
-"""The Model tab, the tabs' keyboard use, the narrow-screen layout and the API key setting,
-in a real Chromium."""
+"""The Model tab (its measured figures readable, nested ones included), the tabs' keyboard
+use, the narrow-screen layout and the API key setting, in a real Chromium."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from data.classes import class_names
+from data.classes import class_names, label_names
+from model.checkpoint import ModelInfo, export_model
+from model.network import NetConfig, SignNet
 
 pytestmark = pytest.mark.browser
 
@@ -62,3 +65,58 @@ def test_api_key_is_asked_for_and_used(page, expect, start_service, tiny_model_p
     page.get_by_label("API key").fill("open sesame")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#model-summary")).to_contain_text(re.compile(r"58 classes"))
+
+
+# Figures as a trained model file keeps them (model/train.py SUMMARY_KEYS).
+FIGURES = {"images": 215, "accuracy": 0.972, "macro_accuracy": 0.9701, "threshold": 0.68}
+MEASURED = {
+    "images": 3700,
+    "accuracy": 0.977,
+    "rejection_rate": 0.9868,
+    "box_iou": 0.8997,
+    "train_seconds": 2525.555,
+    "datasets": {
+        "tsrd": {**FIGURES, "box_iou": 0.8978, "rejection_rate": None},
+        "tt100k": {**FIGURES, "images": 3477, "box_iou": None},
+    },
+    "novel": {"images": 2910, "accuracy": 0.973, "rejection_rate": None},
+}
+TOP_LEVEL_ROWS_JS = """dl => Object.fromEntries(
+  [...dl.querySelectorAll(":scope > dt")].map(dt => [dt.textContent, dt.nextElementSibling])
+    .map(([name, dd]) => [name, dd.textContent])
+)"""
+
+
+@pytest.fixture(scope="module")
+def measured_model(tmp_path_factory) -> Path:
+    config = NetConfig(image_size=32, num_classes=len(label_names("ctsrd")))
+    info = ModelInfo(
+        config=config, class_names=label_names("ctsrd"), method="greedy-dib", metrics=MEASURED
+    )
+    model = SignNet(config, with_aux=False).eval()
+    return export_model(model, info, tmp_path_factory.mktemp("measured") / "model.pt")
+
+
+def test_measured_figures_read_as_numbers_not_json(
+    page, expect, start_service, measured_model
+) -> None:
+    page.goto(f"{start_service(measured_model)}/#model")
+    metrics = page.locator("#model-metrics")
+    expect(metrics).to_contain_text("Training time")
+    rows = metrics.evaluate(TOP_LEVEL_ROWS_JS)
+    assert rows["Test images"] == "3700"
+    assert rows["Accuracy"] == "97.7%"
+    assert rows["Unknown signs and non-signs rejected"] == "98.7%"
+    assert rows["Box IoU"] == "0.900"
+    assert rows["Training time"] == "42 min 6 s"
+    assert rows["Signs unlike any training photo"] == "test images 2910 · accuracy 97.3%"
+    # Each collection on a row of its own, figures not measured there left out.
+    collections = metrics.locator("dd dl").evaluate(TOP_LEVEL_ROWS_JS)
+    assert collections == {
+        "tsrd": "test images 215 · accuracy 97.2% · mean per-class accuracy 97.0% · "
+        "open-set threshold 0.680 · box IoU 0.898",
+        "tt100k": "test images 3477 · accuracy 97.2% · mean per-class accuracy 97.0% · "
+        "open-set threshold 0.680",
+    }
+    for raw in ("{", '"', "null", ".000", "2525"):
+        expect(metrics).not_to_contain_text(raw)

@@ -1,13 +1,17 @@
 """The Video tab in a real Chromium: the dashcam clip, a clip made from a real sign, and the
 (synthetic) webcam are streamed over WS /v1/stream, and the answers are drawn live with
-their counters."""
+their counters; a camera granted late, a hidden tab, a failed frame and a sound file are
+handled."""
 
 from __future__ import annotations
 
+import json
 import re
+import wave
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -118,3 +122,166 @@ def test_webcam_frames_are_annotated(page, expect, tiny_service) -> None:
     page.wait_for_function(ANNOTATED_AT_LEAST, arg=5)
     page.get_by_role("button", name="Stop").click()
     expect(page.locator("#video-status")).to_have_text("Stopped.")
+
+
+# Wraps getUserMedia to keep every camera it opens (window.cameras, in call order) and to
+# answer the first call FIRST_DELAY_MS late, as when the permission prompt stays open a while.
+CAMERA_SPY_JS = """(() => {
+  const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  window.cameras = [];
+  window.camerasAnswered = 0;
+  let calls = 0;
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const call = calls++;
+    const camera = await real(constraints);
+    window.cameras[call] = camera;
+    await new Promise((resolve) => setTimeout(resolve, call === 0 ? FIRST_DELAY_MS : 0));
+    window.camerasAnswered += 1;
+    return camera;
+  };
+})();"""
+CAMERAS_ON_JS = """() => window.cameras.map(
+  camera => camera.getTracks().some(track => track.readyState === "live")
+)"""
+
+
+def spy_on_cameras(page, first_delay_ms: int = 0) -> None:
+    page.add_init_script(CAMERA_SPY_JS.replace("FIRST_DELAY_MS", str(first_delay_ms)))
+
+
+def grey_clip(path: Path, seconds: int = 6, rate: int = 10) -> Path:
+    """A small VP8 clip of plain frames, their shade changing (no sign in them)."""
+    frames = (
+        av.VideoFrame.from_ndarray(
+            np.full((96, 160, 3), 40 + index % 160, np.uint8), format="rgb24"
+        )
+        for index in range(seconds * rate)
+    )
+    return write_webm(path, frames, rate, (160, 96))
+
+
+def test_a_camera_granted_after_a_newer_webcam_click_is_turned_off(
+    page, expect, tiny_service
+) -> None:
+    spy_on_cameras(page, first_delay_ms=1500)
+    page.goto(f"{tiny_service}/#video")
+    webcam = page.get_by_role("button", name="Webcam")
+    webcam.click()
+    webcam.click()  # while the first request still waits for its answer
+    expect(page.locator("#video-status")).to_contain_text("Webcam ready")
+    page.wait_for_function("() => window.camerasAnswered === 2")
+    # The late camera goes off; the one shown is the newer, and stays on.
+    assert page.evaluate(CAMERAS_ON_JS) == [False, True]
+    assert page.evaluate("() => document.querySelector('#video').srcObject === window.cameras[1]")
+    expect(page.locator("#video-status")).to_contain_text("Webcam ready")
+
+
+def test_a_file_chosen_while_the_camera_is_asked_for_wins(
+    page, expect, tiny_service, tmp_path
+) -> None:
+    spy_on_cameras(page, first_delay_ms=1500)
+    page.goto(f"{tiny_service}/#video")
+    page.get_by_role("button", name="Webcam").click()
+    page.set_input_files("#video-input", grey_clip(tmp_path / "grey.webm"))
+    expect(page.locator("#video-status")).to_contain_text("“grey.webm” ready")
+    page.wait_for_function("() => window.camerasAnswered === 1")
+    assert page.evaluate(CAMERAS_ON_JS) == [False]
+    assert page.evaluate("() => document.querySelector('#video').srcObject") is None
+    page.wait_for_timeout(300)  # a camera taking over would report "Webcam ready" by now
+    expect(page.locator("#video-status")).to_contain_text("“grey.webm” ready")
+
+
+def wait_closed(socket) -> None:
+    if not socket.is_closed():
+        socket.wait_for_event("close", timeout=5_000)
+
+
+def test_leaving_the_tab_stops_the_stream_and_keeps_the_file(
+    page, expect, tiny_service, tmp_path
+) -> None:
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    page.goto(f"{tiny_service}/#video")
+    start_streaming(page, expect, grey_clip(tmp_path / "grey.webm", seconds=60), "10", "0")
+    page.wait_for_function(ANNOTATED_AT_LEAST, arg=2)
+
+    page.get_by_role("tab", name="Model").click()
+    wait_closed(sockets[0])
+    assert page.evaluate("() => document.querySelector('#video').paused")
+
+    page.get_by_role("tab", name="Video").click()
+    expect(page.locator("#video-status")).to_contain_text("Stopped on leaving the Video tab")
+    expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+    # The file is still the source: Start streams it again at once.
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#video-status")).to_contain_text("Streaming at 10 frames/s")
+    page.get_by_role("button", name="Stop").click()
+
+
+def test_leaving_the_tab_turns_the_webcam_off(page, expect, tiny_service) -> None:
+    spy_on_cameras(page)
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    page.goto(f"{tiny_service}/#video")
+    page.get_by_role("button", name="Webcam").click()
+    expect(page.locator("#video-status")).to_contain_text("Webcam ready")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_function(ANNOTATED_AT_LEAST, arg=2)
+
+    page.get_by_role("tab", name="Images").click()
+    wait_closed(sockets[0])
+    assert page.evaluate(CAMERAS_ON_JS) == [False]
+
+    page.get_by_role("tab", name="Video").click()
+    expect(page.locator("#video-status")).to_contain_text("webcam was turned off")
+    expect(page.get_by_role("button", name="Start")).to_be_disabled()
+
+
+def test_a_failed_frame_is_reported_until_frames_are_read_again(
+    page, expect, tiny_service, tmp_path
+) -> None:
+    # Between the page and the service: the third answer becomes a failed frame, and the
+    # answers after it are held back until the failure has been seen on the page.
+    state = {"answers": 0, "hold": False}
+
+    def between(page_side) -> None:
+        service_side = page_side.connect_to_server()
+
+        def from_service(message) -> None:
+            if state["hold"]:
+                return
+            state["answers"] += 1
+            if state["answers"] == 3:
+                failed = {
+                    "frame_id": json.loads(message)["frame_id"],
+                    "error": {"code": "inference_failed", "message": "the model failed"},
+                }
+                page_side.send(json.dumps(failed))
+                state["hold"] = True
+                return
+            page_side.send(message)
+
+        service_side.on_message(from_service)
+
+    page.route_web_socket(re.compile(r"/v1/stream"), between)
+    page.goto(f"{tiny_service}/#video")
+    start_streaming(page, expect, grey_clip(tmp_path / "grey.webm", seconds=60), "10", "0")
+    status = page.locator("#video-status")
+    expect(status).to_contain_text("not read: The model failed on this picture")
+    state["hold"] = False
+    expect(status).to_have_text("Streaming at 10 frames/s.")
+    page.get_by_role("button", name="Stop").click()
+
+
+def test_a_sound_file_is_refused(page, expect, tiny_service, tmp_path) -> None:
+    sound = tmp_path / "tone.wav"
+    with wave.open(str(sound), "wb") as output:
+        output.setnchannels(1)
+        output.setsampwidth(2)
+        output.setframerate(8000)
+        tone = np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000) * 8000
+        output.writeframes(tone.astype("<i2").tobytes())
+    page.goto(f"{tiny_service}/#video")
+    page.set_input_files("#video-input", sound)
+    expect(page.locator("#video-status")).to_contain_text("“tone.wav” has no picture")
+    expect(page.get_by_role("button", name="Start")).to_be_disabled()

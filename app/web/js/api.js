@@ -36,13 +36,17 @@ async function requestJson(path, options = {}) {
   let response;
   try {
     response = await fetch(path, { ...options, headers: { ...authHeaders(), ...options.headers } });
-  } catch {
+  } catch (error) {
+    // A request the page cancelled (options.signal) is not a fault of the service: the
+    // caller hears the AbortError itself and says nothing.
+    if (error.name === "AbortError") throw error;
     throw new ApiError(0, "network_error", `Could not reach the service at ${location.origin}.`);
   }
   let body = null;
   try {
     body = await response.json();
-  } catch {
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
     // A proxy's HTML error page, say: fall through to the status line below.
   }
   if (!response.ok) {
@@ -56,21 +60,22 @@ async function requestJson(path, options = {}) {
   return body;
 }
 
-/** POST /v1/predict for one file: class, top-k, box, mask (RLE) and timings. */
-export function predictImage(file, { topK = 5 } = {}) {
+/** POST /v1/predict for one file: class, top-k, box, mask (RLE) and timings. `signal` (an
+ * AbortSignal) cancels it: the promise then rejects with an AbortError. */
+export function predictImage(file, { topK = 5, signal } = {}) {
   const form = new FormData();
   form.append("file", file, file.name);
   const query = new URLSearchParams({ top_k: topK, mask_format: MASK_FORMAT });
-  return requestJson(`/v1/predict?${query}`, { method: "POST", body: form });
+  return requestJson(`/v1/predict?${query}`, { method: "POST", body: form, signal });
 }
 
 /** POST /v1/detect for one file: every sign of a street scene, each with box, mask (RLE),
- * class and scores. */
-export function detectImage(file) {
+ * class and scores. `signal` cancels it, as for predictImage. */
+export function detectImage(file, { signal } = {}) {
   const form = new FormData();
   form.append("file", file, file.name);
   const query = new URLSearchParams({ mask_format: MASK_FORMAT });
-  return requestJson(`/v1/detect?${query}`, { method: "POST", body: form });
+  return requestJson(`/v1/detect?${query}`, { method: "POST", body: form, signal });
 }
 
 /** GET /v1/model: method, architecture, classes, image size, measured metrics. */
@@ -104,6 +109,13 @@ const ERROR_TITLES = {
   not_ready: "The model is still loading: try again in a moment",
   overloaded: "The service is busy: try again in a moment",
   timeout: "The service took too long to answer",
+  request_timeout: "The upload stalled, and the service stopped waiting for it",
+  inference_failed: "The model failed on this picture (a fault in the service)",
+  internal_error: "The service met an internal error",
+  invalid_message: "The service did not understand a message from this page",
+  invalid_video: "The video file is damaged or cannot be read",
+  bad_request: "The request was not accepted",
+  not_found: "The service has no such address (is it an older version?)",
   network_error: "The service cannot be reached",
   validation_error: "The request was not accepted",
   no_scene_model: "This service cannot find signs in street scenes (it has no scene model)",
@@ -112,7 +124,11 @@ const ERROR_TITLES = {
 /** {title, detail} for any error thrown by the calls above (or anything else). */
 export function describeError(error) {
   if (error instanceof ApiError) {
-    const title = ERROR_TITLES[error.code] || `The service answered ${error.status || "nothing"}`;
+    // Errors inside the stream come without an HTTP status: name their code instead.
+    const fallback = error.status
+      ? `The service answered ${error.status}`
+      : `The service reported “${error.code}”`;
+    const title = ERROR_TITLES[error.code] || fallback;
     return { title, detail: error.message, code: error.code };
   }
   return { title: "Something went wrong in the page", detail: String(error), code: "page_error" };

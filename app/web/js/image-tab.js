@@ -5,6 +5,7 @@
 
 import { describeError, detectImage, predictImage } from "./api.js";
 import { el, milliseconds, percent } from "./format.js";
+import { uprightPreview } from "./orientation.js";
 import { createOverlay, signLabel } from "./overlay.js";
 
 // Requests in flight at once. The service batches concurrent requests anyway; a small cap
@@ -19,6 +20,9 @@ export function initImageTab(panel) {
   const announce = panel.querySelector("#image-announce");
   const clearButton = panel.querySelector("#image-clear");
   const cards = [];
+  // One per batch still being sent: "Clear results" aborts them all, so the cards it
+  // removes neither keep the service busy nor are announced afterwards.
+  const batches = new Set();
 
   async function handleFiles(files) {
     if (files.length === 0) return;
@@ -27,9 +31,16 @@ export function initImageTab(panel) {
     const batch = files.map((file) => createCard(file, mode));
     results.prepend(...batch.map((card) => card.element));
     cards.push(...batch);
-    await runWithLimit(batch, PARALLEL_REQUESTS, async (card) => {
-      announce.textContent = await predictCard(card);
-    });
+    const control = new AbortController();
+    batches.add(control);
+    try {
+      await runWithLimit(batch, PARALLEL_REQUESTS, control.signal, async (card) => {
+        const sentence = await predictCard(card, control.signal);
+        if (!control.signal.aborted) announce.textContent = sentence;
+      });
+    } finally {
+      batches.delete(control);
+    }
   }
 
   panel.querySelector("#image-pick").addEventListener("click", () => input.click());
@@ -38,6 +49,8 @@ export function initImageTab(panel) {
     input.value = ""; // so that choosing the same file again still fires "change"
   });
   clearButton.addEventListener("click", () => {
+    for (const control of batches) control.abort();
+    batches.clear();
     for (const card of cards.splice(0)) card.dispose();
     results.replaceChildren();
     announce.textContent = "Results cleared";
@@ -56,11 +69,12 @@ export function initImageTab(panel) {
   });
 }
 
-/** Runs `worker` over `items`, at most `limit` at a time, in order of start. */
-async function runWithLimit(items, limit, worker) {
+/** Runs `worker` over `items`, at most `limit` at a time, in order of start; once `signal`
+ * is aborted no further item is started. */
+async function runWithLimit(items, limit, signal, worker) {
   let next = 0;
   const lane = async () => {
-    while (next < items.length) await worker(items[next++]);
+    while (next < items.length && !signal.aborted) await worker(items[next++]);
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
@@ -71,11 +85,43 @@ function createCard(file, mode) {
   const maskLayer = el("canvas", { className: "mask-layer", "aria-hidden": "true" });
   const boxLayer = el("canvas", { className: "box-layer", "aria-hidden": "true" });
   const frame = el("div", { className: "frame" }, picture, maskLayer, boxLayer);
+  let shownSize = null; // [height, width] of the preview, once it has loaded
+  let answerSize = null; // [height, width] of the upright picture, from the service's answer
+
+  // The boxes and masks are placed on the upright picture (the answer's image_size). A
+  // preview of another shape (one the browser shows turned, by an EXIF orientation this page
+  // could not read) would put them in the wrong place: the card then shows them over a plain
+  // background instead, as for a format the browser cannot show.
+  function checkPreview() {
+    if (!shownSize || !answerSize) return;
+    const shownAspect = shownSize[1] / shownSize[0];
+    const answerAspect = answerSize[1] / answerSize[0];
+    if (Math.abs(shownAspect - answerAspect) > 0.01 * answerAspect) {
+      frame.classList.add("no-preview");
+    }
+  }
+
   // Formats the service reads but browsers do not show (TIFF, PPM) still get their mask,
   // over a plain background.
   picture.addEventListener("error", () => frame.classList.add("no-preview"));
-  picture.addEventListener("load", () => {
-    frame.style.setProperty("aspect-ratio", `${picture.naturalWidth} / ${picture.naturalHeight}`);
+  picture.addEventListener("load", async () => {
+    let upright = null;
+    try {
+      upright = await uprightPreview(file, picture);
+    } catch {
+      // An unreadable file: the preview stays as the browser shows it, checked below.
+    }
+    if (upright) {
+      upright.className = "preview";
+      upright.setAttribute("role", "img");
+      upright.setAttribute("aria-label", picture.alt);
+      picture.replaceWith(upright);
+      shownSize = [upright.height, upright.width];
+    } else {
+      shownSize = [picture.naturalHeight, picture.naturalWidth];
+    }
+    if (!answerSize) frame.style.setProperty("aspect-ratio", `${shownSize[1]} / ${shownSize[0]}`);
+    checkPreview();
   });
   const body = el(
     "div",
@@ -89,9 +135,14 @@ function createCard(file, mode) {
     file,
     mode,
     element,
-    frame,
     body,
     overlay,
+    /** Shapes the card to the upright picture the answer describes ([height, width]). */
+    fitTo(imageSize) {
+      answerSize = imageSize;
+      frame.style.setProperty("aspect-ratio", `${imageSize[1]} / ${imageSize[0]}`);
+      checkPreview();
+    },
     dispose() {
       overlay.disconnect();
       URL.revokeObjectURL(url);
@@ -99,19 +150,23 @@ function createCard(file, mode) {
   };
 }
 
-/** Sends one card's file and fills the card in; returns the sentence to announce. */
-async function predictCard(card) {
+/** Sends one card's file and fills the card in; returns the sentence to announce (null once
+ * `signal` is aborted: the card is gone, and nothing about it is said). */
+async function predictCard(card, signal) {
   const started = performance.now();
   try {
     if (card.mode === "scene") {
-      const scene = await detectImage(card.file);
+      const scene = await detectImage(card.file, { signal });
+      if (signal.aborted) return null;
       showScene(card, scene, performance.now() - started);
       return `${card.file.name}: ${countText(scene.signs.length)}`;
     }
-    const prediction = await predictImage(card.file, { topK: TOP_K });
+    const prediction = await predictImage(card.file, { topK: TOP_K, signal });
+    if (signal.aborted) return null;
     showPrediction(card, prediction, performance.now() - started);
     return `${card.file.name}: ${prediction.class_name}, ${percent(prediction.confidence, 0)} confidence`;
   } catch (error) {
+    if (signal.aborted) return null;
     const { title, detail, code } = describeError(error);
     showError(card, title, detail, code);
     return `${card.file.name}: ${title}`;
@@ -122,7 +177,7 @@ async function predictCard(card) {
 
 function showPrediction(card, prediction, requestMs) {
   const [height, width] = prediction.image_size;
-  card.frame.style.setProperty("aspect-ratio", `${width} / ${height}`);
+  card.fitTo(prediction.image_size);
   card.overlay.show(prediction);
 
   const topK = el(
@@ -169,7 +224,7 @@ function timingLine(requestMs, timings) {
 /** A street scene's card: every sign drawn, and listed with its class and scores. */
 function showScene(card, scene, requestMs) {
   const [height, width] = scene.image_size;
-  card.frame.style.setProperty("aspect-ratio", `${width} / ${height}`);
+  card.fitTo(scene.image_size);
   card.overlay.show(scene);
   const signs = el(
     "ol",

@@ -6,8 +6,9 @@ import { initModelPanel } from "./model-panel.js";
 import { initVideoTab } from "./video-tab.js";
 
 /** ARIA tabs (the WAI-ARIA Authoring Practices pattern): arrow keys, Home and End move
- * between tabs; the URL hash names the open tab, so a link or a reload opens the same one. */
-function initTabs(tablist) {
+ * between tabs; the URL hash names the open tab, so a link or a reload opens the same one.
+ * `onHide` maps a panel's id to a function called when that panel is hidden. */
+function initTabs(tablist, onHide = {}) {
   const tabs = [...tablist.querySelectorAll('[role="tab"]')];
 
   function select(tab, { focus = false } = {}) {
@@ -15,7 +16,10 @@ function initTabs(tablist) {
       const selected = other === tab;
       other.setAttribute("aria-selected", String(selected));
       other.tabIndex = selected ? 0 : -1;
-      document.getElementById(other.getAttribute("aria-controls")).hidden = !selected;
+      const panel = document.getElementById(other.getAttribute("aria-controls"));
+      const leaving = !panel.hidden && !selected;
+      panel.hidden = !selected;
+      if (leaving && onHide[panel.id]) onHide[panel.id]();
     }
     if (focus) tab.focus();
     history.replaceState(null, "", `#${tab.id.replace("tab-", "")}`);
@@ -56,9 +60,10 @@ function initApiKeyForm(form, onSaved) {
 window.addEventListener("dragover", (event) => event.preventDefault());
 window.addEventListener("drop", (event) => event.preventDefault());
 
-initTabs(document.querySelector('[role="tablist"]'));
 initImageTab(document.getElementById("panel-image"));
-initVideoTab(document.getElementById("panel-video"));
+const leaveVideo = initVideoTab(document.getElementById("panel-video"));
+// After the views, so that the tab the URL names opens on views ready for it.
+initTabs(document.querySelector('[role="tablist"]'), { "panel-video": leaveVideo });
 const reloadModel = initModelPanel(
   document.getElementById("panel-model"),
   document.getElementById("model-summary"),

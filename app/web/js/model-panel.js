@@ -2,7 +2,7 @@
 // served model, and its class list with a search box.
 
 import { describeError, getModel } from "./api.js";
-import { el, percent } from "./format.js";
+import { duration, el, percent } from "./format.js";
 
 // While the service starts (or is unreachable) the page asks again on its own, so a page
 // opened before `greedysign serve` finished loading fills in by itself.
@@ -15,11 +15,19 @@ const METHOD_NAMES = {
   sgd: "End-to-end SGD (baseline)",
 };
 
+// The figures a model file keeps (model/train.py SUMMARY_KEYS); others show under their key.
 const METRIC_NAMES = {
+  images: "Test images",
   accuracy: "Accuracy",
   macro_accuracy: "Mean per-class accuracy",
+  rejection_rate: "Unknown signs and non-signs rejected",
+  threshold: "Open-set threshold",
   box_iou: "Box IoU",
   mask_miou: "Mask mIoU",
+  mask_iou: "Mask IoU",
+  train_seconds: "Training time",
+  datasets: "By collection",
+  novel: "Signs unlike any training photo",
 };
 
 /** Loads /v1/model into `panel` and `summary`; returns a function that loads it again. */
@@ -91,14 +99,11 @@ function showFacts(facts, model) {
 }
 
 function showMetrics(metrics, splitNote, model) {
-  const rows = Object.entries(model.metrics).map(([key, value]) => [
-    METRIC_NAMES[key] || key.replaceAll("_", " "),
-    formatMetric(key, value),
-  ]);
+  const rows = metricRows(model.metrics);
   metrics.replaceChildren(
-    ...(rows.length ? rows : [["Metrics", "none recorded in the model file"]]).flatMap(
-      ([name, value]) => [el("dt", {}, name), el("dd", {}, value)],
-    ),
+    ...(rows.length
+      ? rows
+      : [el("dt", {}, "Metrics"), el("dd", {}, "none recorded in the model file")]),
   );
   const split = model.split;
   splitNote.textContent =
@@ -109,9 +114,52 @@ function showMetrics(metrics, splitNote, model) {
       : "";
 }
 
+function metricName(key) {
+  return METRIC_NAMES[key] || key.replaceAll("_", " ");
+}
+
+function isGroup(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/** dt/dd pairs for a dict of figures. A dict of dicts (the figures of each collection) gets
+ * a nested list, one row each; a dict of plain figures (those of one collection, or of the
+ * novel signs) reads as one line. */
+function metricRows(figures) {
+  return Object.entries(figures).flatMap(([key, value]) => {
+    const name = metricName(key);
+    if (!isGroup(value)) return [el("dt", {}, name), el("dd", {}, formatMetric(key, value))];
+    // A group takes the list's whole width, under its name: its figures are many.
+    const shown = Object.values(value).some(isGroup)
+      ? el("dl", { className: "facts nested" }, ...metricRows(value))
+      : figureLine(value);
+    return [el("dt", { className: "group" }, name), el("dd", { className: "group" }, shown)];
+  });
+}
+
+/** A dict of plain figures as one line: "images 215 · accuracy 97.2% · …", leaving out those
+ * not measured (null). */
+function figureLine(figures) {
+  const parts = Object.entries(figures)
+    .filter(([, value]) => value !== null && value !== undefined)
+    .map(([key, value]) => {
+      const name = metricName(key);
+      return `${name.charAt(0).toLowerCase()}${name.slice(1)} ${formatMetric(key, value)}`;
+    });
+  return parts.join(" · ") || "–";
+}
+
+/** One figure as text: shares as percentages, counts as integers, times as durations. */
 function formatMetric(key, value) {
-  if (typeof value !== "number") return typeof value === "string" ? value : JSON.stringify(value);
-  return key.includes("accuracy") ? percent(value) : value.toFixed(3);
+  if (value === null || value === undefined) return "–"; // not measured for this model
+  if (typeof value === "string") return value;
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (Array.isArray(value)) return value.map((item) => formatMetric(key, item)).join(", ");
+  if (isGroup(value)) return figureLine(value);
+  if (typeof value !== "number") return String(value);
+  if (key.endsWith("_seconds")) return duration(value);
+  if (key.includes("accuracy") || key.endsWith("_rate")) return percent(value);
+  return Number.isInteger(value) ? String(value) : value.toFixed(3);
 }
 
 function filterClasses(list, count, query) {

@@ -29,6 +29,7 @@ const CLOSE_REASONS = {
   1013: "The model is still loading, or every stream is taken: try again in a moment.",
 };
 
+/** Sets up the Video tab in `panel`; returns `leave()`, for when the tab is hidden. */
 export function initVideoTab(panel) {
   const video = panel.querySelector("#video");
   const stage = panel.querySelector("#video-stage");
@@ -54,6 +55,10 @@ export function initVideoTab(panel) {
   let webcam = null; // the MediaStream while the webcam is the source
   let fileUrl = null; // the object URL while a file is the source
   let stream = null; // the running stream session
+  // Bumped whenever the source is released: a camera granted for an older Webcam click (the
+  // permission prompt was still open when another source was chosen) is turned off at once.
+  let sourceToken = 0;
+  let cameraAsked = null; // the sourceToken of a camera request still waiting for an answer
 
   function setStatus(text) {
     status.textContent = text;
@@ -68,9 +73,11 @@ export function initVideoTab(panel) {
 
   function releaseSource() {
     stop();
-    if (webcam) webcam.getTracks().forEach((track) => track.stop());
+    sourceToken += 1;
+    if (webcam) stopCamera(webcam);
     if (fileUrl) URL.revokeObjectURL(fileUrl);
     webcam = fileUrl = null;
+    video.onloadeddata = null;
     video.removeAttribute("src");
     video.srcObject = null;
     stage.classList.remove("has-video");
@@ -79,6 +86,13 @@ export function initVideoTab(panel) {
   }
 
   function sourceReady(description) {
+    if (!video.videoWidth || !video.videoHeight) {
+      // An audio-only file plays in a <video> too, but has no frame to send.
+      releaseSource();
+      setRunning(false);
+      setStatus(`${description} has no picture (is it a sound file?): choose a video file.`);
+      return;
+    }
     stage.style.setProperty("--aspect", String(video.videoWidth / video.videoHeight));
     stage.classList.add("has-video");
     setStatus(`${description} ready: press Start to send frames.`);
@@ -115,9 +129,15 @@ export function initVideoTab(panel) {
       setStatus("The webcam needs a secure page: open it at http://localhost or over HTTPS.");
       return;
     }
+    const token = sourceToken;
+    cameraAsked = token;
+    setStatus("Opening the camera…");
+    let camera;
     try {
-      webcam = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+      camera = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
     } catch (error) {
+      if (token !== sourceToken) return; // another source was chosen meanwhile
+      cameraAsked = null;
       setStatus(
         error.name === "NotAllowedError"
           ? "Permission to use the camera was refused."
@@ -125,6 +145,14 @@ export function initVideoTab(panel) {
       );
       return;
     }
+    if (token !== sourceToken) {
+      // Another source was chosen (or the tab left) while the browser asked for permission:
+      // this camera is nobody's, so it goes off rather than staying on unseen.
+      stopCamera(camera);
+      return;
+    }
+    cameraAsked = null;
+    webcam = camera;
     video.srcObject = webcam;
     video.onloadeddata = () => sourceReady("Webcam");
     // A live preview before Start: the camera is on anyway.
@@ -139,13 +167,20 @@ export function initVideoTab(panel) {
     setRunning(true);
     setStatus("Connecting…");
     const mode = modeSelect.value;
+    const what = mode === "scene" ? " (street scene: every sign, tracked)" : "";
+    const streaming = `Streaming at ${rateSelect.value} frames/s${what}.`;
+    let frameFailed = false; // the status tells of a failed frame
     stream = openStream(video, Number(rateSelect.value), mode, {
       onOpen() {
         video.play().catch((error) => setStatus(`The video cannot play: ${error.message}`));
-        const what = mode === "scene" ? " (street scene: every sign, tracked)" : "";
-        setStatus(`Streaming at ${rateSelect.value} frames/s${what}.`);
+        setStatus(streaming);
       },
       onAnswer(message, counters) {
+        // One failed frame is passing news: once frames are read again, say so.
+        if (frameFailed) {
+          frameFailed = false;
+          setStatus(streaming);
+        }
         const threshold = Number(thresholdSelect.value);
         if (message.signs) {
           // A street scene: every sign at or above the threshold, with its track id.
@@ -179,6 +214,7 @@ export function initVideoTab(panel) {
           new ApiError(0, message.error.code, message.error.message),
         );
         setStatus(`Frame ${message.frame_id ?? ""} not read: ${title} (${detail})`);
+        frameFailed = true;
       },
       onClose(reason) {
         stream = null;
@@ -198,6 +234,25 @@ export function initVideoTab(panel) {
   video.addEventListener("ended", () => {
     if (stream) stream.close("The video ended.");
   });
+
+  // The tab was hidden: nothing streams or films unseen, with its Stop button out of sight
+  // and one of the service's streams held. A chosen file stays, ready for Start; the camera
+  // goes off (its light would stay on), and the Webcam button turns it on again.
+  return function leave() {
+    if (webcam || cameraAsked === sourceToken) {
+      releaseSource();
+      setRunning(false);
+      setStatus(
+        "The webcam was turned off on leaving the Video tab: press Webcam to turn it on again.",
+      );
+    } else if (stream) {
+      stream.close("Stopped on leaving the Video tab: press Start to go on.");
+    }
+  };
+}
+
+function stopCamera(camera) {
+  for (const track of camera.getTracks()) track.stop();
 }
 
 /** One streaming session over WS /v1/stream. Calls back with every answer and the running
@@ -214,6 +269,7 @@ function openStream(video, rate, mode, callbacks) {
 
   async function sendFrame() {
     if (video.paused || video.readyState < HTMLMediaElement.HAVE_CURRENT_DATA) return;
+    if (!video.videoWidth) return; // no picture (yet) to send
     if (encoding || socket.bufferedAmount > MAX_BUFFERED_BYTES) {
       counters.skipped += 1;
       return;
