@@ -127,10 +127,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--modules",
         dest="module_split",
-        default="balanced",
         metavar="SPLIT",
         help="where the encoder is cut into Greedy-DIB modules: a name from model/splits.py "
-        "or a spec such as stem,layer1,layer2+layer3,layer4",
+        "or a spec such as stem,layer1,layer2+layer3,layer4 (default: balanced; with --init "
+        "or --resume, the cut of the model or run continued)",
     )
     parser.add_argument(
         "--image-size",

@@ -68,7 +68,7 @@ from model.open_set import THRESHOLD_GRID, choose_threshold
 from model.prefix_cache import PrefixCache, bytes_per_image
 from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
 from model.snapshots import save_snapshot, snapshot_callback
-from model.splits import resolve_split
+from model.splits import DEFAULT_SPLIT, resolve_split
 
 SYNTHETIC_CACHE = Path(".cache")
 # A scene model draws sign pixels and sign cores (data/tiles.py), which part touching signs.
@@ -524,10 +524,11 @@ def _train(
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out: the run folder to continue")
     _check_out(args.out, args.resume)
-    try:
-        resolve_split(args.arch, args.module_split)
-    except ValueError as error:
-        raise SystemExit(f"--modules {args.module_split}: {error}") from None
+    if args.module_split is not None:
+        try:
+            resolve_split(args.arch, args.module_split)
+        except ValueError as error:
+            raise SystemExit(f"--modules {args.module_split}: {error}") from None
     # Rank 0's name: the processes may not start in the same second.
     args.out = distributed.broadcast(
         args.out or runs_root() / f"{args.method}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -540,6 +541,7 @@ def _train(
             f"--init {args.init}: its classification head is {init.model.config.cls_head}, and a "
             "greedy method trains the last aux head as it: fine-tune it with --method sgd"
         )
+    args.module_split = module_split_for(args.module_split, init, resumed)
     torch.manual_seed(args.seed)
 
     with distributed.local_main_first():  # one process per machine generates a synthetic set
@@ -868,6 +870,21 @@ def read_init(path: Path, task: str, arch: str) -> InitWeights:
     return InitWeights(Path(path), source, aux)
 
 
+def module_split_for(
+    given: str | None, init: InitWeights | None, resumed: dict[str, Any] | None
+) -> str:
+    """Where the encoder is cut into modules: --modules when given, else where the run being
+    resumed or the model fine-tuned from (--init) was cut, whose weights only fit that cut
+    (the aux heads sit at its module ends), else the default."""
+    if given is not None:
+        return given
+    if resumed is not None:
+        return resumed["info"]["config"].get("split", DEFAULT_SPLIT)
+    if init is not None:
+        return init.model.config.split
+    return DEFAULT_SPLIT
+
+
 def start_from(model: SignNet, init: InitWeights) -> int:
     """Load the fine-tune's starting weights into `model`: every inference weight must fit.
     A checkpoint's aux heads come along where `model` has them in the same shapes: a
@@ -875,6 +892,11 @@ def start_from(model: SignNet, init: InitWeights) -> int:
     module they train (BENCHMARKS.md section 6, "256-px tiles"). A model file does not keep
     them, so they start as initialised. Returns how many aux-head tensors came along."""
     fault = f"--init {init.path}: its weights do not fit this network"
+    if init.model.config.split != model.config.split:
+        fault += (
+            f" (it is cut into modules as {init.model.config.split!r}, this run as "
+            f"{model.config.split!r}: leave --modules out to keep its cut)"
+        )
     state = init.model.state_dict()
     if init.model.config.seg_channels < model.config.seg_channels:
         # A scene model from before the core maps: each new map starts as a copy of its sign

@@ -171,6 +171,25 @@ def test_sgd_fine_tunes_a_greedy_model_with_its_head_and_greedy_refuses_an_sgd_o
         main(_args(tiny_synthetic, tmp_path / "x", "--init", str(files["sgd"])))
 
 
+def test_a_fine_tune_keeps_the_module_cut_of_the_model_it_starts_from(
+    tiny_synthetic, tmp_path, monkeypatch
+):
+    """The shipped sign model is cut "lean"; its weights fit no other cut."""
+    from model.checkpoint import ModelInfo, export_model
+
+    monkeypatch.setenv("GREEDYSIGN_RUNS", str(tmp_path))
+    network = network_for("greedy-dib", NetConfig(image_size=SIZE, num_classes=60, split="lean"))
+    start = export_model(
+        network, ModelInfo(config=network.config, class_names=["a"] * 60), tmp_path / "lean.pt"
+    )
+    main(_args(tiny_synthetic, tmp_path / "tuned", "--method", "sgd", "--init", str(start)))
+    _, info = load_model(tmp_path / "tuned" / "model.pt")
+    assert info.config.split == "lean"
+    given = ("--method", "sgd", "--init", str(start), "--modules", "balanced")
+    with pytest.raises(SystemExit, match="cut into modules as 'lean', this run as 'balanced'"):
+        main(_args(tiny_synthetic, tmp_path / "other", *given))
+
+
 def test_aux_warmup_is_for_a_greedy_fine_tune(tiny_synthetic, tmp_path):
     model = network_for("sgd", NetConfig(image_size=SIZE))
     with pytest.raises(ValueError, match="no aux heads"):
