@@ -11,7 +11,11 @@ AccessGuard (pure ASGI) stands in front of every /v1 route, HTTP and WebSocket a
 - the WebSocket's origin: browsers let any page open a WebSocket anywhere, with the user's
   network position and cookies, so the handshake's `Origin` gets the CORS rule: the
   service's own origin, those in `cors_origins` ("*" for any), and clients that send no
-  Origin at all (not browsers). Others are refused with close code 1008 (HTTP 403).
+  Origin at all (not browsers). Others are refused with a JSON 403 `forbidden`.
+
+A WebSocket handshake is refused as an HTTP request is, with the JSON 401 or 403, through
+ASGI's denial-response extension (uvicorn has it); on a server without it, with close code 1008
+and the reason, which the server shows a client as a bare 403.
 
 A key given in the query would be written to the server's log with the URL (uvicorn logs every
 WebSocket handshake and HTTP request with its query string), so `hide_keys_in_server_logs`
@@ -28,12 +32,11 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.deps import API_KEY_HEADER, api_key_matches
-from service.errors import Unauthorized
+from service.errors import POLICY_VIOLATION, Forbidden, Unauthorized, refuse_handshake
 from service.limits import send_error
 from service.settings import Settings
 
 GUARDED_PREFIX = "/v1"
-POLICY_VIOLATION = 1008  # WebSocket close code (RFC 6455)
 # uvicorn's loggers that write a request's path with its query string: HTTP requests, and
 # WebSocket handshakes ('"WebSocket /v1/stream?api_key=..." [accepted]').
 SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error")
@@ -66,24 +69,24 @@ class AccessGuard:
             if origin is not None and not origin_allowed(
                 origin, headers.get("host"), self.settings.cors_origins
             ):
-                await _close(send, f"origin {origin} is not allowed")
+                refusal = Forbidden(
+                    f"origin {origin} may not open this WebSocket: only the service's own "
+                    "origin and its CORS origins may"
+                )
+                await refuse_handshake(scope, send, refusal, POLICY_VIOLATION)
                 return
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             provided = provided or (query.get("api_key") or [None])[0]
         if self.settings.early_key_check and not api_key_matches(provided, self.settings):
-            message = f"missing or wrong {API_KEY_HEADER}"
             if kind == "websocket":
-                await _close(send, message)
+                refusal = Unauthorized(
+                    f"missing or wrong {API_KEY_HEADER} header (or api_key query parameter)"
+                )
+                await refuse_handshake(scope, send, refusal, POLICY_VIOLATION)
             else:
-                await send_error(send, Unauthorized(f"{message} header"))
+                await send_error(send, Unauthorized(f"missing or wrong {API_KEY_HEADER} header"))
             return
         await self.app(scope, receive, send)
-
-
-async def _close(send: Send, reason: str) -> None:
-    """Refuse a WebSocket handshake (the server answers it with HTTP 403)."""
-    safe = reason.encode("ascii", "replace").decode("ascii")[:120]  # a close reason is <= 123 bytes
-    await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": safe})
 
 
 class QueryKeyRedaction(logging.Filter):

@@ -17,6 +17,8 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import ASGIApp, Scope
 
 from model.detect import SHIPPED_SCENE_MODEL, DetectConfig, SceneSegmenter, prepare_frame
 from model.inference import Predictor
@@ -167,8 +169,28 @@ def create_app(settings: Settings, web_dir: Path | None = None) -> FastAPI:
     if web_dir is not None:
         if not (Path(web_dir) / "index.html").is_file():
             raise ValueError(f"web_dir {web_dir} holds no index.html")
-        app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+        app.router.routes.append(
+            _WebApp(app.router.routes, StaticFiles(directory=web_dir, html=True), name="web")
+        )
     return app
+
+
+class _WebApp(Mount):
+    """The browser app, mounted at "/": every path the service's own routes leave. A path one
+    of them serves with another method (GET /v1/predict) is theirs, so it gets their 405 with
+    `Allow`, not the web app's 404; and a WebSocket to no route gets the router's refusal
+    rather than reaching StaticFiles, which serves HTTP only."""
+
+    def __init__(self, siblings: list[BaseRoute], app: ASGIApp, name: str):
+        super().__init__("/", app=app, name=name)
+        self.siblings = siblings
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http" or any(
+            route.matches(scope)[0] != Match.NONE for route in self.siblings if route is not self
+        ):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def _scene_input(config: DetectConfig) -> tuple[int, int]:

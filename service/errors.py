@@ -1,17 +1,30 @@
 """Every error the service returns has one shape, `{"error": {"code", "message"}}`, and comes
 from this module: the domain exceptions raised by decoding, the engine and the routes, and
-FastAPI's own errors (validation, 404, 405, 413 from the body limit) reshaped to match."""
+FastAPI's own errors (validation, 404, 405, 413 from the body limit) reshaped to match.
+
+A WebSocket handshake the service refuses (a bad query parameter, a wrong key or origin, not
+ready, no stream place left) gets the same answer as an HTTP route would give, JSON with its
+4xx/5xx status and headers, through ASGI's denial-response extension (uvicorn and Starlette's
+TestClient have it); only a server without it makes `refuse_handshake` fall back to a close
+code with the message as its reason (which the server shows a client as a bare 403)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import (
+    RequestValidationError,
+    ValidationException,
+    WebSocketRequestValidationError,
+)
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.types import Scope, Send
+from starlette.websockets import WebSocketState
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +78,28 @@ class InvalidVideo(ServiceError):
     status_code, code = 422, "invalid_video"
 
 
+class InvalidParameters(ServiceError):
+    """Query parameters FastAPI refused, where no RequestValidationError can say so (the
+    WebSocket): the same status and code as an HTTP route's validation error."""
+
+    status_code, code = 422, "validation_error"
+
+
 class Unauthorized(ServiceError):
     status_code, code = 401, "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status_code, code = 403, "forbidden"
+
+
+class UpgradeRequired(ServiceError):
+    """Plain HTTP on a path that only speaks WebSocket."""
+
+    status_code, code = 426, "upgrade_required"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
 
 
 class BodyTimeout(ServiceError):
@@ -160,12 +193,24 @@ async def _validation_error(_request: Request, error: RequestValidationError) ->
     return JSONResponse(error_body("validation_error", describe_validation(error)), 422)
 
 
+async def _websocket_validation_error(
+    websocket: WebSocket, error: WebSocketRequestValidationError
+) -> None:
+    """A bad query parameter on the WebSocket (`mode=bogus`): a JSON 422, as on HTTP routes,
+    rather than FastAPI's bare close (which a client sees as a 403, like a refused origin)."""
+    refusal = InvalidParameters(describe_validation(error))
+    if websocket.client_state == WebSocketState.CONNECTING:
+        await refuse_handshake(websocket.scope, websocket.send, refusal, POLICY_VIOLATION)
+    else:  # accepted already: only a close can say it
+        await websocket.close(POLICY_VIOLATION, close_reason(refusal.message))
+
+
 async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=error)
     return JSONResponse(error_body("internal_error", "internal server error"), 500)
 
 
-def describe_validation(error: RequestValidationError) -> str:
+def describe_validation(error: ValidationException) -> str:
     """FastAPI's error list as one readable line: `query.top_k: Input should be ...; ...`."""
     parts = []
     for item in error.errors():
@@ -178,9 +223,42 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(WebSocketRequestValidationError, _websocket_validation_error)
     # Exception (not a status) is served by Starlette's outermost ServerErrorMiddleware, so
     # even a failure in a middleware ends as a JSON 500 rather than a bare text page.
     app.add_exception_handler(Exception, _unexpected)
+
+
+# WebSocket close codes (RFC 6455 and the IANA registry).
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+DENIAL_RESPONSE = "websocket.http.response"  # the ASGI extension
+
+
+def close_reason(message: str) -> str:
+    """`message` as a WebSocket close reason: ASCII, within the 123 bytes a reason may have."""
+    return message.encode("ascii", "replace").decode("ascii")[:120]
+
+
+async def refuse_handshake(scope: Scope, send: Send, error: ServiceError, close_code: int) -> None:
+    """Refuse a WebSocket handshake with `error`'s HTTP answer (JSON, its status and headers)
+    when the server has ASGI's denial-response extension, else with `close_code` and the
+    message as the reason. Pure ASGI, so that middlewares can use it too."""
+    if DENIAL_RESPONSE not in (scope.get("extensions") or {}):
+        await send(
+            {"type": "websocket.close", "code": close_code, "reason": close_reason(error.message)}
+        )
+        return
+    body = json.dumps(error.body()).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
+    ]
+    await send(
+        {"type": "websocket.http.response.start", "status": error.status_code, "headers": headers}
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 # OpenAPI `responses=` for routes, so clients (and schemathesis) know the error shape.

@@ -19,11 +19,14 @@ Answers (JSON text messages):
     {"frame_id", "error": {"code": "payload_too_large", ...}}         refused on arrival
     {"error": {"code": "invalid_message", "message"}}                 a malformed text message
 Query parameters: mode (classify, scene), top_k, mask_format (as /v1/predict), api_key (when
-the service has one and the client cannot send the X-API-Key header). Close codes: 1008 wrong
-key or an origin the CORS rule does not allow (checked by service/access.py before the
-handshake completes), 1011 no scene model for mode=scene. Not ready, or `max_streams`
-streams open already: the handshake is refused with a JSON 503 and Retry-After, as the HTTP
-routes answer (close code 1013 on a server without ASGI's denial responses).
+the service has one and the client cannot send the X-API-Key header). A handshake the service
+refuses gets the JSON error an HTTP route would give (service/errors.py, refuse_handshake):
+422 `validation_error` for a bad query parameter, 401 for a missing or wrong key and 403 for
+an origin the CORS rule does not allow (both checked by service/access.py), 503 with
+Retry-After when not ready or `max_streams` streams are open already. On a server without
+ASGI's denial responses these are close codes instead (1008; 1013 for the 503s), which the
+server shows a client as a bare 403. After the handshake: close code 1011 for mode=scene
+without a scene model. A plain HTTP request on the path gets 426 with `Upgrade: websocket`.
 """
 
 from __future__ import annotations
@@ -35,11 +38,21 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 
 from model.track import Tracker
 from service.deps import API_KEY_HEADER, MetricsDep, SettingsDep, api_key_matches
-from service.errors import NotReady, Overloaded, PayloadTooLarge, ServiceError, error_body
+from service.errors import (
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+    Unauthorized,
+    UpgradeRequired,
+    error_body,
+    refuse_handshake,
+)
 from service.limits import Places
 from service.metrics import ServiceMetrics
 from service.pipeline import CLASSIFY, SCENE, Mode, Options, Pipeline
@@ -50,10 +63,8 @@ from service.schemas import MaskFormat
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["stream"])
 
-# WebSocket close codes (RFC 6455 and the IANA registry).
-POLICY_VIOLATION = 1008
+# WebSocket close code (RFC 6455) for mode=scene without a scene model, after the handshake.
 UNAVAILABLE = 1011
-TRY_AGAIN_LATER = 1013
 # A frame header is `{"frame_id": ...}`: longer text is refused before it is parsed.
 MAX_TEXT_CHARS = 1024
 INVALID_MESSAGE = (
@@ -109,17 +120,21 @@ async def stream(
     ] = None,
 ) -> None:
     if not api_key_matches(websocket.headers.get(API_KEY_HEADER) or api_key, settings):
-        await websocket.close(POLICY_VIOLATION, f"missing or wrong {API_KEY_HEADER}")
+        message = f"missing or wrong {API_KEY_HEADER} header (or api_key query parameter)"
+        await refuse_handshake(
+            websocket.scope, websocket.send, Unauthorized(message), POLICY_VIOLATION
+        )
         return
     engine = websocket.app.state.engine
     pipeline: Pipeline | None = websocket.app.state.pipeline
     if engine is None or not engine.ready or pipeline is None:
-        await _refuse(websocket, NotReady())
+        await refuse_handshake(websocket.scope, websocket.send, NotReady(), TRY_AGAIN_LATER)
         return
     streams: Places = websocket.app.state.streams
     if streams.full:
         # Each open stream may hold two frames of max_upload_bytes: their number is bounded.
-        await _refuse(websocket, Overloaded(streams.message))
+        refusal = Overloaded(streams.message)
+        await refuse_handshake(websocket.scope, websocket.send, refusal, TRY_AGAIN_LATER)
         return
     with streams.hold():
         await websocket.accept()
@@ -133,15 +148,14 @@ async def stream(
         await session.run(Options(top_k, mask_format))
 
 
-async def _refuse(websocket: WebSocket, error: ServiceError) -> None:
-    """Refuse the handshake with the answer the HTTP routes give (JSON, 503, Retry-After)
-    where the server can send one (ASGI's denial-response extension, which uvicorn has), else
-    with close code 1013, which a server shows a client as a bare 403."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        response = JSONResponse(error.body(), error.status_code, headers=error.headers)
-        await websocket.send_denial_response(response)
-    else:
-        await websocket.close(TRY_AGAIN_LATER, error.message)
+@router.get("/stream", include_in_schema=False)
+async def stream_over_http() -> None:
+    """Plain HTTP on the WebSocket's path: the resource is there, but only over WebSocket, so
+    426 with `Upgrade: websocket` (a 404 would say it is not there; a 405 would name another
+    method, but the handshake is this very GET). Other methods get 405, Allow: GET."""
+    raise UpgradeRequired(
+        "/v1/stream is a WebSocket: open it with a WebSocket client (ws:// or wss://)"
+    )
 
 
 class _StreamSession:

@@ -138,3 +138,24 @@ def test_errors_have_one_shape(client) -> None:
         assert set(response.json()) == {"error"}
         assert set(response.json()["error"]) == {"code", "message"}
     assert client.delete("/v1/predict").json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_wrong_method_is_a_405_with_allow_beside_the_web_app(make_settings, tmp_path) -> None:
+    """`greedysign serve` mounts the browser app at "/", which would take every path the
+    routes do not fully match: a GET on a POST route must still be the route's 405."""
+    (tmp_path / "index.html").write_text("<!doctype html><title>web app</title>")
+    with TestClient(create_app(make_settings(), web_dir=tmp_path)) as client:
+        for path in ("/v1/predict", "/v1/predict/batch", "/v1/detect", "/v1/video"):
+            response = client.get(path)
+            assert response.status_code == 405, path
+            assert response.headers["Allow"] == "POST"
+            assert response.json()["error"]["code"] == "method_not_allowed"
+        deleted = client.delete("/healthz")
+        assert deleted.status_code == 405 and deleted.headers["Allow"] == "GET"
+        assert client.get("/v1/stream").status_code == 426
+        # The web app still has every other path, and an unknown one is still a JSON 404.
+        assert "web app" in client.get("/").text
+        for path in ("/v1/nowhere", "/nowhere.js"):
+            missing = client.get(path)
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] == "not_found"

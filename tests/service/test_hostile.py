@@ -482,6 +482,31 @@ def test_the_websocket_applies_the_cors_origin_rule(guarded) -> None:
         with pytest.raises(InvalidStatus) as refused:
             ws_connect(url, proxy=None, origin=origin, additional_headers=guarded.headers)
         assert refused.value.response.status_code == 403
+        error = json.loads(refused.value.response.body)["error"]
+        assert error["code"] == "forbidden" and origin in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "key", "status", "code"),
+    [
+        ("mode=bogus", True, 422, "validation_error"),
+        ("top_k=99", True, 422, "validation_error"),
+        ("mask_format=gif", True, 422, "validation_error"),
+        ("mode=scene", False, 401, "unauthorized"),
+        ("api_key=guess", False, 401, "unauthorized"),
+    ],
+)
+def test_a_refused_handshake_says_why_in_json(guarded, query, key, status, code) -> None:
+    """uvicorn sends the service's denial response: the client reads the status and the JSON
+    error, not the bare 403 a refused origin used to share with every other refusal."""
+    url = f"ws://127.0.0.1:{guarded.port}/v1/stream?{query}"
+    headers = guarded.headers if key else {}
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(url, proxy=None, additional_headers=headers)
+    response = refused.value.response
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    assert json.loads(response.body)["error"]["code"] == code
 
 
 def test_a_key_in_the_websocket_query_is_not_written_to_the_server_log(guarded) -> None:

@@ -8,9 +8,9 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
-from starlette.websockets import WebSocketDisconnect
 
 from service.app import create_app
+from service.errors import POLICY_VIOLATION, InvalidParameters, refuse_handshake
 from service.routes.stream import LatestFrame
 
 
@@ -91,11 +91,21 @@ def test_latest_frame_slot() -> None:
     assert after_close is None and dropped == 2
 
 
-def test_stream_needs_the_api_key_when_one_is_set(make_settings, media) -> None:
-    with TestClient(create_app(make_settings(api_key="s3cret"))) as client:
-        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/v1/stream"):
-            pass
-        assert refused.value.code == 1008
+@pytest.mark.parametrize("early_key_check", [True, False], ids=["guard", "route"])
+def test_stream_needs_the_api_key_when_one_is_set(make_settings, media, early_key_check) -> None:
+    """A missing or wrong key refuses the handshake with the JSON 401 an HTTP route gives,
+    whether the access guard (before routing) or the route itself checks it."""
+    settings = make_settings(api_key="s3cret", early_key_check=early_key_check)
+    with TestClient(create_app(settings)) as client:
+        for query in ("", "?api_key=guess"):
+            with (
+                pytest.raises(WebSocketDenialResponse) as refused,
+                client.websocket_connect(f"/v1/stream{query}"),
+            ):
+                pass
+            assert refused.value.status_code == 401
+            error = refused.value.json()["error"]
+            assert error["code"] == "unauthorized" and "api_key" in error["message"]
         with client.websocket_connect("/v1/stream?api_key=s3cret&mask_format=none") as ws:
             ws.send_bytes(media.encode(media.scene()))
             assert "class_id" in ws.receive_json()
@@ -125,3 +135,58 @@ def test_streams_past_max_streams_are_refused_and_their_places_come_back(
         with client.websocket_connect("/v1/stream?mask_format=none") as again:
             again.send_bytes(frame)
             assert "class_id" in again.receive_json()
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("mode=bogus", "query.mode"),
+        ("top_k=0", "query.top_k"),
+        ("mask_format=gif", "query.mask_format"),
+    ],
+)
+def test_a_bad_query_parameter_refuses_the_handshake_with_a_json_422(client, query, named) -> None:
+    """As /v1/predict answers a bad query parameter: not a bare close, which a client sees as
+    the 403 of a refused origin."""
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        client.websocket_connect(f"/v1/stream?{query}"),
+    ):
+        pass
+    assert refused.value.status_code == 422
+    assert refused.value.headers["content-type"] == "application/json"
+    error = refused.value.json()["error"]
+    assert error["code"] == "validation_error" and error["message"].startswith(named)
+
+
+def test_without_denial_responses_a_refusal_is_a_close_code_and_reason() -> None:
+    """A server without ASGI's websocket.http.response extension cannot send the JSON: the
+    refusal is a close code with the message as its reason, cut to what a reason may hold."""
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    refusal = InvalidParameters("query.mode: Input should be 'classify' or 'scene' " + "x" * 200)
+    asyncio.run(refuse_handshake({"type": "websocket"}, send, refusal, POLICY_VIOLATION))
+    [close] = sent
+    assert close["type"] == "websocket.close" and close["code"] == POLICY_VIOLATION
+    assert close["reason"].startswith("query.mode:") and len(close["reason"].encode()) <= 123
+
+    sent.clear()
+    scope = {"type": "websocket", "extensions": {"websocket.http.response": {}}}
+    asyncio.run(refuse_handshake(scope, send, refusal, POLICY_VIOLATION))
+    start, body = sent
+    assert start["type"] == "websocket.http.response.start" and start["status"] == 422
+    assert json.loads(body["body"])["error"]["code"] == "validation_error"
+
+
+def test_plain_http_on_the_stream_path_is_told_to_upgrade(client) -> None:
+    """The path is there, but only as a WebSocket: 426 naming the protocol, not a 404 that
+    says there is nothing there. Other methods: 405, since the handshake is a GET."""
+    plain = client.get("/v1/stream")
+    assert plain.status_code == 426 and plain.headers["Upgrade"] == "websocket"
+    assert plain.json()["error"]["code"] == "upgrade_required"
+    posted = client.post("/v1/stream")
+    assert posted.status_code == 405 and posted.headers["Allow"] == "GET"
+    assert posted.json()["error"]["code"] == "method_not_allowed"
