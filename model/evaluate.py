@@ -22,6 +22,7 @@ from model.choices import EVAL_SUBSETS
 from model.device import autocast_for, resolve_device
 from model.metrics import EvalAccumulator, mask_boxes
 from model.network import SignNet
+from model.open_set import cross_fitted
 from model.reading import cut, reading_window, scaled
 
 
@@ -120,9 +121,9 @@ def _read(
 ) -> Tensor:
     """Pass 2 of find-then-read: the class logits of each sign cut out of its picture, in
     place of pass 1's where there is a sign to cut."""
-    no_sign = (
-        class_logits.shape[1] - 1 if class_logits.shape[1] > model.config.num_classes - 2 else -1
-    )
+    # "No sign" is output n + 1 of a model with the two open-set outputs; one without them
+    # (n outputs) has no such answer, and reads every picture it finds a sign in.
+    no_sign = num_known + 1 if class_logits.shape[1] == num_known + 2 else -1
     found = mask_boxes(mask_logits[:, 0].float() > 0)
     side = mask_logits.shape[-1]
     crops, rows = [], []
@@ -222,6 +223,11 @@ def evaluate_model(
     for figures in scores.values():
         figures.pop("confusion")
     metrics = scores.pop("all")
+    if subset == "test":
+        # The model's threshold was chosen on these very images: also score each half at the
+        # threshold chosen on the other (model/open_set.py).
+        every = accumulators["all"]
+        metrics["cross_fitted"] = cross_fitted(*every.arrays(), every.num_known)
     if len(origins) > 1:
         metrics["datasets"] = {origin: scores[f"dataset:{origin}"] for origin in origins}
     if "novel" in scores:

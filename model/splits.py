@@ -42,8 +42,9 @@ once. For resnet34 the same cut gives 197k | 311k | 369k | 41k of 918k activatio
 0.01M | 0.22M | 7.9M | 13.1M of 21.3M parameters.
 
 "lean" (stem+layer1 | layer2+layer3 | layer4.0 | layer4.1) is the split for the sequential
-schedule with `--cache-prefix` (model/prefix_cache.py): no module holds more than half of
-layer4's parameters, so the heaviest phase is the decoder's (ratio 0.38 at 64x64), and the
+schedule with `--cache-prefix` (model/prefix_cache.py): layer4 is cut in two (44 % of its
+parameters in layer4.0, 56 % in layer4.1) so that no module holds all of it, and the heaviest
+phase is the decoder's (ratio 0.38 at 64x64), and the
 first stored prefix is layer1's output, a quarter of the stem's.
 
 "balanced" keeps module boundaries at layer boundaries; "k2" and "k3" may cut inside a layer:

@@ -64,7 +64,7 @@ from model.greedy import (
 )
 from model.metrics import EvalAccumulator
 from model.network import AUX_PREFIXES, NetConfig, SignNet
-from model.open_set import THRESHOLD_GRID, choose_threshold
+from model.open_set import THRESHOLD_GRID, choose_threshold, cross_fitted
 from model.prefix_cache import PrefixCache, bytes_per_image
 from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
 from model.snapshots import save_snapshot, snapshot_callback
@@ -818,13 +818,15 @@ def final_metrics(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """The held-out side's metrics at the open-set threshold chosen on it
-    (model/open_set.py), the threshold sweep, each collection's and the novel signs' figures,
+    (model/open_set.py), and at one chosen on the other half of it (`cross_fitted`), the
+    threshold sweep, each collection's and the novel signs' figures,
     all read as a photo is answered (find, then read: model/reading.py), and each greedy
     module's auxiliary heads (a pass over the held-out side each)."""
     read = args.task == "crops"
     accumulator = evaluate(model, test_loader, device, data, read=read)
     threshold = choose_threshold(*accumulator.arrays(), data.num_known)
     metrics = accumulator.compute(threshold)
+    metrics["cross_fitted"] = cross_fitted(*accumulator.arrays(), data.num_known)
     metrics["operating_points"] = accumulator.operating_points(THRESHOLD_GRID)
 
     def score(records: list[SignRecord]) -> dict[str, Any]:

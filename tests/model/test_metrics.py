@@ -5,7 +5,7 @@ from torchmetrics.classification import BinaryJaccardIndex, MulticlassAccuracy
 
 from model.losses import dice_loss, module_loss
 from model.metrics import EvalAccumulator, box_iou, mask_boxes
-from model.open_set import answer, choose_threshold
+from model.open_set import answer, answers_at, choose_threshold, cross_fitted
 
 
 def _box_mask(height, width, box):
@@ -117,6 +117,29 @@ def test_threshold_rejects_the_most_within_the_accuracy_it_may_cost():
     # Rejecting known images below 0.3 + 1/200 costs one point: t = 0.30 or 0.31 is within.
     assert threshold == pytest.approx(0.30)
     assert choose_threshold(labels[:100], best[:100], best_known[:100], num_known=3) == 0.0
+
+
+def test_cross_fitted_scores_each_half_at_the_threshold_chosen_on_the_other():
+    rng = np.random.default_rng(2)
+    labels = np.concatenate([rng.integers(0, 3, 150), np.full(50, 3), np.full(40, 4)])
+    # Known signs read right and sure; signs and patches outside them taken for class 0,
+    # less sure: a threshold between the two rejects them, and each half sets its own.
+    best = np.where(labels < 3, labels, 0)
+    best_known = np.where(labels < 3, rng.uniform(0.6, 1.0, 240), rng.uniform(0.1, 0.7, 240))
+    best_known[:8] = rng.uniform(0.1, 0.6, 8)  # a few known signs read unsure
+    figures = cross_fitted(labels, best, best_known, num_known=3, seed=5)
+    first = np.zeros(240, dtype=bool)
+    first[np.random.default_rng(5).permutation(240)[:120]] = True
+    answers = np.empty_like(best)
+    for scored, threshold in zip((first, ~first), figures["thresholds"], strict=True):
+        other = ~scored
+        assert threshold == choose_threshold(labels[other], best[other], best_known[other], 3)
+        answers[scored] = answers_at(best[scored], best_known[scored], 3, threshold)
+    known, open_set = labels < 3, labels >= 3
+    assert figures["accuracy"] == pytest.approx((answers[known] == labels[known]).mean())
+    assert figures["rejection_rate"] == pytest.approx((answers[open_set] >= 3).mean())
+    # Here the halves disagree, with each other and with all the images (0.16).
+    assert figures["thresholds"] == [0.28, 0.12]
 
 
 def test_losses_are_separate_terms_and_dice_is_zero_for_perfect_masks():
