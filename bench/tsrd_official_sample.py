@@ -69,9 +69,17 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", type=Path, default=Path("../shared/data/ctsrd-real"))
-    parser.add_argument("--out", type=Path, required=True)
+    # The whole docstring, laid out as written: its first sentence runs over two lines.
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sample",
+        type=Path,
+        default=Path("../shared/data/ctsrd-real"),
+        help="the shared sample, with provenance.csv (default: %(default)s)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the layout in")
     args = parser.parse_args()
     counts = build(args.sample, args.out)
     print(f"wrote {counts['train']} train and {counts['test']} test files to {args.out}")

@@ -48,6 +48,8 @@ def load_dataset(path: Path | str, *, on_error: str = "raise") -> DatasetIndex:
     """
     check_on_error(on_error)
     root = Path(path)
+    if root.is_file():
+        raise DataError(root, None, "is a file, not a dataset folder")
     if not root.is_dir():
         raise DataError(root, None, "no such dataset folder")
 

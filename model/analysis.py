@@ -583,6 +583,11 @@ def analyze_run(
 
     settings = settings or Settings()
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        fault = "no such run folder"
+        if run_dir.exists():
+            fault = "is a file, not a run folder (give a model file with --model)"
+        raise FileNotFoundError(f"{run_dir}: {fault}")
     paths = list_snapshots(run_dir)
     if not paths:
         raise FileNotFoundError(

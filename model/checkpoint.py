@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,9 +131,26 @@ def _load(path: Path | str) -> tuple[SignNet, ModelInfo, dict[str, torch.Tensor]
         # torch.load and a foreign dict fail in many ways (UnpicklingError, RuntimeError from
         # the zip reader, EOFError, KeyError, TypeError, a state_dict mismatch): to the user
         # they all mean the same thing.
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
-        fault = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
-        raise ModelFileError(f"{path}: not a GreedySign model file ({fault})") from error
+        raise ModelFileError(
+            f"{path}: not a GreedySign model file this version can read ({_fault(error)})"
+        ) from error
+
+
+def _fault(error: Exception) -> str:
+    """Why a file did not read as a model, short: the error's type and the gist of its
+    message. torch's weights_only refusal is a paragraph of advice for the file's author (load
+    it with weights_only=False, allow-list its globals) around one line of fact, the
+    WeightsUnpickler error: only that is kept."""
+    text = str(error).strip()
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if unpickler is not None:
+        # "Unsupported operand 35"; "Unsupported global: GLOBAL torch.nn...Linear was not an
+        # allowed global by default. Please use ...": the first sentence.
+        text = unpickler.group(1).split(". ", 1)[0]
+    reason = (text.splitlines() or [""])[0].strip()
+    if len(reason) > 120:
+        reason = reason[:117] + "..."
+    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
 
 
 def _read_model(path: Path | str) -> tuple[SignNet, ModelInfo, dict[str, torch.Tensor]]:

@@ -17,13 +17,21 @@ import torch
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" is CUDA when there is one, else the CPU; asking for CUDA without one is an error
-    rather than a silent fall-back to a device 50 times slower."""
+    """ "auto" is CUDA when there is one, else the CPU; asking for CUDA without one (or for a
+    GPU index the machine does not have) is a ValueError rather than a silent fall-back to a
+    device 50 times slower."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but no CUDA device is available")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device {str(device)!r} asked for, but this machine has {count} CUDA "
+                f"device{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})"
+            )
     return resolved
 
 

@@ -195,7 +195,10 @@ def evaluate_model(
     else:
         records = train_side
     if not records:
-        raise ValueError(f"no {subset} images of {model_path} in {', '.join(map(str, data_paths))}")
+        # The default model is the newest run, whose held-out side is often other data.
+        hint = "" if subset == "all" else ": --subset all scores every image given"
+        folders = ", ".join(map(str, data_paths))
+        raise ValueError(f"no {subset} images of {model_path} in {folders}{hint}")
 
     # One pass scores every part: all the records, each collection, the novel signs.
     members = {"all": torch.ones(len(records), dtype=torch.bool)}

@@ -8,6 +8,7 @@ and other scripts can reuse the flags (`get_args_parser(add_help=False)` as a pa
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from model.choices import ARCH_NAMES, DATA_SPLITS, METHODS, REGULARISERS, SCHEDULES, TASKS
@@ -31,6 +32,20 @@ def _int_at_least(text: str, minimum: int) -> int:
     if value < minimum:
         raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
+
+
+# What model/device.py resolve_device takes (the service's settings take the same).
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device name, auto, cpu, cuda or cuda:N (any case); refused here,
+    before any work, rather than by torch once a model is loaded. Whether the machine has
+    the device is `resolve_device`'s to say."""
+    name = text.strip().lower()
+    if not _DEVICE_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"{text!r}: a device must be auto, cpu, cuda or cuda:N")
+    return name
 
 
 def share(text: str) -> float:
@@ -224,6 +239,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--device",
+        type=device_name,
         default="auto",
         help="auto, cpu, cuda, cuda:1, ... (under torchrun, auto and cuda mean each process's "
         "own GPU: cuda:LOCAL_RANK)",

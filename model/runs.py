@@ -43,12 +43,23 @@ def latest_run(root: Path | None = None) -> Path | None:
     return run_dir if (run_dir / MODEL_FILE).is_file() else None
 
 
+def unfinished_run(run_dir: Path) -> str:
+    """What to say of a run folder with a checkpoint and no model yet: training stopped."""
+    return (
+        f"{run_dir}: the run has not finished (no {MODEL_FILE} yet; its {CHECKPOINT_FILE} "
+        f"holds the last epoch done): finish it with `greedysign train --out {run_dir} "
+        "--resume` and the arguments it was started with"
+    )
+
+
 def resolve_model(model: str | Path | None = None) -> Path:
     """The model file to use: `model` (a model file or a run folder) when given, else the
     newest run, else the shipped model."""
     if model is not None:
         path = Path(model)
         if path.is_dir():
+            if not (path / MODEL_FILE).is_file() and (path / CHECKPOINT_FILE).is_file():
+                raise FileNotFoundError(unfinished_run(path))
             path = path / MODEL_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no model at {model} (give a model file or a run folder)")

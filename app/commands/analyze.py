@@ -17,6 +17,7 @@ from model.choices import (
     ANALYSIS_SUBSETS,
     ANALYSIS_UNITS,
 )
+from model.options import device_name
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -83,7 +84,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     analyze.add_argument("--seed", type=int, default=0, help="seeds the probe batch")
     analyze.add_argument("--out", type=Path, default=None, help="write figures and JSON here")
-    analyze.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, ...")
+    analyze.add_argument(
+        "--device", type=device_name, default="cpu", help="cpu (default), auto, cuda or cuda:N"
+    )
     analyze.set_defaults(handler=run_analyze)
 
 

@@ -8,6 +8,18 @@ import math
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 
 
+def device_fault(name: str | None) -> str | None:
+    """Why the device `name` (None: auto) cannot be used on this machine, for a one-line
+    error before any work starts; None when it can."""
+    from model.device import resolve_device
+
+    try:
+        resolve_device(name or "auto")
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number above 0 (a rate)."""
     try:
@@ -16,6 +28,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < math.inf:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535 (the OS would take 99999 modulo 65536)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1 to 65535, got {value}")
     return value
 
 

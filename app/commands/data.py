@@ -282,6 +282,11 @@ def _scene_config_and_sources(args: argparse.Namespace):
         board_stack_rate=args.board_stack_rate,
         **({} if args.stack_rate is None else {"stack_rate": args.stack_rate}),
     )
+    # A root given that is not there would leave every real source out, silently: the
+    # default root may be missing (procedural textures then), a named one may not.
+    if args.data_root is not None and not args.data_root.is_dir():
+        fault = "not a folder" if args.data_root.exists() else "no such folder"
+        raise ValueError(f"--data-root {args.data_root}: {fault}")
     sources = SceneSources.from_data_root(
         args.data_root,
         backgrounds=comma_list(args.backgrounds),

@@ -16,7 +16,7 @@ from pathlib import Path
 from app.commands.arguments import DEVICE_HELP, comma_list, positive_float
 from app.commands.data import SCENE_BACKGROUNDS
 from data.records import DataError
-from model.options import positive_int
+from model.options import device_name, positive_int
 
 KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
 UNKNOWN_COLOR = (200, 200, 200)
@@ -141,7 +141,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="sign model that reads each crop (default: newest run, else the shipped one)",
     )
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--long-side", type=int, default=1024, help="frames resized to this longer side (px)"
     )

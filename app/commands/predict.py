@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from app.commands.arguments import DEVICE_HELP
+from app.commands.arguments import DEVICE_HELP, device_fault
 from data.records import DataError
-from model.options import positive_int
+from model.options import device_name, positive_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="none",
         help="include the mask as COCO RLE or base64 PNG",
     )
-    predict.add_argument("--device", default="auto", help=DEVICE_HELP)
+    predict.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     predict.set_defaults(handler=run_predict)
 
 
@@ -42,6 +42,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from model.inference import Predictor, mask_to_png_base64, mask_to_rle
     from model.runs import resolve_model
 
+    fault = device_fault(args.device)
+    if fault is not None:
+        print(f"error: {fault}", file=sys.stderr)
+        return 2
     try:
         predictor = Predictor.load(resolve_model(args.model), args.device)
     except (FileNotFoundError, ModelFileError) as error:

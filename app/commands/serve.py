@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.commands.arguments import DEVICE_HELP
+from app.commands.arguments import DEVICE_HELP, device_fault, port_number
+from model.options import device_name
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -49,8 +50,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--scene-long-side", type=int, help="frames are resized to this longer side (px)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
-    serve.add_argument("--device", help=DEVICE_HELP)
+    serve.add_argument(
+        "--port", type=port_number, default=8000, help="TCP port to listen on (1 to 65535)"
+    )
+    serve.add_argument("--device", type=device_name, help=DEVICE_HELP)
     serve.add_argument(
         "--workers",
         type=int,
@@ -79,6 +82,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**{name: value for name, value in overrides.items() if value is not None})
 
 
+def try_line(url: str, key_set: bool) -> str:
+    """The banner's example request; with the service's API key, the header it needs (a
+    placeholder: the key itself is never printed)."""
+    key = " -H 'X-API-Key: <your key>'" if key_set else ""
+    return f"try: curl{key} -F file=@{EXAMPLE_IMAGE} '{url}/v1/predict?mask_format=none'"
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -99,6 +109,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from model.runs import resolve_model
     from service.app import scene_model_path
 
+    # Before the models are read and uvicorn starts: else a device that is not there is the
+    # traceback of a failed application start-up.
+    fault = device_fault(settings.device)
+    if fault is not None:
+        print(f"error: {fault}", file=sys.stderr)
+        return 2
     try:
         model = resolve_model(settings.model)
         # Read them once here, so a file that is not a model is one line, not the traceback
@@ -117,7 +133,7 @@ def run_serve(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{args.port}"
     print(f"GreedySign service on {url}  (API docs: {url}/docs), model {model}")
     print(f"scene model (whole frames, /v1/detect): {scene_model or 'none'}")
-    print(f"try: curl -F file=@{EXAMPLE_IMAGE} '{url}/v1/predict?mask_format=none'", flush=True)
+    print(try_line(url, key_set=settings.api_key is not None), flush=True)
     # WebSocket frames may be as large as an upload; uvicorn's default cap is 16 MiB.
     server_options = {
         "host": args.host,

@@ -8,8 +8,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from app.commands.arguments import DEVICE_HELP
+from app.commands.arguments import DEVICE_HELP, device_fault
 from data.records import DataError
+from model.options import device_name
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -45,13 +46,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "all: every distinct image (data the model never saw)",
     )
     evaluate.add_argument("--per-class", action="store_true", help="include per-class figures")
-    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
+    evaluate.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     evaluate.set_defaults(handler=run_eval)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from model.train import main
 
+    fault = device_fault(args.device)
+    if fault is not None:  # before the data is read (model/train.py resolves it only then)
+        print(f"error: {fault}", file=sys.stderr)
+        return 2
     # Recorded in the model, so that its card can say how to make it again.
     args.command_line = shlex.join(["greedysign", "train", *sys.argv[2:]])
     try:

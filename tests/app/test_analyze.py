@@ -79,5 +79,13 @@ def test_analyze_run_with_snapshots(synthetic, tmp_path, capsys):
 def test_analyze_errors_exit_2_with_a_reason(tiny_model_path, tmp_path, capsys):
     assert main(["analyze", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert "no snapshots" in capsys.readouterr().err
+    # A folder that is not there is no run, not a run without snapshots.
+    assert main(["analyze", str(tmp_path / "nosuch")]) == 2
+    error = capsys.readouterr().err
+    assert f"error: {tmp_path / 'nosuch'}: no such run folder" in error and "snapshots" not in error
+    assert main(["analyze", str(tiny_model_path)]) == 2
+    assert "is a file, not a run folder (give a model file with --model)" in (
+        capsys.readouterr().err
+    )
     assert main(["analyze", "--model", str(tiny_model_path)]) == 2
     assert "--data" in capsys.readouterr().err

@@ -6,11 +6,17 @@ import argparse
 import csv
 import dataclasses
 import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
 from app.cli import build_parser, main
 from data.load import load_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +177,11 @@ def test_eval_warns_of_a_folder_without_test_images(tiny_model_path, synthetic, 
     assert json.loads(captured.out)["images"] == 58
     assert f"warning: no test images of {model} in {other}" in captured.err
     assert str(synthetic) not in captured.err
-    # No folder covered at all stays an error.
+    # No folder covered at all stays an error, which says what to do about it.
     assert main(["eval", "--model", str(model), "--data", str(other)]) == 2
-    assert "no test images" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"error: no test images of {model} in {other}" in error
+    assert "--subset all scores every image given" in error
 
 
 def test_eval_refuses_a_dataset_of_other_classes(tiny_model_path, gtsrb_real, capsys):
@@ -212,6 +220,9 @@ def test_train_stopped_after_a_module_resumes_to_a_model(tmp_path, monkeypatch, 
              "--batch-size", "16", "--workers", "0"]  # fmt: skip
     assert main(["train", *flags, "--stop-after", "module1"]) == 0
     assert (out / "checkpoint.pth").is_file() and not (out / "model.pt").exists()
+    image = str(sorted((data / "images").iterdir())[0])
+    assert main(["predict", "--model", str(out), image]) == 2
+    assert "the run has not finished" in capsys.readouterr().err
     # Other epochs would resume at the wrong phase: refused as other CLI errors are.
     assert main(["train", *flags, "--epochs", "2", "--resume"]) == 2
     error = capsys.readouterr().err
@@ -219,3 +230,29 @@ def test_train_stopped_after_a_module_resumes_to_a_model(tmp_path, monkeypatch, 
     # The checkpoint the CLI wrote must read back (weights_only) for --resume.
     assert main(["train", *flags, "--resume"]) == 0
     assert (out / "model.pt").is_file()
+
+
+def test_eval_of_a_file_says_it_is_a_file(tiny_model_path, tmp_path, capsys):
+    a_file = tmp_path / "README.md"
+    a_file.write_text("# not a dataset\n")
+    assert main(["eval", "--model", str(tiny_model_path), "--data", str(a_file)]) == 2
+    assert f"{a_file}: is a file, not a dataset folder" in capsys.readouterr().err
+
+
+def test_the_license_is_an_spdx_expression():
+    # The TOML table form ({ text = "MIT" }) made every install print setuptools' deprecation.
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    assert not any(c.startswith("License ::") for c in project["project"].get("classifiers", []))
+
+
+def test_the_official_sample_script_shows_its_whole_description():
+    script = REPO_ROOT / "bench" / "tsrd_official_sample.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=True
+    )
+    help_text = " ".join(done.stdout.split())
+    # It stopped at "...so that the", the end of the docstring's first line.
+    assert "so that the paper's protocol (`greedysign train --split official`) can be run" in (
+        help_text
+    )

@@ -130,6 +130,15 @@ def test_an_empty_annotation_file_is_an_error(tmp_path, capsys) -> None:
     assert "GT-00003.csv:1: no annotation rows" in one_line_error(capsys.readouterr().err)
 
 
+def test_a_file_given_as_a_dataset_folder_is_said_to_be_a_file(tmp_path, capsys) -> None:
+    a_file = tmp_path / "README.md"
+    a_file.write_text("# not a dataset\n")
+    assert main(["data", "check", str(a_file)]) == 2
+    assert f"{a_file}: is a file, not a dataset folder" in one_line_error(capsys.readouterr().err)
+    assert main(["data", "check", str(tmp_path / "absent")]) == 2
+    assert "no such dataset folder" in one_line_error(capsys.readouterr().err)
+
+
 def test_csv_names_that_are_not_regular_files_are_left_alone(tmp_path, capsys) -> None:
     root = gtsrb_dataset(tmp_path / "gtsrb", ["good.ppm;40;30;5;4;35;26;3"])
     (root / "folder.csv").mkdir()
@@ -180,6 +189,21 @@ def test_a_file_that_is_not_a_model_is_a_one_line_error(tmp_path, capsys, comman
         assert str(model) in error and "not a GreedySign model" in error
 
 
+def test_torchs_loading_advice_stays_out_of_the_error_line(tmp_path, capsys) -> None:
+    image = tmp_path / "sign.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    readme = tmp_path / "README.md"
+    readme.write_text("# GreedySign\n\nTraffic-sign recognition.\n")
+    pickled_module = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), pickled_module)  # a whole pickled module, not weights
+    for model, gist in ((readme, "Unsupported operand"), (pickled_module, "Linear")):
+        assert main(["predict", "--model", str(model), str(image)]) == 2
+        error = one_line_error(capsys.readouterr().err)
+        assert error.startswith(f"error: {model}: not a GreedySign model file this version can")
+        fault = error.removeprefix(f"error: {model}")  # the path may hold any word
+        assert gist in fault and "weights_only" not in fault and len(fault) < 200, error
+
+
 def test_predict_refuses_top_k_below_one(tmp_path, capsys) -> None:
     for value in ("0", "-3", "many"):
         with pytest.raises(SystemExit) as exited:
@@ -220,11 +244,25 @@ def test_generators_refuse_a_folder_that_holds_a_dataset_or_a_file(
     }
     for out, fault in refused.items():
         # An empty data root: scenes and drives draw on procedural textures, quickly.
+        (tmp_path / "no-data").mkdir(exist_ok=True)
         extra = [] if generator == "synth" else ["--data-root", str(tmp_path / "no-data")]
         assert main([*command[:2], str(out), *command[2:], *extra]) == 2
         assert fault in one_line_error(capsys.readouterr().err)
     assert {path: path.read_bytes() for path in kept} == kept
     assert sorted(path.name for path in coco.iterdir()) == ["annotations.json"]
+
+
+@pytest.mark.parametrize("generator", ["scenes", "drives"])
+def test_generators_refuse_a_data_root_that_is_not_a_folder(tmp_path, capsys, generator) -> None:
+    # It drew on procedural textures alone, silently, as if the data were not there.
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    out = tmp_path / "out"
+    for root, fault in ((tmp_path / "nonexistent", "no such folder"), (a_file, "not a folder")):
+        command = GENERATORS[generator]
+        assert main([*command[:2], str(out), *command[2:], "--data-root", str(root)]) == 2
+        assert f"--data-root {root}: {fault}" in one_line_error(capsys.readouterr().err)
+    assert not out.exists()
 
 
 def test_synth_refuses_fewer_than_one_image_per_class(tmp_path, capsys) -> None:
@@ -253,3 +291,121 @@ def test_preview_refuses_sizes_below_one_and_an_out_it_cannot_write(tmp_path, ca
         assert main([*argv, "--image-size", "16", "--no-augment"]) == 2
         assert fault in one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "preview.txt").exists()
+
+
+# --- devices, ports and run folders --------------------------------------------------------
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+DEVICE_COMMANDS = {
+    "predict": lambda model, image: ["predict", "--model", model, image],
+    "eval": lambda model, image: ["eval", "--model", model, "--data", str(Path(image).parent)],
+    "detect": lambda model, image: ["detect", "--model", model, "--scene-model", model, image],
+    "analyze": lambda model, image: ["analyze", "--model", model, "--data", image],
+    "train": lambda model, image: ["train", "--data", str(Path(image).parent), "--epochs", "1"],
+    "serve": lambda model, image: ["serve", "--model", model],
+}
+
+
+@pytest.fixture
+def not_served(monkeypatch) -> list[dict]:
+    """uvicorn.run replaced by a recorder: a serve test that gets that far ends at once."""
+    import uvicorn
+
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("GREEDYSIGN_SCENES", "false")  # no shipped scene model to read
+    monkeypatch.delenv("GREEDYSIGN_API_KEY", raising=False)
+    return calls
+
+
+@pytest.mark.parametrize("command", sorted(DEVICE_COMMANDS))
+def test_a_malformed_device_is_refused_before_any_work(tmp_path, capsys, command) -> None:
+    # It was torch's traceback ("Expected one of cpu, cuda, ipu, ...") once a model loaded.
+    argv = DEVICE_COMMANDS[command](str(tmp_path / "model.pt"), str(tmp_path / "sign.png"))
+    for device in ("bogus", "cuda:x", "tpu"):
+        with pytest.raises(SystemExit) as exited:
+            main([*argv, "--device", device])
+        assert exited.value.code == 2
+        error = capsys.readouterr().err
+        assert f"argument --device: '{device}': a device must be auto" in error
+        assert "Traceback" not in error
+
+
+def test_device_names_that_resolve_are_taken() -> None:
+    from app.cli import build_parser
+
+    for device, parsed in (
+        ("auto", "auto"),
+        ("cpu", "cpu"),
+        ("cuda", "cuda"),
+        ("CUDA:1", "cuda:1"),
+    ):
+        for argv in (["predict", "x.png"], ["eval", "--data", "x"], ["train"], ["serve"]):
+            assert build_parser().parse_args([*argv, "--device", device]).device == parsed
+
+
+@NO_CUDA
+@pytest.mark.parametrize("command", sorted(DEVICE_COMMANDS))
+def test_cuda_asked_for_without_a_gpu_is_a_one_line_error(
+    tiny_model_path, tmp_path, capsys, command
+) -> None:
+    image = tmp_path / "sign.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    argv = DEVICE_COMMANDS[command](str(tiny_model_path), str(image))
+    assert main([*argv, "--device", "cuda"]) == 2
+    error = one_line_error(capsys.readouterr().err)
+    assert "device 'cuda' asked for, but no CUDA device is available" in error
+
+
+@NO_CUDA
+def test_serve_checks_the_device_before_it_starts(
+    tiny_model_path, not_served, monkeypatch, capsys
+) -> None:
+    # It printed the banner, then a traceback and "Application startup failed".
+    assert main(["serve", "--model", str(tiny_model_path), "--device", "cuda"]) == 2
+    assert "no CUDA device is available" in one_line_error(capsys.readouterr().err)
+    monkeypatch.setenv("GREEDYSIGN_DEVICE", "cuda:0")  # the environment's device too
+    assert main(["serve", "--model", str(tiny_model_path)]) == 2
+    assert "no CUDA device is available" in one_line_error(capsys.readouterr().err)
+    assert not_served == []
+
+
+def test_serve_takes_only_a_tcp_port(not_served, capsys) -> None:
+    # 99999 was taken, and the OS bound 99999 - 65536 = 34463.
+    for port in ("99999", "65536", "0", "-1", "http"):
+        with pytest.raises(SystemExit) as exited:
+            main(["serve", "--port", port])
+        assert exited.value.code == 2
+        assert "argument --port" in capsys.readouterr().err
+
+
+def test_the_banners_curl_carries_the_key_header_not_the_key(
+    tiny_model_path, not_served, monkeypatch, capsys
+) -> None:
+    argv = ["serve", "--model", str(tiny_model_path), "--device", "cpu", "--port", "65535"]
+    assert main(argv) == 0 and not_served[-1]["port"] == 65535
+    (curl,) = [line for line in capsys.readouterr().out.splitlines() if "curl" in line]
+    assert "X-API-Key" not in curl
+    monkeypatch.setenv("GREEDYSIGN_API_KEY", "s3cret-key")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    (curl,) = [line for line in out.splitlines() if "curl" in line]
+    assert curl.startswith("try: curl -H 'X-API-Key: <your key>' -F file=@")
+    assert "s3cret-key" not in out
+
+
+def test_an_unfinished_run_says_how_to_finish_it(tmp_path, capsys) -> None:
+    run = tmp_path / "runs" / "greedy-dib-seed0-20250101-120000"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pth").write_bytes(b"the last epoch's state")
+    image = tmp_path / "sign.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    for argv in (["predict", "--model", str(run), str(image)],
+                 ["eval", "--model", str(run), "--data", str(tmp_path)]):  # fmt: skip
+        assert main(argv) == 2
+        error = one_line_error(capsys.readouterr().err)
+        assert f"{run}: the run has not finished" in error
+        assert f"greedysign train --out {run} --resume" in error
+    # A folder with neither file is still no model.
+    assert main(["predict", "--model", str(tmp_path), str(image)]) == 2
+    assert "no model at" in one_line_error(capsys.readouterr().err)

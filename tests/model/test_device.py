@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from model.device import autocast_for, grad_scaler_for, memory_format_for, training_dtype
+from model.device import (
+    autocast_for,
+    grad_scaler_for,
+    memory_format_for,
+    resolve_device,
+    training_dtype,
+)
 
 CPU = torch.device("cpu")
 
@@ -26,3 +33,20 @@ def test_cpu_training_is_float32_unless_bf16_is_asked_for() -> None:
     assert training_dtype(CPU, cpu_bf16=True) == torch.bfloat16
     assert memory_format_for(CPU, cpu_bf16=True) == torch.channels_last
     assert not grad_scaler_for(CPU).is_enabled()  # bf16 has float32's range: no loss scaling
+
+
+def test_a_gpu_index_the_machine_lacks_is_refused(monkeypatch) -> None:
+    # torch.device("cuda:3") is made without a GPU; the error came at the first tensor moved.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"'cuda:2' asked for, but this machine has 2 CUDA"):
+        resolve_device("cuda:2")
+
+
+def test_cuda_without_a_gpu_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == CPU
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        resolve_device("cuda")
