@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -111,7 +112,7 @@ def read_rgb(path: Path, *, upright: bool = False, max_pixels: int | None = None
     """
     content = _file_bytes(path, "image")
     try:
-        with Image.open(io.BytesIO(content)) as image:
+        with _own_pixel_limit(max_pixels), Image.open(io.BytesIO(content)) as image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise DataError(
@@ -130,6 +131,16 @@ def read_rgb(path: Path, *, upright: bool = False, max_pixels: int | None = None
         raise DataError(path, None, f"image too large to decode ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(path, None, f"truncated or corrupt image ({error})") from None
+
+
+@contextmanager
+def _own_pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """With a limit of the caller's, PIL's warning past 89 MP is not shown: the limit asked
+    for is the one that holds (and PIL's error past twice that stays)."""
+    with warnings.catch_warnings():
+        if max_pixels is not None:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 # EXIF orientation -> the transposition that shows the picture upright (as ImageOps does).
