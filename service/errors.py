@@ -23,7 +23,7 @@ from fastapi.exceptions import (
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.types import Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketState
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,10 @@ class Unauthorized(ServiceError):
 
 class Forbidden(ServiceError):
     status_code, code = 403, "forbidden"
+
+
+class NotFound(ServiceError):
+    status_code, code = 404, "not_found"
 
 
 class UpgradeRequired(ServiceError):
@@ -205,6 +209,20 @@ async def _websocket_validation_error(
         await websocket.close(POLICY_VIOLATION, close_reason(refusal.message))
 
 
+def _refuse_unknown_websocket(not_found: ASGIApp) -> ASGIApp:
+    """The router's answer to a path no route serves: a WebSocket to one gets a JSON 404, as
+    HTTP does, rather than Starlette's bare close (which a client sees as an empty 403)."""
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await not_found(scope, receive, send)
+            return
+        refusal = NotFound(f"no WebSocket route at {scope.get('path', '')!r}: use /v1/stream")
+        await refuse_handshake(scope, send, refusal, POLICY_VIOLATION)
+
+    return answer
+
+
 async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=error)
     return JSONResponse(error_body("internal_error", "internal server error"), 500)
@@ -220,6 +238,7 @@ def describe_validation(error: ValidationException) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.router.default = _refuse_unknown_websocket(app.router.default)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)

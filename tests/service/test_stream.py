@@ -190,3 +190,16 @@ def test_plain_http_on_the_stream_path_is_told_to_upgrade(client) -> None:
     posted = client.post("/v1/stream")
     assert posted.status_code == 405 and posted.headers["Allow"] == "GET"
     assert posted.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_websocket_to_no_route_is_refused_with_a_json_404(client) -> None:
+    """Not Starlette's bare close, which a client reads as an empty 403."""
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        client.websocket_connect("/v1/streem"),
+    ):
+        pass
+    assert refused.value.status_code == 404
+    error = refused.value.json()["error"]
+    assert error["code"] == "not_found" and "/v1/stream" in error["message"]
+    assert client.get("/v1/streem").status_code == 404  # HTTP still gets the router's 404
