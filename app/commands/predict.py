@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--mask",
         choices=("none", "rle", "png"),
         default="none",
-        help="include the mask as COCO RLE or base64 PNG",
+        help="include the mask as COCO RLE or base64 PNG (the API's mask object)",
     )
     predict.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
     predict.set_defaults(handler=run_predict)
@@ -39,8 +39,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from data.images import MAX_USER_PIXELS, read_rgb
     from model.checkpoint import ModelFileError
-    from model.inference import Predictor, mask_to_png_base64, mask_to_rle
+    from model.inference import Predictor
     from model.runs import resolve_model
+    from service.schemas import MaskFormat, encode_mask
 
     fault = device_fault(args.device)
     if fault is not None:
@@ -61,21 +62,25 @@ def run_predict(args: argparse.Namespace) -> int:
             failures += 1
             continue
         (prediction,) = predictor.read_images([image], top_k=args.top_k)
+        # The fields and shapes of the API's answer (POST /v1/predict), less its timings.
+        mask = encode_mask(prediction.mask, MaskFormat(args.mask))
         line = {
             "image": str(path),
             "kind": prediction.kind,  # sign, unknown_sign or no_sign (then class_id is null)
             "class_id": prediction.class_id,
             "class_name": prediction.class_name,
             "confidence": round(prediction.confidence, 4),
-            "top_k": [[s.class_id, s.class_name, round(s.confidence, 4)] for s in prediction.top_k],
+            "top_k": [
+                {
+                    "class_id": s.class_id,
+                    "class_name": s.class_name,
+                    "confidence": round(s.confidence, 4),
+                }
+                for s in prediction.top_k
+            ],
             "box": prediction.box,
+            "mask": None if mask is None else mask.model_dump(mode="json"),
+            "image_size": list(prediction.mask.shape),
         }
-        if args.mask == "rle":
-            line["mask"] = {
-                "size": list(prediction.mask.shape),
-                "counts": mask_to_rle(prediction.mask),
-            }
-        elif args.mask == "png":
-            line["mask"] = mask_to_png_base64(prediction.mask)
         print(json.dumps(line), flush=True)
     return 1 if failures else 0

@@ -122,11 +122,13 @@ def test_predict_prints_one_json_line_per_image(tiny_model_path, synthetic, caps
     assert [line["image"] for line in lines] == [str(p) for p in images]
     for line in lines:
         assert line["kind"] in {"sign", "unknown_sign", "no_sign"} and len(line["top_k"]) == 5
+        assert set(line["top_k"][0]) == {"class_id", "class_name", "confidence"}  # as the API
         if line["kind"] == "sign":
             assert 0 <= line["class_id"] < 58
         else:
             assert line["class_id"] is None and line["class_name"] in {"unknown sign", "no sign"}
-        assert sum(line["mask"]["counts"]) == line["mask"]["size"][0] * line["mask"]["size"][1]
+        assert line["mask"]["format"] == "rle" and line["mask"]["size"] == line["image_size"]
+        assert sum(line["mask"]["data"]) == line["mask"]["size"][0] * line["mask"]["size"][1]
 
 
 def test_eval_prints_the_metrics(tiny_model_path, synthetic, capsys):
