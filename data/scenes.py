@@ -1112,7 +1112,9 @@ def sign_annotation(
         "bbox": [x1, y1, x2 - x1, y2 - y1],
         "area": int(sign.mask.sum()),
         "segmentation": rle_encode_box(sign.mask, sign.box, height, width),
-        "iscrowd": 0,
+        # Stock pycocotools takes `ignore` from `iscrowd` (it overwrites the field), so a sign
+        # too small to count is marked in both for other tools to skip it as ours does.
+        "iscrowd": int(sign.ignore),
         "ignore": sign.ignore,
         "visible": sign.visible,
         "source": sign.source,

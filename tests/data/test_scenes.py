@@ -24,6 +24,7 @@ from data.scenes import (
     SceneSources,
     _occlude,
     _Placed,
+    sign_annotation,
     write_scenes,
 )
 from data.sign_cutouts import synthetic_cutout
@@ -198,6 +199,9 @@ def test_ignore_marks_tiny_signs(tmp_path):
     signs = [s for i in range(6) for s in SceneGenerator(NO_REAL_DATA, config).render(0, i).signs]
     assert any(s.ignore for s in signs) and not all(s.ignore for s in signs)
     assert all(s.ignore == (s.size < config.ignore_below) for s in signs)
+    # Marked for stock pycocotools too, which reads `ignore` from `iscrowd`.
+    annotations = [sign_annotation(s, 1, 0, config.height, config.width) for s in signs]
+    assert all(a["iscrowd"] == int(a["ignore"]) for a in annotations)
 
 
 def test_coco_round_trips_through_the_reader(written, scenes):
