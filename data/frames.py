@@ -5,7 +5,9 @@ A frames folder holds `annotations.json` and `images/` (the DFG frames, and the 
 `FrameRecord` per image, each with its `FrameInstance`s:
 
 - `box` (x1, y1, x2, y2) in image pixels, right and bottom edges exclusive: the pixels
-  covered by COCO's `bbox` [x, y, w, h] (floor of x, y; ceil of x + w, y + h);
+  covered by COCO's `bbox` [x, y, w, h] (floor of x, y; ceil of x + w, y + h), for cutting;
+  `exact_box`, the same corners as annotated (fractional after `resize_frames` shrank a
+  polygon), for scoring, which outward rounding would loosen by up to two pixels a side;
 - `segmentation`: polygons (each an Nx2 float array of x, y in pixel coordinates, where a
   pixel (col, row) spans [col, col + 1) x [row, row + 1)), or a COCO RLE dict
   {"size": [height, width], "counts": str | list[int]}, or None when the annotation has none;
@@ -68,6 +70,7 @@ class FrameInstance:
     area: float = 0.0
     track_id: int | None = None  # the same physical sign across a video's frames
     source: str = ""  # where a generated sign came from ("tt100k:pl40/1.png"); "" if unsaid
+    exact_box: tuple[float, float, float, float] | None = None  # None: `box` is exact
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -273,6 +276,10 @@ def resize_frames(root: Path | str, out: Path | str, scale: float) -> int:
             mask = covered >= 0.5
             resized["segmentation"] = rle_encode(mask)
             resized["area"] = int(mask.sum())
+            tight = mask_box(mask)
+            if tight is not None:  # the box of the mask as it now is, as for a generated sign
+                x1, y1, x2, y2 = tight
+                resized["bbox"] = [x1, y1, x2 - x1, y2 - y1]
         else:
             if segmentation:
                 resized["segmentation"] = [
@@ -470,6 +477,7 @@ def _instance(
     if not _is_int(category_id) or category_id not in categories:
         raise DataError(path, None, f"{where}: category_id {category_id!r} is not a category")
     box = _box(entry.get("bbox"), width, height, where, path)
+    x, y, w, h = map(float, entry["bbox"])
     segmentation = _segmentation(entry.get("segmentation"), width, height, where, path)
     ignore, crowd = entry.get("ignore", False), entry.get("iscrowd", 0)
     for name, value in (("ignore", ignore), ("iscrowd", crowd)):
@@ -494,6 +502,7 @@ def _instance(
         area=float(area),
         track_id=track_id,
         source=source,
+        exact_box=None if (x, y, x + w, y + h) == box else (x, y, x + w, y + h),
     )
 
 

@@ -4,10 +4,10 @@ Matching is pycocotools' (COCOeval, bbox, one IoU threshold, class-agnostic): de
 taken best score first, each matched to the unmatched ground-truth sign it overlaps most
 (IoU >= 0.5). A sign marked `ignore` is a COCO crowd region: it counts neither as a sign to
 find nor, when a detection lands on it (intersection over the detection's area >= 0.5), as a
-false sign. Sizes are bucketed by the longer side of the ground-truth box (< 32, 32-96,
-> 96 px): COCO's area ranges are given the squared longer side instead of the area, so
-its own size filter buckets them (an unmatched detection falls into the bucket of its own
-longer side, as COCO does).
+false sign. Sizes are bucketed by the longer side of the ground-truth box as annotated, to
+the nearest pixel (< 32, 32-96, > 96 px): COCO's area ranges are given the squared longer
+side instead of the area, so its own size filter buckets them (an unmatched detection falls
+into the bucket of its own longer side, as COCO does).
 
 Reported: precision, recall and F1 at IoU 0.5, recall per size and for signs of 32 px and
 more, false signs per frame, and precision, recall and false signs per frame for the bar of
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,8 +84,10 @@ class _Counts:
 
 
 def _longer_side_squared(box: Sequence[float]) -> float:
+    """The size key of the buckets: the longer side to the nearest whole pixel (an exact box
+    of a shrunk set has fractional sides), squared."""
     x1, y1, x2, y2 = box
-    return float(max(x2 - x1, y2 - y1)) ** 2
+    return float(math.floor(max(x2 - x1, y2 - y1) + 0.5)) ** 2
 
 
 def _coco(frames: Sequence[FrameRecord], annotations: list[dict]) -> COCO:
@@ -112,14 +115,15 @@ def match(
     truth, results = [], []
     for index, frame in enumerate(frames):
         for number, sign in enumerate(frame.instances):
-            x1, y1, x2, y2 = sign.box
+            box = sign.exact_box or sign.box  # as annotated, not rounded outward
+            x1, y1, x2, y2 = box
             truth.append(
                 {
                     "id": len(truth) + 1,
                     "image_id": index,
                     "category_id": 1,
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": _longer_side_squared(sign.box),
+                    "area": _longer_side_squared(box),
                     "iscrowd": int(sign.ignore),
                     "ignore": int(sign.ignore),
                     "_index": number,

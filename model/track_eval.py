@@ -132,7 +132,8 @@ def score(
         for frame, answer in zip(frames, answers, strict=True):
             counted = [sign for sign in frame.instances if not sign.ignore]
             ignored = [sign for sign in frame.instances if sign.ignore]
-            truth = np.array([sign.box for sign in counted], np.float64).reshape(-1, 4)
+            truth = [sign.exact_box or sign.box for sign in counted]  # as annotated
+            truth = np.array(truth, np.float64).reshape(-1, 4)
             boxes = np.array([one.box for one in answer], np.float64).reshape(-1, 4)
             overlap = iou_matrix(truth, boxes)
             kept = [

@@ -391,6 +391,18 @@ def test_resize_frames_halves_images_boxes_and_masks(tmp_path):
             resize_frames(source, tmp_path / "bad", scale=scale)
 
 
+def test_a_shrunk_set_keeps_its_boxes_exact(tmp_path):
+    """Shrinking makes box corners fractional: a polygon keeps them as `exact_box` (its
+    `box` rounded outward, for cutting), an RLE sign gets its shrunk mask's own tight box."""
+    _coco_set(tmp_path / "set")
+    resize_frames(tmp_path / "set", tmp_path / "small", scale=0.375)  # 64x48 -> 24x18
+    polygon, rle = read_coco_frames(tmp_path / "small")[0].instances
+    assert polygon.exact_box == (3.75, 1.875, 11.25, 5.625) and polygon.box == (3, 1, 12, 6)
+    assert rle.exact_box is None and rle.box == mask_box(instance_mask(rle, 18, 24))
+    unshrunk, _ = read_coco_frames(tmp_path / "set")[0].instances
+    assert unshrunk.exact_box is None  # whole-pixel corners: `box` is exact
+
+
 def test_resize_frames_command(tmp_path, capsys):
     _coco_set(tmp_path / "set")
     out = tmp_path / "small"

@@ -60,3 +60,26 @@ def test_a_frame_decoded_to_another_size_than_its_entry_is_refused(tmp_path, mon
     monkeypatch.setattr(detect_eval, "read_rgb", functools.partial(read_rgb, upright=True))
     with pytest.raises(DataError, match=r"1\.jpg: decoded image is 96x160, but .* says 160x96"):
         evaluate_folder(root, _red_finder)
+
+
+def test_signs_are_scored_at_their_exact_boxes(tmp_path):
+    """A shrunk set's fractional boxes are matched and sized as annotated. Rounded outward,
+    the 2.2-px sign below would be 4 px, its tight detection's IoU 0.25 rather than 0.83
+    (missed), and the 31.4-px sign 32 px, a sign of the bar."""
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (64, 48)).save(tmp_path / "images" / "a.png")
+    document = {
+        "images": [{"id": 0, "file_name": "a.png", "width": 64, "height": 48}],
+        "annotations": [
+            {"id": 1, "image_id": 0, "category_id": 1, "bbox": [2.9, 2.9, 2.2, 2.2]},
+            {"id": 2, "image_id": 0, "category_id": 1, "bbox": [0.3, 20.5, 31.4, 10]},
+        ],
+        "categories": [{"id": 1, "name": "sign"}],
+    }
+    (tmp_path / "annotations.json").write_text(json.dumps(document))
+    frames = detect_eval.read_coco_frames(tmp_path)
+    tight = Detection((3, 3, 5, 5), np.ones((2, 2), bool), 0.9, None, "", "unknown_sign", 0.9)
+    counts, matched = detect_eval.match(frames, [[tight]])
+    assert matched == [(0, 0, 0)]
+    assert (counts["small (<32)"].signs, counts["small (<32)"].found) == (2, 1)
+    assert counts["32 and more"].signs == 0
