@@ -616,7 +616,7 @@ def _train(
             )
     start_phase, start_epoch, history = 0, 0, []
     if resumed is not None:
-        _check_resumable(resumed, args.out, data, phases)
+        _check_resumable(resumed, args, data, phases)
         try:
             model.load_state_dict(resumed["model"])
         except RuntimeError:
@@ -771,10 +771,44 @@ def _check_out(out: Path | None, resume: bool) -> None:
         )
 
 
+# What a run learns with, beside its data (the fingerprint), its phases (the plan) and its
+# network (the checkpoint must fit it): resumed with other values, its record would name only
+# the new ones. Others may change (--workers, --device, --cpu-bf16, --snapshot-every, ...).
+_LEARNS_WITH = (
+    "reg",
+    "beta",
+    "alpha",
+    "pool_to",
+    "lambda_mask",
+    "lambda_recon",
+    "label_smoothing",
+    "cache_prefix",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "balance",
+)
+
+
 def _check_resumable(
-    resumed: dict[str, Any], out: Path, data: TrainData, phases: list[Phase]
+    resumed: dict[str, Any], args: argparse.Namespace, data: TrainData, phases: list[Phase]
 ) -> None:
     """Refuse to continue a run with arguments that would make it another run."""
+    out = args.out
+    then, now = resumed.get("args", {}), recorded_args(args)
+    changed = [name for name in _LEARNS_WITH if name in then and then[name] != now.get(name)]
+    if changed:
+        flags = [f"--{name.replace('_', '-')}" for name in changed]
+        was = ", ".join(f"{flag} {then[name]}" for flag, name in zip(flags, changed, strict=True))
+        raise SystemExit(
+            f"{out} was trained with {was}; these arguments give "
+            + ", ".join(
+                f"{flag} {now.get(name)}" for flag, name in zip(flags, changed, strict=True)
+            )
+            + ": resume with the run's own arguments"
+        )
     recorded = resumed["info"].get("data_fingerprint")
     if recorded and recorded != data.fingerprint:
         raise SystemExit(

@@ -340,6 +340,11 @@ def test_resume_refuses_other_data_or_another_network(tiny_synthetic, tmp_path, 
     main(_args(tiny_synthetic, out, "--stop-after", "module1"))
     with pytest.raises(SystemExit, match="another split or other data"):
         main(_args(tiny_synthetic, out, "--seed", "1", "--resume"))
+    # Its record would name only the new values.
+    with pytest.raises(
+        SystemExit, match=r"with --beta 0\.01, --lr 0\.003; .* --beta 1\.0, --lr 0\.1"
+    ):
+        main(_args(tiny_synthetic, out, "--beta", "1", "--lr", "0.1", "--resume"))
     with pytest.raises(SystemExit, match="does not fit the network"):
         main(_args(tiny_synthetic, out, "--image-size", str(2 * SIZE), "--resume"))
     sgd = tmp_path / "sgd"
