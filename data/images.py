@@ -10,12 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data.records import DataError, SignRecord
+
+if TYPE_CHECKING:
+    import av
 
 # Image, mask and annotation files are read only when they are regular files of at most this
 # size: a FIFO would block the reader for ever, and a link to /dev/zero would feed it without end.
@@ -240,6 +243,21 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
     if image.has_transparency_data:
         image = _over_white(image)
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def video_frame_quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that set a decoded video frame upright: phones store a
+    portrait video landscape, with a display rotation in its header (PyAV's `rotation`, in
+    degrees counter-clockwise, -90 for such a video), as they store a photo with EXIF."""
+    return round(frame.rotation / 90) % 4
+
+
+def upright_video_frame(frame: av.VideoFrame, **conversion: Any) -> np.ndarray:
+    """A decoded video frame as HxWx3 uint8 RGB, turned upright as players show it.
+    `conversion` (width, height, interpolation) scales the frame as stored, before it turns."""
+    rgb = frame.to_ndarray(format="rgb24", **conversion)
+    turns = video_frame_quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def ground_truth_mask(record: SignRecord) -> np.ndarray:

@@ -62,7 +62,7 @@ from data.frames import (
     read_coco_frames,
     rle_encode_box,
 )
-from data.images import read_rgb
+from data.images import read_rgb, upright_video_frame
 from data.records import Box, DataError, box_area, box_overlap
 from data.sign_cutouts import (
     Cutout,
@@ -430,7 +430,7 @@ class SceneGenerator:
                 skip = round(VIDEO_SKIP_SECONDS * rate)
                 for number, frame in enumerate(container.decode(stream)):
                     if number >= skip and (number - skip) % VIDEO_STRIDE == 0:
-                        frames.append(encode_jpeg(frame.to_ndarray(format="rgb24"), 95))
+                        frames.append(encode_jpeg(upright_video_frame(frame), 95))
                         numbers.append(number)
         except (av.FFmpegError, OSError) as error:
             raise DataError(

@@ -34,7 +34,7 @@ import numpy as np
 
 from data.classes import sign_classes
 from data.frames import FrameRecord, read_coco_frames
-from data.images import read_rgb
+from data.images import read_rgb, upright_video_frame
 from data.records import Box, DataError, box_overlap
 from model.detect import Detector
 from model.reading import cut, grown
@@ -70,7 +70,7 @@ def _sampled_frames(path: Path, skip_seconds: float, step: int) -> Frames:
                 if frame.time is not None and frame.time < skip_seconds:
                     continue
                 if number % step == 0:
-                    yield number, frame.to_ndarray(format="rgb24"), []
+                    yield number, upright_video_frame(frame), []
         except av.FFmpegError as error:
             where = f"after frame {number}" if number >= 0 else "before its first frame"
             fault = f"the video is truncated or corrupt {where} ({error.strerror or error})"

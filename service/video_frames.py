@@ -26,6 +26,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from data.images import upright_video_frame, video_frame_quarter_turns
 from service.decode import MAX_JPEG_SCANS, jpeg_scans
 from service.errors import (
     ImageTooLarge,
@@ -197,7 +198,11 @@ class VideoReader:
             while step and next_time <= pts_s:
                 next_time += step
             yielded += 1
-            yield VideoFrame(index, pts_s, _rgb(frame, shrink_to), (frame.height, frame.width))
+            # Upright, as players show it; so is the size.
+            size = (frame.height, frame.width)
+            if video_frame_quarter_turns(frame) % 2:
+                size = size[::-1]
+            yield VideoFrame(index, pts_s, _rgb(frame, shrink_to), size)
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
         """The stream's frames as they decode, an MJPEG picture's scans counted first."""
@@ -253,13 +258,13 @@ class VideoReader:
 
 
 def _rgb(frame: av.VideoFrame, shrink_to: int | None) -> np.ndarray:
-    """The frame as HxWx3 uint8 RGB; with `shrink_to`, scaled down by an integer factor (area
-    averaging) in the same conversion, both sides kept at least `shrink_to`."""
+    """The frame as HxWx3 uint8 RGB, upright; with `shrink_to`, scaled down by an integer
+    factor (area averaging) in the same conversion, both sides kept at least `shrink_to`."""
     factor = min(frame.width, frame.height) // shrink_to if shrink_to else 1
     if factor < 2:
-        return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(
-        format="rgb24",
+        return upright_video_frame(frame)
+    return upright_video_frame(
+        frame,
         width=max(1, frame.width // factor),
         height=max(1, frame.height // factor),
         interpolation="AREA",

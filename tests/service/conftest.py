@@ -72,12 +72,17 @@ def write_video(
     rate: int = 10,
     size: tuple[int, int] = (64, 48),
     options: dict | None = None,
+    display_rotation: int = 0,
 ) -> Path:
-    """A small synthetic video: the sign scene with the square drifting a pixel per frame."""
+    """A small synthetic video: the sign scene with the square drifting a pixel per frame;
+    `display_rotation` (degrees counter-clockwise, -90 for a phone's portrait video) is
+    written to its header for players to turn it by."""
     width, height = size
     with av.open(str(path), "w", format=container, options=options or {}) as output:
         stream = output.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if display_rotation:
+            stream.set_display_rotation(display_rotation)
         for index in range(frames):
             image = np.roll(sign_scene(width, height), index, axis=1)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import features
 
 from service.app import create_app
-from service.video_frames import sniff_container
+from service.video_frames import VideoReader, sniff_container
 
 
 def post_video(client, path: Path, **params) -> list[dict]:
@@ -45,6 +46,22 @@ def test_every_container_streams_one_line_per_frame_then_a_summary(
     assert all(line["image_size"] == [48, 64] and line["mask"] is None for line in frames)
     assert summary["frames"] == summary["decoded"] == 12
     assert summary["video"]["width"] == 64 and summary["video"]["fps"] == pytest.approx(10)
+
+
+def test_a_phone_video_is_read_upright(client, media, tmp_path) -> None:
+    """Stored landscape with a display rotation, as phones store portrait video: its frames
+    are turned as players turn them (as photos are by EXIF), and so are their sizes."""
+    plain = media.video(tmp_path / "plain.mp4", frames=2)
+    turned = media.video(tmp_path / "turned.mp4", frames=2, display_rotation=-90)
+    with plain.open("rb") as stored, turned.open("rb") as phone:
+        for as_stored, shown in zip(
+            VideoReader(stored, 10**6).frames(None, 2),
+            VideoReader(phone, 10**6).frames(None, 2),
+            strict=True,
+        ):
+            assert shown.size == (64, 48) and as_stored.size == (48, 64)
+            assert (shown.rgb == np.rot90(as_stored.rgb, -1)).all()  # a quarter turn clockwise
+    assert all(line["image_size"] == [64, 48] for line in post_video(client, turned)[:-1])
 
 
 def test_frames_are_sampled_at_the_asked_rate(client, media, tmp_path) -> None:
