@@ -75,10 +75,10 @@ class DetectConfig:
     eightfold is a sign larger than any it saw (BENCHMARKS.md section 6, "Small frames
     enlarged"). `tile`: 0 runs the whole resized frame at once; else it runs in tile x tile
     pieces (a multiple of 32) that overlap by `overlap` pixels (default: 64, at most half the
-    tile, so that a tile of 32 or 64 needs no overlap of its own), their probabilities merged by
-    maximum (bounds the memory of a large `long_side`; the answers are close to the whole
-    frame's, not equal: near a tile's edge the network sees less context, and the tiles
-    start where they spread evenly over the frame, not at multiples of 32).
+    tile, so that a tile of 32 or 64 needs no overlap of its own), each pixel taken from the
+    tile it lies deepest inside (bounds the memory of a large `long_side`; the answers are
+    close to the whole frame's, not equal: a tile sees less context, and the tiles start
+    where they spread evenly over the frame, not at multiples of 32).
     `threshold`: a pixel is a sign pixel from this probability on. `min_area`: components
     smaller than this many pixels at the working size are noise. `margin`: the crop read by
     the classifier extends the box by this share of its width (height) on each side; 0.1
@@ -209,18 +209,31 @@ def prepare_frame(rgb: np.ndarray, config: DetectConfig) -> FrameInput:
 
 def stitch(probabilities: np.ndarray, frame: FrameInput) -> np.ndarray:
     """[N, C, th, tw] tile probabilities -> the [C, h, w] maps of the resized frame (padding
-    cut)."""
+    cut). Each pixel comes from the tile it lies deepest inside, the overlaps cut at their
+    middle: near its cut edge a tile sees part of a sign and may draw it a core of its own,
+    which a maximum over the tiles would keep, parting the sign in two."""
     if len(probabilities) != len(frame.origins):
         raise ValueError(f"{len(probabilities)} maps for {len(frame.origins)} tiles")
     (h, w), padded = frame.geometry.resized, frame.geometry.padded
     if len(probabilities) == 1:
         return probabilities[0][:, :h, :w]
     channels, th, tw = probabilities.shape[1:]
+    rows = _owned_spans([y for y, _ in frame.origins], th, padded[0])
+    columns = _owned_spans([x for _, x in frame.origins], tw, padded[1])
     full = np.zeros((channels, *padded), np.float32)
     for probability, (y, x) in zip(probabilities, frame.origins, strict=True):
-        window = full[:, y : y + th, x : x + tw]
-        np.maximum(window, probability, out=window)
+        (y1, y2), (x1, x2) = rows[y], columns[x]
+        full[:, y1:y2, x1:x2] = probability[:, y1 - y : y2 - y, x1 - x : x2 - x]
     return full[:, :h, :w]
+
+
+def _owned_spans(origins: Sequence[int], tile: int, length: int) -> dict[int, tuple[int, int]]:
+    """Along one axis, the span [start, end) each tile's map is taken for: from the middle of
+    its overlap with the tile before to the middle of that with the tile after."""
+    starts = sorted(set(origins))
+    cuts = [(before + tile + after) // 2 for before, after in zip(starts, starts[1:], strict=False)]
+    bounds = [0, *cuts, length]
+    return {start: (bounds[i], bounds[i + 1]) for i, start in enumerate(starts)}
 
 
 # --- the scene model -------------------------------------------------------------------------

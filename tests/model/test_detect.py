@@ -104,6 +104,21 @@ def test_tiled_probabilities_stitch_back_into_the_frame() -> None:
     np.testing.assert_array_equal(stitch(tiles, frame), truth[:, :360, :640])
 
 
+def test_each_pixel_comes_from_the_tile_it_lies_deepest_inside() -> None:
+    """Near its cut edge a tile sees part of a sign and may draw it a core of its own there:
+    the tile that sees it whole decides (a maximum over the tiles kept the stray core, and
+    detection parted the sign in two)."""
+    config = DetectConfig(long_side=640, tile=128, overlap=32)
+    frame = prepare_frame(np.zeros((360, 640, 3), np.uint8), config)
+    truth = np.random.default_rng(0).random((1, *frame.geometry.padded)).astype(np.float32)
+    tiles = np.stack([truth[:, y : y + 128, x : x + 128] for y, x in frame.origins])
+    (_, left), (_, right) = frame.origins[:2]  # two neighbours along the first row
+    assert left + 128 - right >= 32
+    tiles[0, :, :, -4:] = 1.0  # at its right cut edge, 4 px inside its neighbour's overlap
+    tiles[1, :, :, :4] = 1.0  # and the neighbour's at its left one
+    np.testing.assert_array_equal(stitch(tiles, frame), truth[:, :360, :640])
+
+
 # --- instances -----------------------------------------------------------------------------
 
 
