@@ -16,7 +16,8 @@ frame (x1, y1, x2, y2 each: a sign grows as the car nears it). On each frame:
 
 The class of a track is a vote over its frames: each frame's answer (a class, or "unknown
 sign") weighs its confidence, and the answer with the largest total wins, so one misread
-frame does not relabel a sign. One tracker per video or stream; images need none.
+frame does not relabel a sign whose other frames' confidences add up to more (one frame at
+0.95 does outweigh three at 0.3). One tracker per video or stream; images need none.
 """
 
 from __future__ import annotations
