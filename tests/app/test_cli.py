@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import build_parser, main
+from app.commands import predict
 from data.load import load_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +130,29 @@ def test_predict_prints_one_json_line_per_image(tiny_model_path, synthetic, caps
             assert line["class_id"] is None and line["class_name"] in {"unknown sign", "no sign"}
         assert line["mask"]["format"] == "rle" and line["mask"]["size"] == line["image_size"]
         assert sum(line["mask"]["data"]) == line["mask"]["size"][0] * line["mask"]["size"][1]
+
+
+def test_predict_reads_photos_in_runs_and_keeps_their_order(
+    tiny_model_path, synthetic, tmp_path, capsys, monkeypatch
+):
+    """Photos are read in batches; a file that is no photo answers in its place, and the
+    answers are those of each photo read alone."""
+    images = [str(p) for p in sorted((synthetic / "images").iterdir())[:5]]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    asked = [*images[:2], str(broken), *images[2:]]
+    model = ["--model", str(tiny_model_path)]
+    assert main(["predict", *model, *asked]) == 1
+    batched = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    monkeypatch.setattr(predict, "RUN_IMAGES", 1)
+    assert main(["predict", *model, *asked]) == 1
+    alone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["image"] for line in batched] == asked
+    assert "error" in batched[2] and "error" not in batched[3]
+    for one, other in zip(batched, alone, strict=True):
+        assert one.keys() == other.keys() and one.get("box") == other.get("box")
+        assert one.get("class_id") == other.get("class_id")
+        assert one.get("confidence", 0) == pytest.approx(other.get("confidence", 0), abs=1e-3)
 
 
 def test_eval_prints_the_metrics(tiny_model_path, synthetic, capsys):
