@@ -13,6 +13,8 @@ A frame is built as follows.
   warning signs), a mosaic of TT100K negative patches, or a DFG frame with every annotated
   sign painted out (cv2.inpaint over the dilated polygons); scaled to cover the output size,
   zoomed, cropped and sometimes mirrored. With none of them at hand, a procedural texture.
+  DFG leaves some signs unannotated (most under 35 px, a few boards and name plates): at
+  least 6 of its 35 frames keep one after painting out, unmarked in the scenes drawn on them.
 - Signs (between `config.signs` bounds; the cutouts of data/sign_cutouts.py): a synthetic
   drawing (data/synth_signs.py, exact alpha), a TT100K crop or a TSRD crop cut to its box,
   the real crops cut with the outline of their family (disc, triangle, inverted triangle,
