@@ -136,6 +136,14 @@ class Settings(BaseSettings):
         le=3600,
         description="longest wait for the next part of a request body (408, connection closed)",
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="longest wait for a request's head (request line and headers), from the "
+        "connection's start or the end of the previous response, and for an idle keep-alive "
+        "connection (then the connection closes)",
+    )
     early_key_check: bool = Field(
         True,
         description="check X-API-Key (and the WebSocket's origin) from the request headers, "

@@ -108,6 +108,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from model.inference import Predictor
     from model.runs import resolve_model
     from service.app import scene_model_path
+    from service.connections import server_options
 
     # Before the models are read and uvicorn starts: else a device that is not there is the
     # traceback of a failed application start-up.
@@ -134,24 +135,21 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"GreedySign service on {url}  (API docs: {url}/docs), model {model}")
     print(f"scene model (whole frames, /v1/detect): {scene_model or 'none'}")
     print(try_line(url, key_set=settings.api_key is not None), flush=True)
-    # WebSocket frames may be as large as an upload; uvicorn's default cap is 16 MiB.
-    server_options = {
+    options = {
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
-        "ws_max_size": settings.max_upload_bytes + 4096,
+        **server_options(settings),
     }
     if args.workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings, web_dir=settings.web_dir), **server_options)
+        uvicorn.run(create_app(settings, web_dir=settings.web_dir), **options)
         return 0
     # Worker processes build their own app from the environment: pass the flags on there.
     for name in _SETTING_FLAGS:
         value = getattr(settings, name)
         if value is not None:
             os.environ[f"GREEDYSIGN_{name.upper()}"] = str(value)
-    uvicorn.run(
-        "service.app:app_from_environment", factory=True, workers=args.workers, **server_options
-    )
+    uvicorn.run("service.app:app_from_environment", factory=True, workers=args.workers, **options)
     return 0

@@ -36,6 +36,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from service.app import create_app
+from service.connections import server_options
 from service.decode import MAX_JPEG_SCANS, ImageLimits, decode_image, jpeg_scans
 from service.errors import InvalidImage
 
@@ -72,8 +73,8 @@ def serve_in_thread(settings) -> Iterator[LiveServer]:
     config = uvicorn.Config(
         create_app(settings),
         log_level="warning",
-        ws_max_size=settings.max_upload_bytes + 4096,
         timeout_graceful_shutdown=2,
+        **server_options(settings),  # as `greedysign serve` runs it
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
@@ -114,8 +115,10 @@ def guarded(make_settings) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def impatient(make_settings) -> Iterator[LiveServer]:
-    """No key; a one-second body-read timeout and a half-second video deadline."""
+    """No key; one second for a request's head or the next part of its body, a half-second
+    video deadline."""
     settings = make_settings(
+        header_timeout_s=1.0,
         body_read_timeout_s=1.0,
         video_deadline_s=0.5,
         max_video_bytes=16 * MiB,
@@ -427,6 +430,27 @@ def test_an_idle_upload_gets_a_408_and_is_closed(impatient) -> None:
             sock.close()
     with impatient.client() as client:  # and the server still serves
         assert client.post("/v1/predict", files={"file": ("a.png", png())}).status_code == 200
+
+
+def test_a_connection_that_sends_no_whole_head_is_closed(impatient) -> None:
+    """uvicorn waits for a request's head for ever: a client that connected and sent nothing,
+    or half a header, held its socket (a file descriptor) as long as it liked."""
+    silent = [open_stalled(impatient.port, b"") for _ in range(10)]
+    halves = [
+        open_stalled(impatient.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(10)
+    ]
+    started = time.monotonic()
+    try:
+        assert all(closed_by_server(sock) for sock in silent + halves)
+        assert time.monotonic() - started < 5  # the deadline is 1 s
+    finally:
+        for sock in silent + halves:
+            sock.close()
+    # A client that keeps its connection between requests, each head sent whole, is served.
+    with impatient.client() as client:
+        for _ in range(3):
+            assert client.get("/healthz").status_code == 200
+            time.sleep(0.4)
 
 
 # --- 3. the key, from the headers -----------------------------------------------------------
