@@ -49,6 +49,7 @@ import torch
 import websockets
 from PIL import Image
 
+from data.images import upright_video_frame
 from model.detect import DetectConfig, SceneSegmenter
 from model.inference import Predictor
 from model.runs import resolve_model
@@ -117,7 +118,7 @@ def video_frames_as_jpeg(path: Path, count: int) -> list[bytes]:
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             buffer = io.BytesIO()
-            frame.to_image().save(buffer, format="JPEG", quality=85)
+            Image.fromarray(upright_video_frame(frame)).save(buffer, format="JPEG", quality=85)
             frames.append(buffer.getvalue())
             if len(frames) == count:
                 break

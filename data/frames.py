@@ -72,6 +72,11 @@ class FrameInstance:
     source: str = ""  # where a generated sign came from ("tt100k:pl40/1.png"); "" if unsaid
     exact_box: tuple[float, float, float, float] | None = None  # None: `box` is exact
 
+    @property
+    def scored_box(self) -> tuple[float, float, float, float]:
+        """The box evaluation scores against: as annotated, not rounded outward."""
+        return self.box if self.exact_box is None else self.exact_box
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FrameRecord:
@@ -232,7 +237,8 @@ def resize_frames(root: Path | str, out: Path | str, scale: float) -> int:
     shrunk by `scale`: what a lower-resolution camera sees of the same scenes, for measuring
     a detector on low-resolution frames. Pixels and RLE masks are averaged over the area each
     new pixel covers (a mask pixel is set where at least half of it was, so thin parts
-    survive); boxes and polygons are scaled. Every other entry and key is copied unchanged.
+    survive), and an RLE sign's box is its shrunk mask's; other boxes and polygons are scaled
+    (their corners may become fractional). Every other entry and key is copied unchanged.
     Returns the number of frames written.
 
     Nothing is written outside `out`, and nothing of the source is overwritten: `out` must
@@ -502,7 +508,7 @@ def _instance(
         area=float(area),
         track_id=track_id,
         source=source,
-        exact_box=None if (x, y, x + w, y + h) == box else (x, y, x + w, y + h),
+        exact_box=_exact_box(x, y, w, h, width, height, box),
     )
 
 
@@ -520,6 +526,15 @@ def _box(bbox: Any, width: int, height: int, where: str, path: Path) -> Box:
     x1, y1 = min(max(0, math.floor(x)), width - 1), min(max(0, math.floor(y)), height - 1)
     x2, y2 = min(width, math.ceil(x + w)), min(height, math.ceil(y + h))
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
+
+def _exact_box(
+    x: float, y: float, w: float, h: float, width: int, height: int, box: Box
+) -> tuple[float, float, float, float] | None:
+    """The annotated corners within the image (the reader lets them stray 1 px past it), or
+    None where they are `box`'s own whole pixels."""
+    exact = (max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h))
+    return None if exact == box else exact
 
 
 def _segmentation(value: Any, width: int, height: int, where: str, path: Path) -> Segmentation:

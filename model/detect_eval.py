@@ -115,7 +115,7 @@ def match(
     truth, results = [], []
     for index, frame in enumerate(frames):
         for number, sign in enumerate(frame.instances):
-            box = sign.exact_box or sign.box  # as annotated, not rounded outward
+            box = sign.scored_box
             x1, y1, x2, y2 = box
             truth.append(
                 {

@@ -132,8 +132,7 @@ def score(
         for frame, answer in zip(frames, answers, strict=True):
             counted = [sign for sign in frame.instances if not sign.ignore]
             ignored = [sign for sign in frame.instances if sign.ignore]
-            truth = [sign.exact_box or sign.box for sign in counted]  # as annotated
-            truth = np.array(truth, np.float64).reshape(-1, 4)
+            truth = np.array([sign.scored_box for sign in counted], np.float64).reshape(-1, 4)
             boxes = np.array([one.box for one in answer], np.float64).reshape(-1, 4)
             overlap = iou_matrix(truth, boxes)
             kept = [
@@ -231,7 +230,7 @@ def evaluate_tracking_folder(
 def _on_ignored(box: Sequence[int], ignored: Sequence) -> bool:
     """Half of the detection's area or more on one ignored sign."""
     area = box_area(box)
-    return bool(area) and any(box_overlap(box, sign.box) >= 0.5 * area for sign in ignored)
+    return bool(area) and any(box_overlap(box, sign.scored_box) >= 0.5 * area for sign in ignored)
 
 
 def _accuracy(detection_right: int, track_right: int, signs: int) -> dict:

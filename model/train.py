@@ -789,6 +789,7 @@ _LEARNS_WITH = (
     "momentum",
     "weight_decay",
     "balance",
+    "warmup_epochs",  # shapes the learning-rate schedule; the phase plan holds epochs alone
 )
 
 
@@ -800,14 +801,11 @@ def _check_resumable(
     then, now = resumed.get("args", {}), recorded_args(args)
     changed = [name for name in _LEARNS_WITH if name in then and then[name] != now.get(name)]
     if changed:
-        flags = [f"--{name.replace('_', '-')}" for name in changed]
-        was = ", ".join(f"{flag} {then[name]}" for flag, name in zip(flags, changed, strict=True))
+        was = ", ".join(_flag_text(name, then[name]) for name in changed)
+        now_given = ", ".join(_flag_text(name, now.get(name)) for name in changed)
         raise SystemExit(
-            f"{out} was trained with {was}; these arguments give "
-            + ", ".join(
-                f"{flag} {now.get(name)}" for flag, name in zip(flags, changed, strict=True)
-            )
-            + ": resume with the run's own arguments"
+            f"{out} was trained with {was}; these arguments give {now_given}: resume with the "
+            "run's own arguments"
         )
     recorded = resumed["info"].get("data_fingerprint")
     if recorded and recorded != data.fingerprint:
@@ -970,6 +968,13 @@ def _read_resumable(checkpoint_path: Path) -> dict[str, Any]:
 def phase_plan(phases: list[Phase]) -> list[tuple[str, int]]:
     """What a checkpoint's phase index counts: each phase's name and epochs, in order."""
     return [(phase.name, phase.epochs) for phase in phases]
+
+
+def _flag_text(name: str, value: Any) -> str:
+    flag = f"--{name.replace('_', '-')}"
+    if isinstance(value, bool):  # a switch
+        return flag if value else f"no {flag}"
+    return f"{flag} {value}"
 
 
 def _plan_text(plan: list[tuple[str, int]]) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import BinaryIO
 
 import av
@@ -72,7 +72,7 @@ def _ftyp_brands(head: bytes) -> set[bytes]:
 class VideoInfo:
     container: str
     codec: str
-    width: int
+    width: int  # as shown: a stored frame's sides swapped once one turned upright has decoded
     height: int
     fps: float | None  # the stream's average frame rate, when it declares one
     duration_s: float | None
@@ -87,7 +87,7 @@ class VideoFrame:
     index: int  # position among all decoded frames, sampled or not
     pts_s: float
     rgb: np.ndarray  # HxWx3 uint8, shrunk when frames() was asked to
-    size: tuple[int, int]  # (H, W) of the frame as decoded, before any shrinking
+    size: tuple[int, int]  # (H, W) of the frame upright, before any shrinking
 
     @property
     def pixels(self) -> int:
@@ -202,6 +202,8 @@ class VideoReader:
             size = (frame.height, frame.width)
             if video_frame_quarter_turns(frame) % 2:
                 size = size[::-1]
+                if (self.info.height, self.info.width) != size:  # the header's stored sides
+                    self.info = replace(self.info, width=size[1], height=size[0])
             yield VideoFrame(index, pts_s, _rgb(frame, shrink_to), size)
 
     def _decoded(self) -> Iterator[av.VideoFrame]:

@@ -24,6 +24,7 @@ import uvicorn
 from app.commands.serve import WEB_DIR
 from model.runs import resolve_model
 from service.app import create_app
+from service.connections import server_options
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,8 +60,10 @@ def _browser_unavailable(reason: str) -> None:
 def serve(model: Path, **settings) -> Iterator[str]:
     """Runs the service for `model` on a free loopback port; yields its base URL once the
     model is loaded (uvicorn reports started only after the lifespan's start-up)."""
-    app = create_app(Settings(model=model, device="cpu", **settings), web_dir=WEB_DIR)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = Settings(model=model, device="cpu", **settings)
+    app = create_app(config, web_dir=WEB_DIR)
+    options = server_options(config)  # as `greedysign serve` runs it
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **options))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))  # port 0: the OS picks a free one, no race to find it
     port = listener.getsockname()[1]

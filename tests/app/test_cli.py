@@ -16,6 +16,7 @@ import pytest
 from app.cli import build_parser, main
 from app.commands import predict
 from data.load import load_dataset
+from model.inference import Predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,8 +143,20 @@ def test_predict_reads_photos_in_runs_and_keeps_their_order(
     broken.write_bytes(b"not a png")
     asked = [*images[:2], str(broken), *images[2:]]
     model = ["--model", str(tiny_model_path)]
+    batches = []
+    read_images = Predictor.read_images
+    monkeypatch.setattr(
+        Predictor,
+        "read_images",
+        lambda self, images, **kw: batches.append(len(images)) or read_images(self, images, **kw),
+    )
     assert main(["predict", *model, *asked]) == 1
     batched = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert batches == [5]  # one run: the broken file holds no place in the batch
+    monkeypatch.setattr(predict, "RUN_IMAGES", 2)
+    assert main(["predict", *model, *asked]) == 1
+    assert batches[1:] == [2, 1, 2]  # runs of two files: the second holds the broken one
+    capsys.readouterr()
     monkeypatch.setattr(predict, "RUN_IMAGES", 1)
     assert main(["predict", *model, *asked]) == 1
     alone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -195,6 +196,23 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
             break
         body += chunk
     return int(status_line.split()[1]), headers, body
+
+
+def statuses(sock: socket.socket, count: int) -> list[int]:
+    """The statuses of the next `count` responses, which may arrive in one read (pipelined)."""
+    data, found = b"", []
+    while len(found) < count:
+        head, gap, rest = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head) if gap else None
+        if length and len(rest) >= int(length[1]):
+            found.append(int(head.split(b" ", 2)[1]))
+            data = rest[int(length[1]) :]
+            continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(found)} of {count} responses")
+        data += chunk
+    return found
 
 
 def closed_by_server(sock: socket.socket) -> bool:
@@ -446,11 +464,39 @@ def test_a_connection_that_sends_no_whole_head_is_closed(impatient) -> None:
     finally:
         for sock in silent + halves:
             sock.close()
-    # A client that keeps its connection between requests, each head sent whole, is served.
-    with impatient.client() as client:
-        for _ in range(3):
-            assert client.get("/healthz").status_code == 200
-            time.sleep(0.4)
+
+
+def test_the_head_deadline_spares_whole_heads_keep_alive_and_slow_bodies(impatient) -> None:
+    """The 1-s deadline runs from the connection's start and from each response to the next
+    whole head, never over a request being read or answered."""
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock = open_stalled(impatient.port, b"")
+    try:
+        for _ in range(4):  # 2.1 s on one connection, each head 0.7 s after the last answer
+            time.sleep(0.7)
+            sock.sendall(get)
+            assert read_response(sock)[0] == 200
+        # Pipelined: three heads at once, three answers.
+        sock.sendall(get * 3)
+        assert statuses(sock, 3) == [200, 200, 200]
+        # A body that takes 2.5 s to arrive, in parts 0.5 s apart (each within the body's
+        # own 1-s timeout), is read to its end and answered.
+        body = png()
+        part_header = upload_head("/v1/predict", 0).split(b"\r\n\r\n", 1)[1]
+        ending = b"\r\n--xyz--\r\n"
+        head = upload_head("/v1/predict", len(part_header) + len(body) + len(ending))
+        sock.sendall(head)
+        pieces = [body[i : i + len(body) // 4 + 1] for i in range(0, len(body), len(body) // 4 + 1)]
+        for piece in [*pieces, ending]:
+            time.sleep(0.5)
+            sock.sendall(piece)
+        status, _, answer = read_response(sock)
+        assert status == 200, answer
+        sock.sendall(get[:20])  # then half a head, which stops the keep-alive timer
+        started = time.monotonic()
+        assert closed_by_server(sock) and time.monotonic() - started < 3
+    finally:
+        sock.close()
 
 
 # --- 3. the key, from the headers -----------------------------------------------------------
