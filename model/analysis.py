@@ -69,6 +69,7 @@ from model.snapshots import list_snapshots, load_snapshot, snapshot_model
 from model.splits import LAYERS, unit_names
 
 _FORWARD_BATCH = 128
+RECUT = "recut"  # a model without held-out hashes: its split cut again, not its held-out side
 
 
 # ------------------------------------------------------------------------------ probe
@@ -80,7 +81,8 @@ class Probe:
 
     images: Tensor
     labels: Tensor
-    subset: str  # "test": held-out side of the model's split; "all": every distinct image
+    subset: str  # "test": held-out side of the model's split; "all": every distinct image;
+    # RECUT: the model's split cut again (it records no held-out hashes)
     data: list[str]
     note: str = ""
 
@@ -129,11 +131,16 @@ def probe_batch(
                 seed=split.get("seed") or 0,
             )
             train, test = train + sides[0], test + sides[1]
-        note = "the model records no held-out image hashes: its split was cut again"
+        note = (
+            "the model records no held-out image hashes: its split was cut again, folder by "
+            "folder, which need not be the split it trained on"
+        )
     if subset == "test" and len(test) < 2:
         note = f"{len(test)} held-out images in the data: all distinct images used instead"
         subset = "all"
     pool = test if subset == "test" else _distinct(train + test)
+    if subset == "test" and "test_sha1" not in split:
+        subset = RECUT  # not called held-out: the cut may hold images the model trained on
     if len(pool) < 2:
         raise ValueError(f"{len(pool)} distinct images in {folders}; the probe needs 2")
     chosen = sorted(random.Random(seed).sample(range(len(pool)), min(probe_images, len(pool))))
@@ -307,6 +314,14 @@ def _layer_grams(features: list[Tensor], settings: Settings) -> _Grams:
 
 def _probe_grams(probe: Probe, settings: Settings) -> _Grams:
     """The Grams of the input X and of the labels Y, in that order."""
+    # Fewer images than the neighbours and itself make every kernel width the mean of all the
+    # distances, and every entropy alike (two images: 0.713 bits for any layer).
+    if len(probe) < settings.knn + 2:
+        raise ValueError(
+            f"a probe of {len(probe)} images is too few for kernel widths from "
+            f"{settings.knn} neighbours (every layer would measure alike): it needs at least "
+            f"{settings.knn + 2}; give more images or a smaller --knn"
+        )
     pixels = flatten_features(probe.images.to(settings.device), settings.pool_to).float()
     K_x = representation_gram(pixels, settings.knn)
     K_y = label_gram(probe.labels.to(settings.device))
@@ -747,6 +762,8 @@ def _convergence_lines(convergence: Convergence, tags: list[str], width: int) ->
 def _subset_words(subset: str) -> str:
     if subset == "test":
         return "held-out side of the model's split"
+    if subset == RECUT:
+        return "the model's split cut again: may hold images it trained on"
     return "all distinct images"
 
 

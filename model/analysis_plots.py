@@ -22,6 +22,9 @@ def _labels(layers: list[str]) -> list[str]:
     return [f"T{i + 1} {name}" for i, name in enumerate(layers)]
 
 
+_MAX_WRITTEN_COLUMNS = 24  # snapshots up to which the convergence cells show their values
+
+
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=_DPI)
@@ -86,23 +89,29 @@ def plot_information_plane(info: LayerInformation, path: Path) -> Path:
 
 def plot_convergence(convergence: Convergence, path: Path) -> Path:
     """Layers x snapshots heatmap of I_α(T_i at e; T_i at the end) between its chance level
-    (0: samples shuffled) and the final representation with itself (1)."""
+    (0: samples shuffled) and the final representation with itself (1); the scale reaches
+    past 1 where a snapshot does (by this estimator it may), and a small grid has its values
+    written in."""
     fraction = _array(convergence.mi_to_final_normalized)
     epochs = [s["global_epoch"] for s in convergence.snapshots]
     width = min(18.0, 4.0 + 0.35 * len(epochs))
     figure, ax = plt.subplots(figsize=(width, 2.6 + 0.45 * len(convergence.layers)))
-    image = ax.imshow(fraction, cmap="magma", vmin=0.0, vmax=1.0, aspect="auto")
+    top = max(1.0, float(np.nanmax(fraction, initial=1.0)))
+    image = ax.imshow(fraction, cmap="magma", vmin=0.0, vmax=top, aspect="auto")
     figure.colorbar(image, ax=ax, label="I(T_i at e; T_i at end): 0 = chance, 1 = final")
     ax.set_yticks(range(len(convergence.layers)), _labels(convergence.layers))
     step = max(1, len(epochs) // 30)
     ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]], fontsize=8)
     ax.set_xlabel("global epoch of the snapshot (all phases in training order)")
+    written = len(epochs) <= _MAX_WRITTEN_COLUMNS
     for i, row in enumerate(convergence.status):
         for j, status in enumerate(row):
-            if status == "init":
-                light = np.nan_to_num(fraction[i, j]) > 0.6
-                colour = "black" if light else "white"
-                ax.text(j, i, "init", ha="center", va="center", fontsize=6, color=colour)
+            words = [status] if status == "init" else []
+            if written and not np.isnan(fraction[i, j]):
+                words.append(f"{fraction[i, j]:.2f}")
+            if words:
+                colour = "black" if np.nan_to_num(fraction[i, j]) > 0.6 * top else "white"
+                ax.text(j, i, "\n".join(words), ha="center", va="center", fontsize=6, color=colour)
     phases = [s["phase"] for s in convergence.snapshots]
     for j in range(1, len(phases)):
         if phases[j] != phases[j - 1]:
@@ -117,7 +126,7 @@ def plot_convergence(convergence: Convergence, path: Path) -> Path:
     )
     _caption(figure, convergence.epoch_meaning + " 'init' marks a module still at init.")
     figure.tight_layout(rect=(0, 0.12, 1, 1))
-    figure.savefig(path, dpi=_DPI)
+    figure.savefig(path, dpi=_DPI, bbox_inches="tight")  # the title and the bar's label whole
     plt.close(figure)
     return path
 

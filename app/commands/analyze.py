@@ -17,7 +17,7 @@ from model.choices import (
     ANALYSIS_SUBSETS,
     ANALYSIS_UNITS,
 )
-from model.options import device_name
+from model.options import count, device_name
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -74,7 +74,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     analyze.add_argument("--alpha", type=float, default=ANALYSIS_ALPHA, help="Renyi entropy order")
     analyze.add_argument(
         "--pool-to",
-        type=int,
+        type=count,
         default=ANALYSIS_POOL_TO,
         help="average-pool feature maps to at most this size, as the training term does "
         "(0: the full map)",

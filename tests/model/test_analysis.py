@@ -165,7 +165,8 @@ def probe(synthetic):
 def test_probe_is_seeded_capped_and_from_the_held_out_side(synthetic, probe):
     again = probe_batch(synthetic, 32, {"test_fraction": 0.5, "seed": 0}, probe_images=24)
     assert torch.equal(probe.images, again.images) and torch.equal(probe.labels, again.labels)
-    assert probe.images.shape == (24, 3, 32, 32) and probe.subset == "test"
+    # No held-out hashes recorded: the split is cut again, and not called held-out.
+    assert probe.images.shape == (24, 3, 32, 32) and probe.subset == "recut"
     other = probe_batch(synthetic, 32, {"test_fraction": 0.5}, probe_images=24, seed=1)
     assert not torch.equal(probe.images, other.images)
     everything = probe_batch(synthetic, 32, {"test_fraction": 0.5}, probe_images=1000)
@@ -183,6 +184,15 @@ def test_probe_takes_the_held_out_images_the_model_records(synthetic):
 def test_probe_falls_back_to_all_images_when_nothing_is_held_out(synthetic):
     probe = probe_batch(synthetic, 32, {"test_fraction": 0.0}, probe_images=1000)
     assert probe.subset == "all" and len(probe) == 116 and "held-out" in probe.note
+
+
+def test_a_probe_too_small_for_the_kernel_is_refused(synthetic, tiny_model):
+    """Up to knn + 1 images every kernel width is the mean of all distances: with two, every
+    entropy of every layer came out 0.713 bits."""
+    small = probe_batch(synthetic, 32, {"test_fraction": 0.5}, probe_images=11)
+    with pytest.raises(ValueError, match="too few for kernel widths from 10 neighbours"):
+        analyze_model(tiny_model, small, Settings())
+    assert len(analyze_model(tiny_model, small, Settings(knn=9)).entropy) == 4
 
 
 @pytest.mark.parametrize(("units", "count"), [("modules", 4), ("blocks", 9)])
