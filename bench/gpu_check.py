@@ -38,8 +38,8 @@ from service_load import (
     running_service,
 )
 
-from model.detect import SHIPPED_SCENE_MODEL
-from model.device import grad_scaler_for, memory_format_for, training_dtype
+from model.detect import SHIPPED_SCENE_MODEL, DetectConfig
+from model.device import grad_scaler_for, memory_format_for, resolve_device, training_dtype
 from model.greedy import LossSettings, build_phases, network_for
 from model.inference import Prediction, Predictor
 from model.network import NetConfig
@@ -76,6 +76,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--train-only", action="store_true", help="time the training steps, nothing else"
     )
+    # What bench/service_load.py's engine and service read: the service's own defaults.
+    parser.set_defaults(scene_long_side=DetectConfig().long_side, scene_bf16=None)
     return parser
 
 
@@ -165,9 +167,18 @@ def main(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: torch.cuda.is_available() is False, so there is nothing to check")
         return 0
+    try:
+        if resolve_device(args.device).type != "cuda":
+            raise ValueError(f"--device {args.device}: the check is of a CUDA device")
+    except (ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     report_training(args)
     if args.train_only:
         return 0
+    # The reference is fp32: without this, Ampere and later run fp32 convolutions in TF32.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     try:
         model = resolve_model(args.model)
     except FileNotFoundError as error:

@@ -91,8 +91,9 @@ class ModelInfo:
 
 def export_model(model: SignNet, info: ModelInfo, path: Path | str) -> Path:
     """Write inference weights (no aux heads) in float16 with the model's metadata."""
+    # On the CPU: a file written from a GPU run loads anywhere, whatever reads it.
     weights = {
-        name: value.half() if value.is_floating_point() else value
+        name: (value.half() if value.is_floating_point() else value).cpu()
         for name, value in model.inference_state_dict().items()
     }
     meta = info.to_dict()

@@ -24,8 +24,8 @@ box-shaped (the frame's mask[y1:y2, x1:x2]).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -290,7 +290,6 @@ class SceneSegmenter:
                 "train one with `greedysign train --task scenes`)"
             )
         if on_cuda:
-            torch.backends.cudnn.benchmark = True
             dtype = torch.float16
         else:
             dtype = torch.bfloat16 if (cpu_has_amx() if bf16 is None else bf16) else None
@@ -316,7 +315,7 @@ class SceneSegmenter:
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
         )
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, _without_cudnn_search():
             inputs = batch.to(self.device, non_blocking=True)
             if self.mirror:
                 inputs = torch.cat([inputs, inputs.flip(-1)])
@@ -329,10 +328,24 @@ class SceneSegmenter:
             return probabilities.cpu().numpy()
 
     def warmup(self, shape: tuple[int, int]) -> None:
-        """One pass at the input shape most frames will have (cudnn searches once per shape)."""
+        """One pass at the input shape most frames will have (lazy initialisation)."""
         self.probabilities(torch.zeros(1, 3, *shape))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+@contextmanager
+def _without_cudnn_search() -> Iterator[None]:
+    """cudnn's per-shape algorithm search (`cudnn.benchmark`, which the sign model's fixed
+    S x S inputs turn on for the process) off for the scene model: a frame's padded shape
+    follows its size, so any client could make the one inference thread search again for each
+    of about a thousand shapes, and keep the scratch memory of each search."""
+    searching = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = searching
 
 
 # --- instances -------------------------------------------------------------------------------

@@ -53,13 +53,16 @@ def cpu_has_amx() -> bool:
 
 
 def training_dtype(device: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
-    """What training autocasts to: bf16 on a CUDA device that supports it, else fp16; on the
-    CPU None (float32), or bf16 when asked for (`cpu_bf16`: with AMX the 256-px scene tiles
-    ran a training step 2.7x and a fine-tune 1.5x as fast, BENCHMARKS.md section 4)."""
+    """What training autocasts to: bf16 on a CUDA device that runs it in hardware (Ampere and
+    later), else fp16; on the CPU None (float32), or bf16 when asked for (`cpu_bf16`: with AMX
+    the 256-px scene tiles ran a training step 2.7x and a fine-tune 1.5x as fast, BENCHMARKS.md
+    section 4). torch's check counts emulated bf16 as supported unless told not to: on a T4 it
+    would pick bf16, whose convolutions leave the tensor cores for generic kernels."""
     if device.type != "cuda":
         return torch.bfloat16 if cpu_bf16 else None
     with torch.cuda.device(device):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float16
 
 
 def grad_scaler_for(device: torch.device) -> torch.amp.GradScaler:

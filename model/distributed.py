@@ -84,8 +84,14 @@ def process_group(device: str = "auto") -> Iterator[torch.device]:
         return
     resolved = resolve_device(device)
     if resolved.type == "cuda":
-        if resolved.index is None:
-            resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if resolved.index is not None and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+            # Every rank would take that one GPU, and nccl refuses a GPU twice.
+            raise ValueError(
+                f"--device {device}: under torchrun each process takes the GPU of its local "
+                "rank; give --device cuda (or auto)"
+            )
+        if resolved.index is None:  # through resolve_device: a rank past the GPUs is refused
+            resolved = resolve_device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
         torch.cuda.set_device(resolved)
     if not joined and resolved.type == "cuda":
         dist.init_process_group("nccl", device_id=resolved)

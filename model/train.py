@@ -447,8 +447,11 @@ def train_one_epoch(
         scaler.unscale_(optimizer)
         for i, weight in enumerate(first_layers):
             if weight.grad is not None:
-                grad_sums[i] += weight.grad.norm().item()
-                grad_counts[i] += 1
+                norm = weight.grad.norm().item()
+                # An fp16 step the scaler skips (its gradients overflowed) is not counted.
+                if math.isfinite(norm):
+                    grad_sums[i] += norm
+                    grad_counts[i] += 1
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()

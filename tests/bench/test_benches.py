@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import subprocess
@@ -323,3 +324,17 @@ def test_read_true_boxes_reads_every_sign_of_a_generated_folder(tmp_path, tiny_m
     assert sum(no_sign for _, _, no_sign in bands) == rows["all"][2]
     misreads = int(re.search(r"misreads (\d+);", done.stdout).group(1))
     assert misreads == round(len(signs) * (1 - rows["all"][0]))
+
+
+def test_gpu_check_gives_the_service_benches_every_setting_they_read(monkeypatch) -> None:
+    """gpu_check runs service_load's engine and service with its own arguments; two they read
+    were missing, and the check broke at its third step, on the lent GPU's time."""
+    monkeypatch.syspath_prepend(str(BENCH))  # gpu_check imports its sibling benches
+    gpu_check = _bench_module("gpu_check")
+    service_load = sys.modules["service_load"]
+    args = gpu_check.get_args_parser().parse_args([])
+    read = set()
+    for function in (service_load.measure_engine, service_load.running_service):
+        read |= set(re.findall(r"\bargs\.(\w+)", inspect.getsource(function)))
+    assert "scene_long_side" in read
+    assert [name for name in sorted(read) if not hasattr(args, name)] == []

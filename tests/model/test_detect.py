@@ -496,6 +496,23 @@ def test_a_mirrored_pass_averages_the_frame_and_its_mirror_image(tiny_scene_mode
     )
 
 
+def test_the_scene_pass_runs_without_cudnn_s_search_per_shape(
+    tiny_scene_model_path, monkeypatch
+) -> None:
+    """The sign model turns cudnn.benchmark on for the process (its inputs are S x S); a
+    frame's shape follows its size, and a search per shape would stall the inference thread."""
+    scene = SceneSegmenter.load(tiny_scene_model_path, "cpu")
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    searching, segment = [], scene.model.segment
+    monkeypatch.setattr(
+        scene.model,
+        "segment",
+        lambda *args: searching.append(torch.backends.cudnn.benchmark) or segment(*args),
+    )
+    scene.probabilities(torch.zeros(1, 3, 64, 96))
+    assert searching == [False] and torch.backends.cudnn.benchmark is True
+
+
 def test_the_scene_pass_runs_channels_last_with_the_plain_layout_s_answers(
     tiny_scene_model_path,
 ) -> None:
