@@ -168,15 +168,18 @@ def main(args: argparse.Namespace) -> int:
         print("no CUDA device: torch.cuda.is_available() is False, so there is nothing to check")
         return 0
     try:
-        if resolve_device(args.device).type != "cuda":
+        device = resolve_device(args.device)
+        if device.type != "cuda":
             raise ValueError(f"--device {args.device}: the check is of a CUDA device")
     except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    args.device = str(device)  # "auto" named: the steps below build torch devices from it
     report_training(args)
     if args.train_only:
         return 0
-    # The reference is fp32: without this, Ampere and later run fp32 convolutions in TF32.
+    # The reference is fp32, and so is every fp32 figure below (the fp32 throughput column,
+    # fp16/fp32): without this, Ampere and later run fp32 convolutions in TF32.
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     try:

@@ -534,7 +534,9 @@ def _exact_box(
     """The annotated corners within the image (the reader lets them stray 1 px past it), or
     None where they are `box`'s own whole pixels."""
     exact = (max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h))
-    return None if exact == box else exact
+    if exact == box or exact[2] <= exact[0] or exact[3] <= exact[1]:
+        return None  # whole pixels, or a sliver past the edge that `box` makes a pixel of
+    return exact
 
 
 def _segmentation(value: Any, width: int, height: int, where: str, path: Path) -> Segmentation:

@@ -314,14 +314,6 @@ def _layer_grams(features: list[Tensor], settings: Settings) -> _Grams:
 
 def _probe_grams(probe: Probe, settings: Settings) -> _Grams:
     """The Grams of the input X and of the labels Y, in that order."""
-    # Fewer images than the neighbours and itself make every kernel width the mean of all the
-    # distances, and every entropy alike (two images: 0.713 bits for any layer).
-    if len(probe) < settings.knn + 2:
-        raise ValueError(
-            f"a probe of {len(probe)} images is too few for kernel widths from "
-            f"{settings.knn} neighbours (every layer would measure alike): it needs at least "
-            f"{settings.knn + 2}; give more images or a smaller --knn"
-        )
     pixels = flatten_features(probe.images.to(settings.device), settings.pool_to).float()
     K_x = representation_gram(pixels, settings.knn)
     K_y = label_gram(probe.labels.to(settings.device))
@@ -388,10 +380,23 @@ def analyze_model(
 ) -> LayerInformation:
     """Cross-MI matrix and information plane of `model`'s layers on `probe`."""
     settings = settings or Settings()
+    _check_probe_size(probe, settings)
     features = _features(model, probe, settings)
     return _layer_information(
         model, probe, _layer_grams(features, settings), _probe_grams(probe, settings), settings
     )
+
+
+def _check_probe_size(probe: Probe, settings: Settings) -> None:
+    """Up to knn + 1 images, every kernel width falls back to the mean of all the distances
+    (with two, every layer measures alike: 0.713 bits), which is not the measure of the
+    training term: refused."""
+    if len(probe) < settings.knn + 2:
+        raise ValueError(
+            f"a probe of {len(probe)} images is too few for kernel widths from "
+            f"{settings.knn} neighbours (each width would be the mean of all distances): it "
+            f"needs at least {settings.knn + 2}; give more images or a smaller --knn"
+        )
 
 
 def _features(model: SignNet, probe: Probe, settings: Settings) -> list[Tensor]:
@@ -501,6 +506,7 @@ def analyze_snapshots(
         final_model = snapshot_model(load_snapshot(paths[-1]))
         final_name = final_name or f"{paths[-1]} (last snapshot)"
     alpha = settings.alpha
+    _check_probe_size(probe, settings)
     probe_grams = _probe_grams(probe, settings)
     final = _layer_grams(_features(final_model, probe, settings), settings)
     final_info = _layer_information(final_model, probe, final, probe_grams, settings)

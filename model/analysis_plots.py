@@ -96,7 +96,9 @@ def plot_convergence(convergence: Convergence, path: Path) -> Path:
     epochs = [s["global_epoch"] for s in convergence.snapshots]
     width = min(18.0, 4.0 + 0.35 * len(epochs))
     figure, ax = plt.subplots(figsize=(width, 2.6 + 0.45 * len(convergence.layers)))
-    top = max(1.0, float(np.nanmax(fraction, initial=1.0)))
+    # Past 1 where a snapshot is (by this estimator it may be), at most 2: a layer whose
+    # ceiling sits just above chance would otherwise stretch the scale and darken the rest.
+    top = min(2.0, max(1.0, float(np.nanmax(fraction, initial=1.0))))
     image = ax.imshow(fraction, cmap="magma", vmin=0.0, vmax=top, aspect="auto")
     figure.colorbar(image, ax=ax, label="I(T_i at e; T_i at end): 0 = chance, 1 = final")
     ax.set_yticks(range(len(convergence.layers)), _labels(convergence.layers))

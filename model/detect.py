@@ -339,7 +339,8 @@ def _without_cudnn_search() -> Iterator[None]:
     """cudnn's per-shape algorithm search (`cudnn.benchmark`, which the sign model's fixed
     S x S inputs turn on for the process) off for the scene model: a frame's padded shape
     follows its size, so any client could make the one inference thread search again for each
-    of about a thousand shapes, and keep the scratch memory of each search."""
+    of about a thousand shapes, and keep the scratch memory of each search. The flag is the
+    process's: like the scene model, call it from the inference thread alone."""
     searching = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False
     try:

@@ -84,7 +84,9 @@ def process_group(device: str = "auto") -> Iterator[torch.device]:
         return
     resolved = resolve_device(device)
     if resolved.type == "cuda":
-        if resolved.index is not None and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        # torchrun sets LOCAL_WORLD_SIZE; other launchers may not (then assume one machine).
+        local_ranks = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))
+        if resolved.index is not None and int(local_ranks) > 1:
             # Every rank would take that one GPU, and nccl refuses a GPU twice.
             raise ValueError(
                 f"--device {device}: under torchrun each process takes the GPU of its local "

@@ -448,8 +448,9 @@ def train_one_epoch(
         for i, weight in enumerate(first_layers):
             if weight.grad is not None:
                 norm = weight.grad.norm().item()
-                # An fp16 step the scaler skips (its gradients overflowed) is not counted.
-                if math.isfinite(norm):
+                # Under fp16 loss scaling an overflowed step is skipped by the scaler: not
+                # counted. Without scaling a non-finite norm is a diverged run: kept in view.
+                if math.isfinite(norm) or not scaler.is_enabled():
                     grad_sums[i] += norm
                     grad_counts[i] += 1
         scaler.step(optimizer)

@@ -89,3 +89,10 @@ def test_analyze_errors_exit_2_with_a_reason(tiny_model_path, tmp_path, capsys):
     )
     assert main(["analyze", "--model", str(tiny_model_path)]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_a_negative_pool_size_is_an_argument_error(capsys) -> None:
+    """It was a traceback from adaptive_avg_pool2d."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["analyze", "--model", "none.pt", "--data", "none", "--pool-to", "-1"])
+    assert stopped.value.code == 2 and "--pool-to: must be at least 0" in capsys.readouterr().err

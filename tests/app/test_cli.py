@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import data.images as images_module
 from app.cli import build_parser, main
 from app.commands import predict
 from data.load import load_dataset
@@ -156,6 +157,23 @@ def test_predict_reads_photos_in_runs_and_keeps_their_order(
     monkeypatch.setattr(predict, "RUN_IMAGES", 2)
     assert main(["predict", *model, *asked]) == 1
     assert batches[1:] == [2, 1, 2]  # runs of two files: the second holds the broken one
+    capsys.readouterr()
+    # A run is sized from the headers: no photo of the next run is decoded before it is read.
+    events = []
+    decode = images_module.read_rgb
+    monkeypatch.setattr(
+        images_module,
+        "read_rgb",
+        lambda path, **kw: events.append(Path(path).name) or decode(path, **kw),
+    )
+    monkeypatch.setattr(
+        Predictor,
+        "read_images",
+        lambda self, images, **kw: events.append(len(images)) or read_images(self, images, **kw),
+    )
+    assert main(["predict", *model, *images[:3]]) == 0
+    names = [Path(image).name for image in images[:3]]
+    assert events == [names[0], names[1], 2, names[2], 1]
     capsys.readouterr()
     monkeypatch.setattr(predict, "RUN_IMAGES", 1)
     assert main(["predict", *model, *asked]) == 1

@@ -403,6 +403,27 @@ def test_a_shrunk_set_keeps_its_boxes_exact(tmp_path):
     assert unshrunk.exact_box is None  # whole-pixel corners: `box` is exact
 
 
+def test_an_exact_box_past_the_edge_is_never_reversed(tmp_path):
+    """The reader lets a box stray 1 px past the image; clipped corner by corner, a sliver
+    past the edge came out with its right edge left of its left one."""
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (100, 80)).save(tmp_path / "images" / "a.png")
+    slivers = [[-0.9, 10, 0.5, 5], [100.5, 10, 0.3, 5], [-0.9, 10, 0.9, 5]]
+    document = {
+        "images": [{"id": 0, "file_name": "a.png", "width": 100, "height": 80}],
+        "annotations": [
+            {"id": i + 1, "image_id": 0, "category_id": 1, "bbox": bbox}
+            for i, bbox in enumerate([*slivers, [98.5, 10.5, 2.2, 5]])
+        ],
+        "categories": [{"id": 1, "name": "sign"}],
+    }
+    _write(tmp_path, document)
+    *edges, clipped = read_coco_frames(tmp_path)[0].instances
+    assert [sign.exact_box for sign in edges] == [None] * 3  # their whole pixels score them
+    assert [sign.scored_box for sign in edges] == [sign.box for sign in edges]
+    assert clipped.exact_box == (98.5, 10.5, 100.0, 15.5)
+
+
 def test_resize_frames_command(tmp_path, capsys):
     _coco_set(tmp_path / "set")
     out = tmp_path / "small"

@@ -345,6 +345,9 @@ def test_resume_refuses_other_data_or_another_network(tiny_synthetic, tmp_path, 
         SystemExit, match=r"with --beta 0\.01, --lr 0\.003; .* --beta 1\.0, --lr 0\.1"
     ):
         main(_args(tiny_synthetic, out, "--beta", "1", "--lr", "0.1", "--resume"))
+    switched = r"with no --cache-prefix, --warmup-epochs .* --cache-prefix, --warmup-epochs 0\.7"
+    with pytest.raises(SystemExit, match=switched):
+        main(_args(tiny_synthetic, out, "--cache-prefix", "--warmup-epochs", "0.7", "--resume"))
     with pytest.raises(SystemExit, match="does not fit the network"):
         main(_args(tiny_synthetic, out, "--image-size", str(2 * SIZE), "--resume"))
     sgd = tmp_path / "sgd"
