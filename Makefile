@@ -39,10 +39,13 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "WARNING: no Chromium at /usr/bin/chromium: the browser tests will be skipped"
 
-# Where Chromium exists the browser tests must run: GREEDYSIGN_REQUIRE_BROWSER turns a skip
+# Where Chromium exists the browser tests must run, and where the shared data exists every
+# real-data test must: GREEDYSIGN_REQUIRE_BROWSER and GREEDYSIGN_REQUIRE_DATA turn a skip
 # into a failure.
+SHARED_DATA := $(or $(GREEDYSIGN_SHARED_DATA),../shared/data)
 test: $(STAMP) browser
-	GREEDYSIGN_REQUIRE_BROWSER=$$(test -x /usr/bin/chromium && echo 1) $(BIN)/pytest -q
+	GREEDYSIGN_REQUIRE_BROWSER=$$(test -x /usr/bin/chromium && echo 1) \
+	GREEDYSIGN_REQUIRE_DATA=$$(test -d $(SHARED_DATA) && echo 1) $(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

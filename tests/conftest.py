@@ -21,11 +21,25 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GREEDYSIGN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
-def _shared(name: str) -> Path:
-    path = SHARED_DATA / name
+# Tiny models on a shared 2-core machine: one torch thread is faster for them, and every test
+# runs with the same count whichever files a run collects.
+torch.set_num_threads(1)
+
+
+def _required(path: Path, what: str) -> Path:
+    """`path`, or a skip when it is absent; a failure instead where GREEDYSIGN_REQUIRE_DATA=1
+    (`make test` beside ../shared/data), so that a moved folder cannot turn the real-data
+    tests into skips that a run reports as a pass."""
     if not path.exists():
-        pytest.skip(f"real data not available: {path} is missing (set GREEDYSIGN_SHARED_DATA)")
+        message = f"{what} not available: {path} is missing"
+        if os.environ.get("GREEDYSIGN_REQUIRE_DATA") == "1":
+            pytest.fail(f"{message} (GREEDYSIGN_REQUIRE_DATA=1)", pytrace=False)
+        pytest.skip(message)
     return path
+
+
+def _shared(name: str) -> Path:
+    return _required(SHARED_DATA / name, "real data (set GREEDYSIGN_SHARED_DATA)")
 
 
 @contextmanager
@@ -94,6 +108,22 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     model = SignNet(config, with_aux=False).eval()
     return export_model(model, info, tmp_path_factory.mktemp("model") / "model.pt")
+
+
+ONE_CLASS_ID = 3
+
+
+@pytest.fixture(scope="session")
+def one_class_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sign model that answers class `ONE_CLASS_ID` (3), sure of it, for every picture: for
+    tests whose point is what is done with an answer, so that none can pass on no answer."""
+    torch.manual_seed(0)
+    config = NetConfig(image_size=32, num_classes=len(label_names("ctsrd")))
+    model = SignNet(config, with_aux=False).eval()
+    with torch.no_grad():
+        model.cls_head[-1].bias[ONE_CLASS_ID] += 50
+    info = ModelInfo(config=config, class_names=label_names("ctsrd"), method="greedy-dib")
+    return export_model(model, info, tmp_path_factory.mktemp("one-class") / "model.pt")
 
 
 def export_tiny_scene_model(path: Path, sign_logit: float | None = None) -> Path:

@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 
 from app.commands.serve import WEB_DIR
-from model.runs import resolve_model
+from model.runs import SHIPPED_MODEL
 from service.app import create_app
 from service.connections import server_options
 from service.settings import Settings
@@ -100,13 +100,6 @@ def start_service() -> Iterator[Callable[..., str]]:
         yield start
 
 
-def _trained_model() -> Path | None:
-    try:
-        return resolve_model()
-    except FileNotFoundError:
-        return None
-
-
 @pytest.fixture(scope="session")
 def tiny_service(start_service, tiny_model_path: Path) -> str:
     """The random-weight 32 px model: for tests about the page, not about the answers."""
@@ -115,15 +108,9 @@ def tiny_service(start_service, tiny_model_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def trained_service(start_service) -> str:
-    """A trained model (the newest run, else the shipped one), for tests that need right
-    answers."""
-    model = _trained_model()
-    if model is None:
-        pytest.skip(
-            "no trained model: no run under runs/ and no model/shipped/*.pt "
-            "(train one with `make train DATA=../shared/data/ctsrd-real`)"
-        )
-    return start_service(model)
+    """The shipped sign model, for tests that need right answers: the same model on every
+    machine, whatever runs/ holds."""
+    return start_service(SHIPPED_MODEL)
 
 
 # Module scope, not session: while Playwright's sync API is open it keeps an asyncio loop

@@ -12,16 +12,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from data.classes import class_names, label_names
-from model.checkpoint import ModelInfo, export_model
-from model.network import NetConfig, SignNet
+from data.classes import class_names
 
 pytestmark = pytest.mark.browser
 
-CLASS_ID = 3
+CLASS_ID = 3  # what one_class_model_path answers (tests/conftest.py)
 CLASS_NAME = class_names("ctsrd")[CLASS_ID]
 ANNOTATED_AT_LEAST = "n => Number(document.querySelector('#stat-frames').textContent) >= n"
 DRAWN_PIXELS_JS = """canvas => {
@@ -33,21 +30,9 @@ DRAWN_PIXELS_JS = """canvas => {
 
 
 @pytest.fixture(scope="module")
-def class_3_model(tmp_path_factory) -> Path:
-    """A sign model that answers class 3 for every picture."""
-    torch.manual_seed(0)
-    config = NetConfig(image_size=32, num_classes=len(label_names("ctsrd")))
-    model = SignNet(config, with_aux=False).eval()
-    with torch.no_grad():
-        model.cls_head[-1].bias[CLASS_ID] += 50
-    info = ModelInfo(config=config, class_names=label_names("ctsrd"), method="greedy-dib")
-    return export_model(model, info, tmp_path_factory.mktemp("class3") / "model.pt")
-
-
-@pytest.fixture(scope="module")
-def scene_service(start_service, class_3_model, whole_frame_scene_model_path) -> str:
+def scene_service(start_service, one_class_model_path, whole_frame_scene_model_path) -> str:
     return start_service(
-        class_3_model, scene_model=whole_frame_scene_model_path, scene_long_side=64
+        one_class_model_path, scene_model=whole_frame_scene_model_path, scene_long_side=64
     )
 
 

@@ -149,10 +149,6 @@ def test_detect_misses_tells_merged_loose_and_unmarked_signs_apart(tmp_path) -> 
     assert misses.why_missed(alone, signs, [(120, 20, 200, 100)]) == "loose"
     assert misses.why_missed(alone, signs, [(0, 0, 40, 80)]) == "not marked"
 
-    from model.detect import SHIPPED_SCENE_MODEL
-
-    if not SHIPPED_SCENE_MODEL.is_file():
-        pytest.skip("no shipped scene model")
     _write_small_scenes(tmp_path)
     done = _run("detect_misses.py", "--data", str(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -185,11 +181,8 @@ def test_grabcut_grows_a_piece_of_a_sign_to_the_sign_and_no_further() -> None:
 
 
 def test_detect_variants_scores_the_shipped_steps_as_eval_detect_does(tmp_path) -> None:
-    from model.detect import SHIPPED_SCENE_MODEL
     from model.runs import SHIPPED_MODEL
 
-    if not (SHIPPED_SCENE_MODEL.is_file() and SHIPPED_MODEL.is_file()):
-        pytest.skip("no shipped models")
     _write_small_scenes(tmp_path)
     done = _run("detect_variants.py", "--data", str(tmp_path), "--model", str(SHIPPED_MODEL))
     assert done.returncode == 0, done.stderr
@@ -225,11 +218,8 @@ def test_detect_variants_scores_the_shipped_steps_as_eval_detect_does(tmp_path) 
 def test_track_variants_score_the_shipped_tracker_as_eval_track_does(tmp_path) -> None:
     from data.drives import DriveConfig, write_drives
     from data.scenes import SceneConfig, SceneSources
-    from model.detect import SHIPPED_SCENE_MODEL
     from model.runs import SHIPPED_MODEL
 
-    if not (SHIPPED_SCENE_MODEL.is_file() and SHIPPED_MODEL.is_file()):
-        pytest.skip("no shipped models")
     config = SceneConfig(width=256, height=160, min_size=24, max_size=48, signs=(2, 3))
     write_drives(
         tmp_path,
@@ -264,13 +254,9 @@ def test_track_variants_score_the_shipped_tracker_as_eval_track_does(tmp_path) -
 
 def test_detect_closeups_counts_the_photos_whose_sign_is_found(tmp_path) -> None:
     from data.synth import generate_synthetic
-    from model.detect import SHIPPED_SCENE_MODEL
-    from model.runs import SHIPPED_MODEL
 
     missing = _run("detect_closeups.py", "--data", str(tmp_path / "none"))
     assert missing.returncode == 2 and "no TSRD plain folder" in missing.stderr
-    if not (SHIPPED_SCENE_MODEL.is_file() and SHIPPED_MODEL.is_file()):
-        pytest.skip("no shipped models")
     photos = generate_synthetic(tmp_path, per_class=1, classes={0, 1, 2})
     done = _run(
         "detect_closeups.py", "--data", str(tmp_path), "--every", "1", "--max-upscales", "1", "8"
@@ -288,8 +274,6 @@ def test_read_small_reads_held_out_signs_at_each_size(tiny_model_path, ctsrd_rea
 
     unsplit = _run("read_small.py", "--model", str(tiny_model_path))
     assert unsplit.returncode == 2 and "records no held-out images" in unsplit.stderr
-    if not SHIPPED_MODEL.is_file():
-        pytest.skip("no shipped model")
     done = _run(
         "read_small.py",
         *("--model", str(SHIPPED_MODEL), "--data", str(ctsrd_real)),

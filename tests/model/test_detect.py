@@ -37,9 +37,6 @@ from model.detect_eval import report, rounded
 from model.inference import NO_SIGN, SIGN, UNKNOWN_SIGN, Prediction, Predictor, mask_to_rle
 from model.reading import grown
 
-torch.set_num_threads(1)
-
-
 # --- geometry ------------------------------------------------------------------------------
 
 

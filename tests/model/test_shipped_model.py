@@ -25,14 +25,8 @@ def _card_figure(name: str, column: int = 1) -> float:
     return float(value.group(1)) / 100
 
 
-def _shipped(path):
-    if not path.is_file():
-        pytest.skip(f"no shipped model at {path}")
-    return load_model(path)
-
-
 def test_shipped_model_is_a_compact_greedy_dib_model():
-    model, info = _shipped(SHIPPED_MODEL)
+    model, info = load_model(SHIPPED_MODEL)
     assert info.method == "greedy-dib" and len(info.class_names) == 60  # 58 + unknown + none
     assert info.open_set["threshold"] > 0
     assert not hasattr(model, "aux_cls") or model.aux_cls is None
@@ -40,8 +34,8 @@ def test_shipped_model_is_a_compact_greedy_dib_model():
 
 
 def test_the_sgd_reference_learned_from_the_same_data():
-    _, greedy = _shipped(SHIPPED_MODEL)
-    _, sgd = _shipped(SHIPPED_SGD_MODEL)
+    _, greedy = load_model(SHIPPED_MODEL)
+    _, sgd = load_model(SHIPPED_SGD_MODEL)
     assert sgd.method == "sgd"
     assert sgd.split["test_sha1"] == greedy.split["test_sha1"]
     assert sgd.config.image_size == greedy.config.image_size
@@ -49,7 +43,6 @@ def test_the_sgd_reference_learned_from_the_same_data():
 
 @pytest.fixture(scope="module")
 def held_out_metrics(ctsrd_real, tt100k_crops):
-    _shipped(SHIPPED_MODEL)
     return evaluate_model(SHIPPED_MODEL, [ctsrd_real, tt100k_crops], subset="test", device="cpu")
 
 

@@ -90,9 +90,13 @@ def test_metrics_count_requests_batches_and_errors(client, png_bytes) -> None:
 
 
 def test_each_app_has_its_own_metrics(make_settings, png_bytes) -> None:
-    with TestClient(create_app(make_settings())) as client:
-        text = client.get("/metrics").text
-    assert 'route="/v1/predict"' not in text
+    counted = 'greedysign_http_requests_total{method="POST",route="/v1/predict",status="200"} 1.0'
+    with TestClient(create_app(make_settings())) as first:
+        first.post("/v1/predict", files={"file": ("a.png", png_bytes)})
+        assert counted in first.get("/metrics").text
+        with TestClient(create_app(make_settings())) as second:
+            assert 'route="/v1/predict"' not in second.get("/metrics").text
+        assert counted in first.get("/metrics").text
 
 
 def test_overload_is_a_503_with_retry_after(make_settings, png_bytes) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from data.classes import class_names
 from model.detect import DetectConfig, SceneSegmenter
 from model.device import cpu_has_amx
 from model.inference import Predictor
@@ -30,10 +31,12 @@ SCENE = {"scenes": True, "scene_long_side": 64}
 
 
 @pytest.fixture(scope="module")
-def scene_client(make_settings, whole_frame_scene_model_path):
-    with TestClient(
-        create_app(make_settings(scene_model=whole_frame_scene_model_path, **SCENE))
-    ) as client:
+def scene_client(make_settings, whole_frame_scene_model_path, one_class_model_path):
+    """Every frame is one sign, read as class 3."""
+    settings = make_settings(
+        model=one_class_model_path, scene_model=whole_frame_scene_model_path, **SCENE
+    )
+    with TestClient(create_app(settings)) as client:
         yield client
 
 
@@ -61,12 +64,12 @@ def test_detect_answers_every_sign_with_box_mask_class_and_scores(scene_client, 
     body = response.json()
     assert body["image_size"] == [90, 160]
     assert set(body["timings_ms"]) >= {"decode", "segment", "instances", "classify", "total"}
-    # A "no sign" answer drops the sign, so there may be none; the model is random.
+    assert len(body["signs"]) == 1
     for sign in body["signs"]:
         assert sign["box"] == [0, 0, 160, 90]
-        assert sign["kind"] in ("sign", "unknown_sign")
-        assert (sign["class_id"] is None) == (sign["kind"] == "unknown_sign")
-        assert 0 <= sign["confidence"] <= 1 and sign["score"] > 0.99
+        assert sign["kind"] == "sign" and sign["class_id"] == 3
+        assert sign["class_name"] == class_names("ctsrd")[3]
+        assert sign["confidence"] > 0.99 and sign["score"] > 0.99
         assert sign["mask"]["format"] == "rle" and sign["mask"]["size"] == [90, 160]
         assert decode_rle(sign["mask"]["data"], 90, 160).all()
         assert "track_id" not in sign  # images are not tracked
@@ -75,8 +78,8 @@ def test_detect_answers_every_sign_with_box_mask_class_and_scores(scene_client, 
 def test_masks_as_png_or_none(scene_client, media) -> None:
     data = media.encode(media.scene(64, 48))
     for fmt in ("png", "none"):
-        body = detect(scene_client, data, mask_format=fmt).json()
-        assert all((s["mask"] is None) == (fmt == "none") for s in body["signs"])
+        signs = detect(scene_client, data, mask_format=fmt).json()["signs"]
+        assert len(signs) == 1 and (signs[0]["mask"] is None) == (fmt == "none")
 
 
 @pytest.mark.parametrize(
@@ -179,9 +182,9 @@ def test_video_in_scene_mode_tracks_each_sign(scene_client, media, tmp_path) -> 
     assert [line["frame_index"] for line in frames] == list(range(6))
     signs = [sign for line in frames for sign in line["signs"]]
     # Each frame is one sign filling it: a single track, whose class is the vote.
-    assert {sign["track_id"] for sign in signs} <= {1}
+    assert [sign["track_id"] for sign in signs] == [1] * 6
     assert all(sign["box"] == [0, 0, 96, 64] for sign in signs)
-    assert summary["mode"] == "scene" and summary["tracks"] == (1 if signs else 0)
+    assert summary["mode"] == "scene" and summary["tracks"] == 1
     assert summary["frames"] == 6
 
 
@@ -204,8 +207,7 @@ def test_stream_in_scene_mode_keeps_track_ids_per_connection(scene_client, media
                 ws.send_bytes(frame)
                 answers.append(json.loads(ws.receive_text()))
         assert [a["frame_id"] for a in answers] == [0, 1, 2]
-        track_ids = {sign["track_id"] for a in answers for sign in a["signs"]}
-        assert track_ids <= {1}
+        assert [sign["track_id"] for a in answers for sign in a["signs"]] == [1, 1, 1]
         assert all(a["image_size"] == [64, 96] for a in answers)
 
 
