@@ -14,6 +14,7 @@ from data.frames import split_frames
 from model.checkpoint import load_file, load_model
 from model.device import memory_format_for
 from model.greedy import LossSettings, build_phases, enter_phase, network_for
+from model.inference import Predictor
 from model.network import NetConfig, SignNet
 from model.options import get_args_parser
 from model.runs import latest_run
@@ -254,6 +255,31 @@ def test_cpu_bf16_trains_in_bf16_and_leaves_the_frozen_prefix_and_float32_weight
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not a cast
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_learning_rate_warms_up_linearly_then_decays_to_zero(optimizer):
+    """10 steps an epoch, 5 epochs, 1.5 epochs of warm-up: 15 steps up to --lr, then a
+    cosine over the other 35 toward zero."""
+    layer = torch.nn.Linear(2, 2)
+    args = get_args_parser().parse_args(
+        ["--optimizer", optimizer, "--lr", "0.1", "--warmup-epochs", "1.5"]
+    )
+    optimizer, scheduler = make_optimizer(layer, args, 10, 5)
+    rates = []
+    for _ in range(50):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.1 / 15) and rates[14] == pytest.approx(0.1)
+    assert rates[:15] == sorted(rates[:15]) and rates[15:] == sorted(rates[15:], reverse=True)
+    assert rates[15] == pytest.approx(0.1)
+    assert rates[15 + 35 // 2] == pytest.approx(0.05, rel=0.1)  # half-way down the cosine
+    assert rates[-1] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 34 / 35)))
+
+    no_warm_up = get_args_parser().parse_args(["--lr", "0.1", "--warmup-epochs", "0"])
+    _, scheduler = make_optimizer(layer, no_warm_up, 10, 5)
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.1)  # the peak from the first step
+
+
 def _args(data, out, *extra):
     parser = get_args_parser()
     return parser.parse_args(
@@ -303,6 +329,9 @@ def test_interrupted_run_resumes_after_module_2_and_finishes(tiny_synthetic, tmp
     assert saved["method"] == "greedy-dib" and info.method == "greedy-dib"
     assert list(saved["modules"]) == ["module1", "module2", "module3", "module4"]
     assert 0 <= saved["modules"]["module1"]["accuracy"] <= 1
+    # The open-set threshold chosen on the held-out side is the one the model file answers by.
+    assert info.open_set == {"threshold": saved["threshold"]}
+    assert Predictor.load(out / "model.pt").threshold == saved["threshold"]
     assert (out / "model.pt").stat().st_mode & 0o777 == 0o644
     for plot in ("curves.png", "gradients.png", "confusion.png"):
         assert (out / plot).stat().st_size > 0

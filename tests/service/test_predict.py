@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from model.checkpoint import export_model, load_model
 from model.inference import Predictor
 from service.app import create_app
 
@@ -102,6 +103,25 @@ def test_model_description(client) -> None:
     assert body["classes"][0] == {"class_id": 0, "class_name": "Speed limit 5 km/h"}
     assert body["method"] == "greedy-dib" and body["metrics"] == {"accuracy": 0.5}
     assert body["device"] == "cpu" and body["fp16"] is False
+
+
+def test_the_model_files_open_set_threshold_is_applied_and_described(
+    make_settings, tiny_model_path, tmp_path, png_bytes
+) -> None:
+    """The threshold training writes into the model file is the one the service answers by;
+    the tiny model's random guesses are far below 0.99."""
+    model, info = load_model(tiny_model_path)
+    info.open_set = {"threshold": 0.99}
+    unsure = export_model(model, info, tmp_path / "unsure.pt")
+    files = {"file": ("a.png", png_bytes)}
+    with TestClient(create_app(make_settings(model=unsure))) as unsure_client:
+        assert unsure_client.get("/v1/model").json()["open_set"]["threshold"] == 0.99
+        unsure_answer = unsure_client.post("/v1/predict", files=files).json()
+    with TestClient(create_app(make_settings())) as plain_client:  # the same weights, at 0
+        plain_answer = plain_client.post("/v1/predict", files=files).json()
+    assert plain_answer["kind"] == "sign" and plain_answer["confidence"] < 0.99
+    assert unsure_answer["kind"] == "unknown_sign" and unsure_answer["class_id"] is None
+    assert unsure_answer["top_k"][0]["class_id"] == plain_answer["class_id"]
 
 
 def test_batch_file_count_is_limited(make_settings, png_bytes) -> None:

@@ -71,6 +71,35 @@ def test_a_phone_video_is_read_upright(client, media, tmp_path) -> None:
     assert (video["width"], video["height"]) == (48, 64)  # as shown, as the frames are
 
 
+def test_a_video_frame_is_answered_as_the_same_picture_posted_alone(client, media, tmp_path):
+    """Lossless frames (FFV1, RGB) against the same pictures as PNGs: a channel swap or any
+    drift in how video frames are prepared would change the random model's answers."""
+    pictures = [media.scene(64, 48, seed=seed) for seed in range(3)]
+    clip = tmp_path / "lossless.mkv"
+    with av.open(str(clip), "w", format="matroska") as output:
+        stream = output.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "bgr0"
+        for picture in pictures:
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        output.mux(stream.encode())
+    *frames, _ = post_video(client, clip, top_k=3, mask_format="rle")
+    assert len(frames) == len(pictures)
+    for frame, picture in zip(frames, pictures, strict=True):
+        alone = client.post(
+            "/v1/predict",
+            params={"top_k": 3, "mask_format": "rle"},
+            files={"file": ("frame.png", media.encode(picture))},
+        ).json()
+        assert (frame["kind"], frame["class_id"], frame["box"]) == (
+            alone["kind"],
+            alone["class_id"],
+            alone["box"],
+        )
+        assert [k["class_id"] for k in frame["top_k"]] == [k["class_id"] for k in alone["top_k"]]
+        assert frame["confidence"] == pytest.approx(alone["confidence"], abs=1e-5)
+        assert frame["mask"] == alone["mask"]
+
+
 def test_frames_are_sampled_at_the_asked_rate(client, media, tmp_path) -> None:
     clip = media.video(tmp_path / "clip.mp4", frames=20, rate=10)
     lines = post_video(client, clip, fps=2.5)
