@@ -33,7 +33,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -187,22 +186,13 @@ def runs(tiny_synthetic, tmp_path_factory):
     # The two-process run reads its images lazily: the items are the same as eager ones.
     two_args = _train_args(tiny_synthetic, root / "runs" / "two", "--decode", "lazy")
     two = _torchrun(trace, *two_args, env=watched)
+    # Rank 0 signals torchrun itself once the checkpoint is written (worker_main), so the
+    # stop lands there however slowly a loaded machine runs the epochs.
     killed = _torchrun(
         killed_out.parent,
         *_train_args(tiny_synthetic, killed_out),
-        env={"STEP_GRADIENTS_TO": str(steps)},
+        env={"STEP_GRADIENTS_TO": str(steps), "STOP_AT_FIRST_CHECKPOINT": "1"},
     )
-
-    def stop_after_first_checkpoint() -> None:
-        deadline = time.monotonic() + LAUNCH_TIMEOUT
-        while not (killed_out / "checkpoint.pth").exists() and killed.poll() is None:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        _stop(killed)
-
-    stopper = threading.Thread(target=stop_after_first_checkpoint)
-    stopper.start()
 
     import model.train as train
 
@@ -221,8 +211,11 @@ def runs(tiny_synthetic, tmp_path_factory):
             one = _train_args(tiny_synthetic, root / "runs" / "one")
             train.main(get_args_parser().parse_args(one))
     finally:
-        stopper.join()
-        killed_output, _ = killed.communicate(timeout=LAUNCH_TIMEOUT)
+        try:
+            killed_output, _ = killed.communicate(timeout=LAUNCH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _stop(killed)
+            killed_output, _ = killed.communicate()
     return {
         "root": root,
         "trace": trace,
@@ -328,9 +321,13 @@ def test_a_stopped_two_process_run_resumes_exactly(runs, tiny_synthetic):
 
 def worker_main(trace: str, *train_args: str) -> int:
     """One of torchrun's processes: `greedysign train`, recording the files it opens for
-    writing under $WRITES_UNDER; first, with $STEP_GRADIENTS_TO, the one-step gradients."""
+    writing under $WRITES_UNDER; first, with $STEP_GRADIENTS_TO, the one-step gradients; with
+    $STOP_AT_FIRST_CHECKPOINT, rank 0 sends torchrun SIGTERM (as a user's Ctrl-C or a
+    scheduler's stop would) as soon as the run's first checkpoint is written, and waits for
+    torchrun to end it."""
     import torch.distributed as dist
 
+    import model.train as train
     from app.cli import main as greedysign
 
     torch.set_num_threads(1)
@@ -349,6 +346,16 @@ def worker_main(trace: str, *train_args: str) -> int:
                 writes.append(str(args[0]))
 
     sys.addaudithook(audit)
+    if os.environ.get("STOP_AT_FIRST_CHECKPOINT"):
+        save_atomic = train.save_atomic
+
+        def save_then_stop(*args, **kwargs):
+            saved = save_atomic(*args, **kwargs)
+            os.kill(os.getppid(), signal.SIGTERM)
+            time.sleep(LAUNCH_TIMEOUT)  # torchrun's SIGTERM ends this process first
+            return saved
+
+        train.save_atomic = save_then_stop
     try:
         return greedysign(["train", *train_args])
     finally:
