@@ -40,6 +40,13 @@ def test_analyze_prints_one_json_object(tiny_model_path, synthetic, capsys, tmp_
     )
     for key in ("entropy", "mi_input", "mi_label"):
         assert len(result[key]) == L and all(isinstance(v, float) for v in result[key])
+    # What a layer shares with the input or the label is at most what it holds, and the label
+    # (32 images) holds at most log2(32) bits.
+    for entropy, mi_input, mi_label in zip(
+        result["entropy"], result["mi_input"], result["mi_label"], strict=True
+    ):
+        assert entropy > 0 and 0 <= mi_input <= entropy + 1e-6
+        assert 0 <= mi_label <= min(entropy, 5.0) + 1e-6
     assert [result["cross_mi"][i][i] for i in range(L)] == result["entropy"]
     assert result["alpha"] == 1.01
     # per_class=1 holds nothing out: the probe falls back to every distinct image, capped.

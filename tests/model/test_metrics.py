@@ -49,7 +49,18 @@ def test_accumulator_matches_torchmetrics():
     assert metrics["accuracy"] == pytest.approx(top1)
     assert metrics["macro_accuracy"] == pytest.approx(macro)
     assert metrics["mask_miou"] == pytest.approx((sign_iou + background_iou) / 2)
-    assert 0 <= metrics["box_iou"] <= 1 and 0 <= metrics["mask_iou"] <= 1
+    # Per image, by hand: the predicted mask's IoU with the true one, and its tight box's
+    # (right and bottom edges exclusive) with the true box.
+    mask_ious, box_ious = [], []
+    for predicted, true in zip(mask_logits[:, 0] > 0, masks[:, 0] > 0.5, strict=True):
+        mask_ious.append(((predicted & true).sum() / (predicted | true).sum()).item())
+        ys, xs = predicted.nonzero(as_tuple=True)
+        box = (xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1)
+        inner = (min(box[2], 12) - max(box[0], 2)) * (min(box[3], 14) - max(box[1], 3))
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        box_ious.append(inner / (area + 10 * 11 - inner))
+    assert metrics["mask_iou"] == pytest.approx(sum(mask_ious) / n)
+    assert metrics["box_iou"] == pytest.approx(sum(box_ious) / n)
 
 
 def test_perfect_masks_score_one_and_labels_beyond_the_model_count_apart():
