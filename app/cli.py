@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         # tools do, and keep Python from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a fault: one line, and the shell's code for a stop
+        # by SIGINT (a stopped training run resumes from its last checkpoint).
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

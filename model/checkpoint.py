@@ -108,6 +108,16 @@ class ModelFileError(ValueError):
     file and what is wrong with it, on one line."""
 
 
+def require_sign_model(info: ModelInfo, path: Path | str) -> None:
+    """Refuse a scene model where a sign model (one that reads a sign) is wanted: its class
+    head was never trained, so whatever it read would be noise."""
+    if info.task != "crops":
+        raise ModelFileError(
+            f"{path}: a {info.task!r} model, not a sign model: it marks the signs of whole "
+            "frames (give it as --scene-model) and reads none"
+        )
+
+
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[SignNet, ModelInfo]:
     """An exported model (`model.pt`) or a finished training checkpoint as an inference
     SignNet in eval mode, float32 on `device`, loaded with strict=True. A missing file

@@ -58,6 +58,9 @@ SEAM_MIN_GRADIENT = 40.0  # grey levels of a seam's vertical Sobel gradient, at 
 SEAM_RELATIVE_GRADIENT = 0.3  # and this share of the region's 99th percentile of it
 BOARD_ASPECTS = (2.5, 8.0)  # each part's width over its height: a board, not a sign's half
 DEFAULT_OVERLAP = 64  # working pixels that neighbouring tiles share
+# Past these a working frame costs gigabytes and says nothing more about a road scene.
+MAX_LONG_SIDE = 4096
+MAX_UPSCALE = 8.0
 REMAP_BLOCK = 16384  # output pixels per side of one cv2.remap call (its limit: 32766)
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32) * 255
 _INV_STD = 1 / (np.asarray(IMAGENET_STD, np.float32) * 255)
@@ -118,21 +121,30 @@ class DetectConfig:
     max_signs: int = 64
 
     def __post_init__(self) -> None:
-        if self.long_side < STRIDE:
-            raise ValueError(f"long_side must be at least {STRIDE}, got {self.long_side}")
-        if self.tile and (self.tile < STRIDE or self.tile % STRIDE):
-            raise ValueError(f"tile must be 0 or a multiple of {STRIDE}, got {self.tile}")
+        # The bounds the service's settings hold (service/settings.py), so that the command
+        # line cannot ask for a working frame of gigapixels either. Comparisons written so
+        # that NaN fails them.
+        if not STRIDE <= self.long_side <= MAX_LONG_SIDE:
+            raise ValueError(
+                f"long_side must lie in [{STRIDE}, {MAX_LONG_SIDE}], got {self.long_side}"
+            )
+        if self.tile and not (STRIDE <= self.tile <= MAX_LONG_SIDE and self.tile % STRIDE == 0):
+            raise ValueError(
+                f"tile must be 0 or a multiple of {STRIDE} up to {MAX_LONG_SIDE}, got {self.tile}"
+            )
         if self.overlap is None:
             overlap = min(DEFAULT_OVERLAP, self.tile // 2) if self.tile else DEFAULT_OVERLAP
             object.__setattr__(self, "overlap", overlap)
         if self.tile and not 0 <= self.overlap < self.tile:
             raise ValueError(f"overlap must lie in [0, tile), got {self.overlap}")
-        if self.max_upscale < 1:
-            raise ValueError(f"max_upscale must be at least 1, got {self.max_upscale}")
+        if not 1 <= self.max_upscale <= MAX_UPSCALE:
+            raise ValueError(f"max_upscale must lie in [1, {MAX_UPSCALE}], got {self.max_upscale}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
-        if self.min_area < 1 or self.max_signs < 1 or self.margin < 0:
-            raise ValueError("min_area and max_signs must be positive, margin non-negative")
+        if self.min_area < 1 or self.max_signs < 1:
+            raise ValueError("min_area and max_signs must be positive")
+        if not 0 <= self.margin <= 1:
+            raise ValueError(f"the read margin must lie in [0, 1], got {self.margin}")
         if not 0 <= self.min_solidity <= 1:
             raise ValueError(f"min_solidity must lie in [0, 1], got {self.min_solidity}")
 

@@ -17,7 +17,7 @@ from data.near_twins import novel
 from data.records import DataError, SignRecord
 from data.split import unique_by_content
 from data.transforms import preprocess
-from model.checkpoint import load_model
+from model.checkpoint import load_model, require_sign_model
 from model.choices import EVAL_SUBSETS
 from model.device import autocast_for, resolve_device
 from model.metrics import EvalAccumulator, mask_boxes
@@ -181,6 +181,7 @@ def evaluate_model(
         raise ValueError(f"subset must be one of {EVAL_SUBSETS}, not {subset!r}")
     torch_device = resolve_device(device)
     model, info = load_model(model_path, torch_device)
+    require_sign_model(info, model_path)
     index = load_datasets(data_paths)
     _check_label_space(index, info.dataset, model_path)
     distinct = unique_by_content(index.records)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from data.classes import class_names, label_names
 from data.transforms import eval_transform
-from model.checkpoint import ModelFileError, ModelInfo, load_model
+from model.checkpoint import ModelInfo, load_model, require_sign_model
 from model.device import autocast_for, resolve_device
 from model.metrics import mask_boxes
 from model.network import SignNet
@@ -88,11 +88,7 @@ class Predictor:
         device = resolve_device(device)
         on_cuda = device.type == "cuda"
         model, info = load_model(path, device)
-        if info.task != "crops":
-            raise ModelFileError(
-                f"{path}: a {info.task!r} model, not a sign model: it marks the signs of whole "
-                "frames (give it as --scene-model) and reads none"
-            )
+        require_sign_model(info, path)
         if on_cuda:
             # Input sizes are fixed (S x S, a handful of batch sizes), which is when cudnn's
             # per-shape algorithm search pays off.

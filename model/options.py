@@ -8,6 +8,7 @@ and other scripts can reuse the flags (`get_args_parser(add_help=False)` as a pa
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
@@ -50,13 +51,52 @@ def device_name(text: str) -> str:
 
 def share(text: str) -> float:
     """An argparse type: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (a learning rate)."""
+    value = _number(text)
+    if not 0 < value < math.inf:  # comparisons that NaN fails, as every check here
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def weight(text: str) -> float:
+    """An argparse type: a finite number of at least 0 (a loss weight, a decay, epochs)."""
+    value = _number(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
+def below_one(text: str) -> float:
+    """An argparse type: a number in [0, 1) (momentum, label smoothing)."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def renyi_order(text: str) -> float:
+    """An argparse type: a Renyi entropy order, finite, above 0 and not 1 (model/entropy.py:
+    1 is the Shannon limit, where its formula divides by zero)."""
+    value = _number(text)
+    if not (0 < value < math.inf and value != 1):
+        raise argparse.ArgumentTypeError(
+            f"a Renyi order must be a finite number above 0 other than 1, got {text}"
+        )
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -118,8 +158,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         default=None,
         help="information term (default: entropy for greedy-dib; greedy-ce and sgd use none)",
     )
-    parser.add_argument("--beta", type=float, default=0.01, help="weight of the info term")
-    parser.add_argument("--alpha", type=float, default=1.01, help="Renyi entropy order")
+    parser.add_argument("--beta", type=weight, default=0.01, help="weight of the info term")
+    parser.add_argument("--alpha", type=renyi_order, default=1.01, help="Renyi entropy order")
     parser.add_argument(
         "--pool-to",
         type=count,
@@ -127,16 +167,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="average-pool feature maps to at most this size for the Gram "
         "matrix (0: use the full map)",
     )
-    parser.add_argument("--lambda-mask", type=float, default=1.0, help="weight of the mask loss")
+    parser.add_argument("--lambda-mask", type=weight, default=1.0, help="weight of the mask loss")
     parser.add_argument(
         "--lambda-recon",
-        type=float,
+        type=weight,
         default=0.0,
         help="greedy modules: weight of rebuilding the input from T_k (InfoPro's "
         "information-preserving term; 0: off)",
     )
     parser.add_argument(
-        "--label-smoothing", type=float, default=0.1, help="of the classification cross-entropy"
+        "--label-smoothing", type=below_one, default=0.1, help="of the classification cross-entropy"
     )
     parser.add_argument("--arch", choices=ARCH_NAMES, default="resnet18", help="the encoder")
     parser.add_argument(
@@ -185,15 +225,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="one per phase (a greedy module, the heads, or SGD's whole network)",
     )
     parser.add_argument(
-        "--lr", type=float, default=3e-3, help="peak learning rate, reached after the warm-up"
+        "--lr",
+        type=positive_number,
+        default=3e-3,
+        help="peak learning rate, reached after the warm-up",
     )
     parser.add_argument(
-        "--momentum", type=float, default=0.9, help="Nesterov momentum of --optimizer sgd"
+        "--momentum", type=below_one, default=0.9, help="Nesterov momentum of --optimizer sgd"
     )
-    parser.add_argument("--weight-decay", type=float, default=0.05, help="of either optimizer")
+    parser.add_argument("--weight-decay", type=weight, default=0.05, help="of either optimizer")
     parser.add_argument(
         "--warmup-epochs",
-        type=float,
+        type=weight,
         default=1.0,
         help="linear learning-rate warm-up at the start of each phase, then cosine decay to 0",
     )
@@ -232,7 +275,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--decode-cache-mb",
-        type=float,
+        type=weight,
         default=256,
         metavar="MB",
         help="lazy decoding: decoded images kept per data-loading process",

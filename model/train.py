@@ -20,6 +20,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -537,6 +538,13 @@ def _train(
     args.out = distributed.broadcast(
         args.out or runs_root() / f"{args.method}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    if distributed.is_main():  # rank 0 alone writes files
+        try:  # now, not after the data has loaded and the first epoch has run
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SystemExit(f"--out {args.out}: cannot make the run folder: {error}") from None
+        if not os.access(args.out, os.W_OK | os.X_OK):
+            raise SystemExit(f"--out {args.out}: the run folder is not writable")
     checkpoint_path = args.out / CHECKPOINT_FILE
     resumed = _read_resumable(checkpoint_path) if args.resume else None
     init = None if args.init is None or resumed else read_init(args.init, args.task, args.arch)
@@ -638,7 +646,6 @@ def _train(
             print(f"resuming {args.out}: training is done; scoring and writing the model")
     callbacks: list[EpochCallback] = []
     if distributed.is_main():  # rank 0 alone writes files, and calls what writes them
-        args.out.mkdir(parents=True, exist_ok=True)
         callbacks += [on_epoch_end] if on_epoch_end is not None else []
         if args.snapshot_every:
             if resumed is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -13,7 +14,7 @@ from contextlib import closing, suppress
 from dataclasses import asdict
 from pathlib import Path
 
-from app.commands.arguments import DEVICE_HELP, comma_list, positive_float
+from app.commands.arguments import DEVICE_HELP, comma_list, non_negative_float, positive_float
 from app.commands.data import SCENE_BACKGROUNDS
 from data.records import DataError
 from model.options import device_name, positive_int
@@ -102,7 +103,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     negatives.add_argument(
         "--skip-seconds",
-        type=float,
+        type=non_negative_float,
         default=6.0,
         help="a video's first seconds, which hold signs, are left out",
     )
@@ -348,6 +349,10 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
     frames = 0
     started = time.perf_counter()
     writer = None
+    # The annotated copy is written beside --out and put in its place once whole: a video
+    # that breaks off, a full disk or Ctrl-C leaves no half-written mp4 under the name asked
+    # for (one stopped mid-way does not play).
+    partial = args.out.with_name(f".{args.out.name}.partial") if args.out is not None else None
     try:
         with path.open("rb") as file, closing(VideoReader(file, MAX_USER_PIXELS)) as reader:
             # The annotated copy plays at the rate its frames were sampled at: --fps, unless
@@ -368,13 +373,14 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
                 if args.out is not None:
                     if writer is None:
                         height, width = frame.rgb.shape[:2]
-                        writer = VideoWriter(args.out, rate, width, height)
+                        writer = VideoWriter(partial, rate, width, height)
                     writer.write(draw_signs(frame.rgb, detections, signs))
                 frames += 1
         if writer is not None:
             # Closing flushes the encoder: a failure here is writing --out's, reported below.
             finished, writer = writer, None
             finished.close()
+            os.replace(partial, args.out)
     except ServiceError as error:  # not a video, no video stream, corrupt, cut short
         print(json.dumps({"video": str(path), "error": error.message}))
         return 1
@@ -386,6 +392,8 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
             # Left open by an error that is already reported: closing must not replace it.
             with suppress(av.FFmpegError, OSError):
                 writer.close()
+        if partial is not None:
+            partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     summary = {
         "video": str(path),
@@ -535,6 +543,19 @@ def run_mine_negatives(args: argparse.Namespace) -> int:
     except (DataError, OSError) as error:  # a frame or video that breaks off; a full disk
         _remove_written(args.out, created)
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _remove_written(args.out, created)
+        raise
+    if frames == 0 and not signs:
+        # Past --skip-seconds, or with no frame of the kinds asked for: an empty crops folder
+        # would train nothing and read as a success.
+        _remove_written(args.out, created)
+        print(
+            f"error: {args.source}: no frame to mine (check --skip-seconds, --step and "
+            "--no-sign-backgrounds)",
+            file=sys.stderr,
+        )
         return 2
     print(f"{crops} 'no sign' crops from {frames} frames of {args.source} in {args.out}")
     if signs is not None:

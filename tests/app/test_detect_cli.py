@@ -32,9 +32,11 @@ def write_image(path: Path, width: int, height: int, seed: int = 0) -> Path:
     return path
 
 
-def write_clip(path: Path, frames: int = 5, size: tuple[int, int] = (96, 64)) -> Path:
+def write_clip(
+    path: Path, frames: int = 5, size: tuple[int, int] = (96, 64), container: str = "mp4"
+) -> Path:
     width, height = size
-    with av.open(str(path), "w", format="mp4") as output:
+    with av.open(str(path), "w", format=container) as output:
         stream = output.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index in range(frames):
@@ -317,8 +319,12 @@ def test_eval_detect_prints_the_scores(
     loose = argv + ["--read-margin", "0.3"] + models(whole_frame_scene_model_path, tiny_model_path)
     assert main(loose) == 0
     assert json.loads(capsys.readouterr().out)["config"]["margin"] == 0.3
-    assert main(argv + ["--read-margin", "-1"]) == 2
-    assert "margin non-negative" in capsys.readouterr().err
+    for margin in ("-1", "nan", "inf"):  # NaN reached int() in the crop's geometry
+        assert main(argv + ["--read-margin", margin]) == 2
+        assert "read margin must lie in [0, 1]" in capsys.readouterr().err
+    for flags in (["--max-upscale", "nan"], ["--long-side", "100000"]):  # a gigapixel frame
+        assert main(argv + flags) == 2
+        assert "must lie in" in capsys.readouterr().err
 
 
 def test_eval_detect_on_a_missing_folder_exits_2(empty_scene_model_path, tiny_model_path, capsys):
@@ -524,3 +530,39 @@ def test_eval_detect_reads_the_dfg_frames(
     result = json.loads(capsys.readouterr().out)
     assert result["frames"] == 3 and result["signs"] > 0
     assert result["recall"] == 0.0 and result["detections"] == 0
+
+
+def test_a_video_that_breaks_off_leaves_no_half_annotated_copy(
+    whole_frame_scene_model_path, one_class_model_path, tmp_path, capsys
+) -> None:
+    # Matroska: cut short, its first frames still play (an mp4's index comes last).
+    clip = write_clip(tmp_path / "clip.mkv", frames=10, container="matroska")
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 3])
+    out = tmp_path / "annotated" / "cut.mp4"
+    argv = ["detect", str(cut), "--out", str(out), "--json", "--long-side", "64"]
+    assert main(argv + models(whole_frame_scene_model_path, one_class_model_path)) == 1
+    *frames, failure = lines(capsys)
+    assert frames and "error" in failure  # frames were drawn before it broke off
+    assert list(out.parent.iterdir()) == []  # neither the copy nor its partial file
+    whole = ["detect", str(clip), "--out", str(out), "--long-side", "64"]
+    assert main(whole + models(whole_frame_scene_model_path, one_class_model_path)) == 0
+    assert [path.name for path in out.parent.iterdir()] == ["cut.mp4"]
+
+
+def test_mine_negatives_refuses_a_negative_skip_and_a_source_with_no_frame_to_mine(
+    whole_frame_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", frames=5)  # half a second
+    out = tmp_path / "crops"
+    argv = ["mine-negatives", str(clip), "--out", str(out), "--long-side", "64"]
+    for skip in ("-6", "nan"):  # both meant no skipping: frames with signs mined as none
+        with pytest.raises(SystemExit) as exited:
+            main([*argv, "--skip-seconds", skip])
+        assert exited.value.code == 2 and "--skip-seconds" in capsys.readouterr().err
+    mined = main(
+        [*argv, "--skip-seconds", "60", *models(whole_frame_scene_model_path, tiny_model_path)]
+    )
+    assert mined == 2
+    assert "no frame to mine" in capsys.readouterr().err
+    assert not out.exists()  # no empty crops folder that reads as a success

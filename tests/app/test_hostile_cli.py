@@ -409,3 +409,66 @@ def test_an_unfinished_run_says_how_to_finish_it(tmp_path, capsys) -> None:
     # A folder with neither file is still no model.
     assert main(["predict", "--model", str(tmp_path), str(image)]) == 2
     assert "no model at" in one_line_error(capsys.readouterr().err)
+
+
+def test_ctrl_c_is_one_line_and_the_shells_code(tmp_path, capsys, monkeypatch) -> None:
+    from app.commands import data as data_commands
+
+    def stopped(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_commands, "run_check", stopped)
+    assert main(["data", "check", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_eval_refuses_a_scene_model(whole_frame_scene_model_path, tmp_path, capsys) -> None:
+    # It said the model records no held-out images; with --subset all it scored 0.0 accuracy.
+    data = plain_dataset(tmp_path / "data", [GOOD_LINE])
+    for subset in ("test", "all"):
+        argv = ["eval", "--model", str(whole_frame_scene_model_path), "--data", str(data)]
+        assert main([*argv, "--subset", subset, "--device", "cpu"]) == 2
+        assert "not a sign model" in one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--lr", "nan"),
+        ("--lr", "0"),
+        ("--lr", "-1"),
+        ("--momentum", "-1"),
+        ("--momentum", "1"),
+        ("--weight-decay", "-1"),
+        ("--label-smoothing", "2"),
+        ("--beta", "nan"),
+        ("--lambda-mask", "nan"),
+        ("--lambda-recon", "inf"),
+        ("--warmup-epochs", "-1"),
+        ("--alpha", "1"),
+        ("--alpha", "-2"),
+    ],
+)
+def test_train_refuses_numbers_it_cannot_learn_with(tmp_path, capsys, flag, value) -> None:
+    """Each was a torch traceback after the data had loaded, or (NaN weights) a run of NaN
+    losses that still said it was written."""
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), flag, value])
+    assert exited.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_an_out_it_cannot_make_before_loading_data(tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    started = subprocess.run(
+        [sys.executable, "-m", "app.cli", "train", "--data", str(tmp_path / "no-data")]
+        + ["--out", str(blocker / "run"), "--device", "cpu"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode != 0 and "Traceback" not in started.stderr
+    assert f"--out {blocker / 'run'}: cannot make the run folder" in started.stderr
