@@ -225,8 +225,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_units(self.units)
-        if self.alpha <= 0 or self.alpha == 1:
-            raise ValueError(f"alpha must be > 0 and != 1, got {self.alpha}")
+        # NaN fails every comparison: a check of only alpha <= 0 let it through to a report
+        # of NaN.
+        if not (0 < self.alpha < math.inf and self.alpha != 1):
+            raise ValueError(f"alpha must be finite, > 0 and != 1, got {self.alpha}")
         if self.knn < 1:
             raise ValueError(f"knn must be at least 1, got {self.knn}")
 

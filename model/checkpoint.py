@@ -143,11 +143,11 @@ def _load(path: Path | str) -> tuple[SignNet, ModelInfo, dict[str, torch.Tensor]
         # the zip reader, EOFError, KeyError, TypeError, a state_dict mismatch): to the user
         # they all mean the same thing.
         raise ModelFileError(
-            f"{path}: not a GreedySign model file this version can read ({_fault(error)})"
+            f"{path}: not a GreedySign model file this version can read ({load_fault(error)})"
         ) from error
 
 
-def _fault(error: Exception) -> str:
+def load_fault(error: Exception) -> str:
     """Why a file did not read as a model, short: the error's type and the gist of its
     message. torch's weights_only refusal is a paragraph of advice for the file's author (load
     it with weights_only=False, allow-list its globals) around one line of fact, the

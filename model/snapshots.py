@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from model.checkpoint import load_file, save_atomic
+from model.checkpoint import ModelFileError, load_fault, load_file, save_atomic
 from model.greedy import AUX_WARMUP_PHASE, HEADS_PHASE
 from model.network import NetConfig, SignNet
 from model.splits import resolve_split
@@ -127,9 +127,24 @@ class Snapshot:
 
 
 def load_snapshot(path: Path | str) -> Snapshot:
+    """The snapshot in `path`. A missing file raises FileNotFoundError; any other file that is
+    not a snapshot this version can read (a damaged one, say), ModelFileError naming it."""
+    try:
+        return _read_snapshot(path)
+    except (FileNotFoundError, ModelFileError):
+        raise
+    except Exception as error:
+        # As for a model file (model/checkpoint.py): torch.load of a damaged file and a foreign
+        # dict fail in many ways (UnpicklingError, EOFError, KeyError, ...), one fault to a user.
+        raise ModelFileError(
+            f"{path}: not a GreedySign encoder snapshot this version can read ({load_fault(error)})"
+        ) from error
+
+
+def _read_snapshot(path: Path | str) -> Snapshot:
     state = load_file(path)
-    if state.get("format") != SNAPSHOT_FORMAT:
-        raise ValueError(f"{path} is not a GreedySign encoder snapshot")
+    if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
+        raise ModelFileError(f"{path}: not a GreedySign encoder snapshot (no format mark)")
     return Snapshot(
         path=Path(path),
         config=NetConfig(**state["config"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from data.records import DataError
@@ -17,7 +18,7 @@ from model.choices import (
     ANALYSIS_SUBSETS,
     ANALYSIS_UNITS,
 )
-from model.options import count, device_name
+from model.options import count, device_name, renyi_order
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -71,7 +72,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="modules",
         help="one layer per Greedy-DIB module (default) or per residual block",
     )
-    analyze.add_argument("--alpha", type=float, default=ANALYSIS_ALPHA, help="Renyi entropy order")
+    analyze.add_argument(
+        "--alpha",
+        type=renyi_order,
+        default=ANALYSIS_ALPHA,
+        help="Renyi entropy order (finite, above 0, not 1)",
+    )
     analyze.add_argument(
         "--pool-to",
         type=count,
@@ -83,7 +89,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--knn", type=int, default=ANALYSIS_KNN, help="kernel width: mean distance to the k nearest"
     )
     analyze.add_argument("--seed", type=int, default=0, help="seeds the probe batch")
-    analyze.add_argument("--out", type=Path, default=None, help="write figures and JSON here")
+    analyze.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="folder to write the figures and analysis.json in, made if need be (default with "
+        "RUN: RUN/analysis; with --model: none)",
+    )
     analyze.add_argument(
         "--device", type=device_name, default="cpu", help="cpu (default), auto, cuda or cuda:N"
     )
@@ -104,6 +117,13 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     probe = {"probe_images": args.probe_images, "subset": args.subset, "seed": args.seed}
     convergence = None
+    out = args.out
+    if out is None and args.run is not None and args.run.is_dir():
+        out = args.run / "analysis"  # a RUN that is no folder is analyze_run's to report
+    fault = None if out is None else _report_folder_fault(out)
+    if fault is not None:
+        print(f"error: {out}: {fault}", file=sys.stderr)
+        return 2
     try:
         if args.run is not None and args.model is not None:
             raise ValueError("give either a RUN folder with snapshots or --model, not both")
@@ -121,12 +141,32 @@ def run_analyze(args: argparse.Namespace) -> int:
     except (DataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = args.out if args.out is not None or args.run is None else args.run / "analysis"
-    written = write_report(out, info, convergence) if out is not None else []
+    # The numbers first: a report that fails to write (a full disk) loses nothing measured.
     if args.json:
         print(json.dumps(to_json(info, convergence)))
     else:
         print(format_table(info, convergence))
-        if written:
-            print(f"\nwrote {', '.join(str(path) for path in written)}")
+    try:
+        written = write_report(out, info, convergence) if out is not None else []
+    except OSError as error:
+        print(f"error: writing the report in {out}: {error}", file=sys.stderr)
+        return 2
+    if written and not args.json:
+        print(f"\nwrote {', '.join(str(path) for path in written)}")
     return 0
+
+
+def _report_folder_fault(out: Path) -> str | None:
+    """Why the report cannot be written in the folder `out`, or None, having made it. Checked
+    before the analysis: a bad --out failed only when minutes of it were done."""
+    if out.exists() and not out.is_dir():
+        return "is a file; the report goes in a folder (--out FOLDER)"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # A file written is the test: access() knows permissions, not every way a write fails
+        # (a mkdir in /proc "succeeds" nowhere, for one).
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        return f"cannot write the report there ({error.strerror or error})"
+    return None

@@ -103,3 +103,64 @@ def test_a_negative_pool_size_is_an_argument_error(capsys) -> None:
     with pytest.raises(SystemExit) as stopped:
         main(["analyze", "--model", "none.pt", "--data", "none", "--pool-to", "-1"])
     assert stopped.value.code == 2 and "--pool-to: must be at least 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alpha", ["nan", "inf", "1", "0", "-2", "two"])
+def test_an_alpha_the_estimator_does_not_take_is_an_argument_error(alpha, capsys) -> None:
+    """NaN made a table of NaN and exit 0; the others failed after the model had loaded."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["analyze", "--model", "none.pt", "--data", "none", "--alpha", alpha])
+    assert stopped.value.code == 2 and "argument --alpha: " in capsys.readouterr().err
+
+
+def test_a_bad_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch) -> None:
+    """It was a FileExistsError or FileNotFoundError traceback once the analysis was done."""
+
+    def analysis(*args, **kwargs):
+        raise AssertionError("the analysis ran before --out was checked")
+
+    monkeypatch.setattr("model.analysis.analyze_model_file", analysis)
+    a_file = tmp_path / "good.png"
+    a_file.write_bytes(b"")
+    for out, fault in (
+        (a_file, "is a file; the report goes in a folder (--out FOLDER)"),
+        (a_file / "report", "cannot write the report there (Not a directory)"),
+    ):
+        assert main(["analyze", "--model", "m.pt", "--data", "d", "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"error: {out}: {fault}\n"
+
+
+def test_a_report_that_fails_to_write_is_an_error_after_the_numbers(
+    tiny_model_path, synthetic, tmp_path, capsys, monkeypatch
+) -> None:
+    """It was the OSError's traceback, and the numbers were lost with it."""
+
+    def full_disk(out, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("model.analysis.write_report", full_disk)
+    # --out names a folder, whatever its name; it is made before the analysis.
+    out = tmp_path / "report.json"
+    capsys.readouterr()
+    args = ["analyze", "--model", str(tiny_model_path), "--data", str(synthetic), "--json"]
+    assert main([*args, "--probe-images", "16", "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert len(json.loads(printed.out)["layers"]) == 4
+    assert (
+        printed.err == f"error: writing the report in {out}: [Errno 28] No space left on device\n"
+    )
+    assert out.is_dir()
+
+
+def test_a_damaged_snapshot_is_an_error_naming_it(synthetic, tmp_path, capsys) -> None:
+    """It was torch.load's UnpicklingError (EOFError for an empty file) as a traceback."""
+    model = SignNet(NetConfig(image_size=32))
+    run = tmp_path / "run"
+    damaged = save_snapshot(model, run, "sgd", 1, 1)
+    save_snapshot(model, run, "sgd", 2, 2)
+    damaged.write_bytes(bytes(range(256)) * 4)
+    capsys.readouterr()
+    assert main(["analyze", str(run), "--data", str(synthetic), "--probe-images", "16"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {damaged}: not a GreedySign encoder snapshot")
+    assert error.count("\n") == 1

@@ -2,6 +2,7 @@
 one network's cross-MI matrix, and the convergence matrix from encoder snapshots."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from model.analysis import (
     to_json,
     write_report,
 )
+from model.checkpoint import ModelFileError
 from model.entropy import (
     information_from_grams,
     information_matrix,
@@ -251,6 +253,31 @@ def test_snapshot_keeps_only_the_encoder_in_float16(tmp_path):
     restored = snapshot_model(snapshot)
     for name, value in model.stages.state_dict().items():
         assert torch.allclose(restored.stages.state_dict()[name].float(), value.float(), atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", bytes(range(256)) * 4, None],
+    ids=["empty", "random bytes", "a list"],
+)
+def test_a_file_that_is_no_snapshot_is_a_model_file_error_naming_it(tmp_path, content):
+    """It was the UnpicklingError or EOFError of torch.load, a traceback out of analyze."""
+    path = tmp_path / "epoch-0001.pt"
+    if content is None:
+        torch.save([1, 2], path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=f"^{re.escape(str(path))}: not a GreedySign"):
+        load_snapshot(path)
+    with pytest.raises(FileNotFoundError):
+        load_snapshot(tmp_path / "epoch-0002.pt")
+
+
+@pytest.mark.parametrize("alpha", [math.nan, math.inf, 1.0, 0.0, -1.0])
+def test_settings_refuse_an_alpha_the_estimator_does_not_take(alpha):
+    """NaN passed the old check and made a report of NaN."""
+    with pytest.raises(ValueError, match="alpha must be"):
+        Settings(alpha=alpha)
 
 
 def test_snapshot_callback_saves_every_n_epochs_and_each_phase_end(tmp_path):
