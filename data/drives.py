@@ -48,6 +48,10 @@ from data.scenes import (
 )
 from data.video_writer import VideoWriter
 
+# A video's frame rate, within what cameras film at: under 1 frame a second a drive is a
+# slide show, and an infinite or NaN rate broke the mp4 writer mid-drive.
+FPS_RANGE = (1.0, 240.0)
+
 
 @dataclass(frozen=True)
 class DriveConfig:
@@ -62,8 +66,11 @@ class DriveConfig:
             raise ValueError(f"frames per drive must be at least 1, got {self.frames}")
         if not 1 <= self.zoom <= 8:
             raise ValueError(f"zoom must lie in [1, 8], got {self.zoom}")
-        if self.fps <= 0 or self.shake < 0 or not 0 < self.min_visible <= 1:
-            raise ValueError("fps must be positive, shake non-negative, min_visible in (0, 1]")
+        low, high = FPS_RANGE
+        if not low <= self.fps <= high:
+            raise ValueError(f"fps must lie in [{low:g}, {high:g}], got {self.fps}")
+        if self.shake < 0 or not 0 < self.min_visible <= 1:
+            raise ValueError("shake must be non-negative, min_visible in (0, 1]")
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,15 +106,18 @@ class DriveGenerator:
         self.config = config if config is not None else SceneConfig()
         self.drive = drive if drive is not None else DriveConfig()
         zoom = self.drive.zoom
-        canvas = replace(
-            self.config,
-            width=round(self.config.width * zoom),
-            height=round(self.config.height * zoom),
-            min_size=self.config.min_size * zoom,
-            max_size=self.config.max_size * zoom,
-            large_max_size=self.config.large_max_size * zoom,
-            ignore_below=self.config.ignore_below * zoom,
-        )
+        try:
+            canvas = replace(
+                self.config,
+                width=round(self.config.width * zoom),
+                height=round(self.config.height * zoom),
+                min_size=self.config.min_size * zoom,
+                max_size=self.config.max_size * zoom,
+                large_max_size=self.config.large_max_size * zoom,
+                ignore_below=self.config.ignore_below * zoom,
+            )
+        except ValueError as error:  # a frame that is fine alone may be too large zoomed
+            raise ValueError(f"a drive's canvas is {zoom:g} times its frame: {error}") from None
         self.scenes = SceneGenerator(sources, canvas)
 
     def render(self, seed: int, index: int) -> list[DriveFrame]:

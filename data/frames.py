@@ -51,6 +51,8 @@ ANNOTATIONS = "annotations.json"
 IMAGES = "images"
 _EDGE_TOLERANCE = 1.0  # px: bbox and polygon coordinates may sit this far outside the image
 _JPEG_QUALITY = 95  # for resized frames: close to lossless, so shrinking is the only change
+# A resized frame's shorter side may not fall under this: a sign there would be a pixel or two.
+MIN_RESIZED_SIDE = 16
 
 Polygons = tuple[np.ndarray, ...]
 Segmentation = Polygons | dict[str, Any] | None
@@ -201,14 +203,20 @@ def split_frames(root: Path | str, out: Path | str, test_share: float) -> tuple[
     own folder, so the cut keeps neighbouring, near-identical frames (the same sign seen
     twice) on one side, and every drive but the one it falls in, where a random split would
     put them on both. Entries are copied unchanged. Returns (train frames, test frames).
-    OUT/train or OUT/test that is the source folder (whose annotations.json it would replace)
-    is refused with a ValueError; no image is written, so file names may lead anywhere."""
+    OUT/train or OUT/test that is the source folder (whose annotations.json it would replace),
+    and OUT that is the source folder or inside it, are refused with a ValueError; no image is
+    written, so file names may lead anywhere."""
     if not 0 < test_share < 1:
         raise ValueError(f"test_share must be between 0 and 1, not {test_share}")
     frames = read_coco_frames(root)
     if len(frames) < 2:
         raise ValueError(f"{root}: {len(frames)} frame(s), too few to split")
     annotation_file, image_dir = _locate(Path(root))
+    # Sides written into the source would mix generated sets into it, and where its images
+    # lie beside its JSON each side's `images` link would lead back to itself: a link loop.
+    source = annotation_file.parent.resolve()
+    if Path(out).resolve().is_relative_to(source):
+        raise ValueError(f"{out}: is the source folder or inside it; write the sets elsewhere")
     for side in ("train", "test"):
         _refuse_source_folder(Path(out) / side, annotation_file)
     document = _load_json(annotation_file)
@@ -248,6 +256,15 @@ def resize_frames(root: Path | str, out: Path | str, scale: float) -> int:
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be above 0 and at most 1, not {scale}")
     frames = {frame.image_id: frame for frame in read_coco_frames(root)}
+    smallest = min(frames.values(), key=lambda frame: min(frame.width, frame.height), default=None)
+    if smallest is not None:
+        width, height = _resized_size(smallest, scale)
+        if min(width, height) < MIN_RESIZED_SIDE:
+            raise ValueError(
+                f"scale {scale:g} makes {smallest.image_path.name} ({smallest.width}x"
+                f"{smallest.height}) {width}x{height}: under {MIN_RESIZED_SIDE} px a side, a "
+                "frame shows no sign"
+            )
     annotation_file, image_dir = _locate(Path(root))
     out = Path(out)
     _refuse_source_folder(out, annotation_file)
@@ -260,7 +277,7 @@ def resize_frames(root: Path | str, out: Path | str, scale: float) -> int:
     images = []
     for entry in document["images"]:
         frame = frames[entry["id"]]
-        size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+        size = _resized_size(frame, scale)
         _write_resized_image(frame.image_path, targets[frame.image_id], size)
         sizes[frame.image_id] = size
         images.append({**entry, "width": size[0], "height": size[1]})
@@ -299,6 +316,10 @@ def resize_frames(root: Path | str, out: Path | str, scale: float) -> int:
     resized_document = {**document, "images": images, "annotations": annotations}
     (out / ANNOTATIONS).write_text(json.dumps(resized_document), encoding="utf-8")
     return len(images)
+
+
+def _resized_size(frame: FrameRecord, scale: float) -> tuple[int, int]:
+    return max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
 
 
 def _refuse_source_folder(out: Path, annotation_file: Path) -> None:

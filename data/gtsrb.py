@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
+from data.classes import class_names
 from data.records import DataError, SignRecord
 from data.validate import annotation_lines, checked_record, collect, parse_int, split_fields
 
@@ -102,7 +103,8 @@ def split_gtsrb(root: Path | str, out: Path | str, test_every: int) -> tuple[int
     `test_every` on the test side. GTSRB photographs each sign several times along a track,
     near copies, so a track's images stay on one side (`_track_key`). A track's side comes
     from a hash of its key, so it never moves when other tracks join. Returns (train images,
-    test images)."""
+    test images). A row the loader would refuse is a DataError naming its line, and a side
+    left empty (too few tracks for `test_every`) a ValueError, before anything is written."""
     if test_every < 2:
         raise ValueError(f"test_every must be 2 or more, not {test_every}")
     root = Path(root)
@@ -110,13 +112,25 @@ def split_gtsrb(root: Path | str, out: Path | str, test_every: int) -> tuple[int
     if len(csv_files) != 1:
         raise DataError(root, None, f"{len(csv_files)} annotation CSVs; split one at a time")
     csv_file = csv_files[0]
+    # Rows are copied as they are: checked by the loader's own reader first, a row it refuses
+    # stops the split here rather than failing each later read of the side it went to.
+    read_annotation_file(csv_file, num_classes=len(class_names("gtsrb")), on_error="raise")
     header_line, *rows = [text for _, text in annotation_lines(csv_file)]
     tracks = _track_keys(root / "provenance.csv")
     sides: dict[str, list[str]] = {"train": [], "test": []}
+    track_keys = set()
     for row in rows:
         name = row.split(";", 1)[0].strip()
-        digest = int(hashlib.sha1(_track_key(name, tracks).encode()).hexdigest(), 16)
+        track_key = _track_key(name, tracks)
+        track_keys.add(track_key)
+        digest = int(hashlib.sha1(track_key.encode()).hexdigest(), 16)
         sides["test" if digest % test_every == 0 else "train"].append(row)
+    for side, side_rows in sides.items():
+        if not side_rows:
+            raise ValueError(
+                f"{root}: with one track in {test_every} on the test side, its "
+                f"{len(track_keys)} tracks leave the {side} side empty"
+            )
     image_dir = csv_file.parent / "images"
     if not image_dir.is_dir():
         image_dir = csv_file.parent

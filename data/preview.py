@@ -34,8 +34,9 @@ def write_preview(
     augment: bool = True,
     seed: int = 0,
     on_error: str = "raise",
-) -> None:
-    """Write a PNG grid of `count` samples of the dataset at `path`, each a tile_size square.
+) -> list[DataError]:
+    """Write a PNG grid of `count` samples of the dataset at `path`, each a tile_size square;
+    return the bad records left out (on_error="skip"; "raise" stops at the first).
 
     Records are drawn at random (seeded). Augmented samples may repeat a record when `count`
     exceeds the dataset, since each draw differs; eval samples would repeat identically, so
@@ -71,6 +72,7 @@ def write_preview(
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {out} (is its extension an image format?)")
+    return index.skipped
 
 
 def grid_size(tiles: int) -> tuple[int, int]:

@@ -100,6 +100,10 @@ _MARGIN = 2  # px around a warped sign's box
 # street holds many (the DFG frames: a third of their signs), and a scene model that never
 # saw one does not mark them.
 PANEL_SHARE = 0.3
+# The largest frame rendered (a drive's canvas included): an 8192x8192 frame takes about 3 GB
+# to render, and OpenCV's warps take no side over 32767 px.
+MAX_FRAME_PIXELS = 8192 * 8192
+MAX_FRAME_SIDE = 16384
 
 
 def default_data_root() -> Path:
@@ -137,11 +141,17 @@ class SceneConfig:
     source_weights: tuple[float, ...] = (0.35, 0.45, 0.2, 0.4, 0.3)
 
     def __post_init__(self) -> None:
-        if self.width < 32 or self.height < 32:
-            raise ValueError(f"frames must be at least 32x32, not {self.width}x{self.height}")
-        if not 1 <= self.min_size <= self.max_size <= self.large_max_size:
+        width, height = self.width, self.height
+        if not 32 <= min(width, height) <= max(width, height) <= MAX_FRAME_SIDE:
             raise ValueError(
-                "need 1 <= min_size <= max_size <= large_max_size, got "
+                f"frame sides must lie in [32, {MAX_FRAME_SIDE}], not {width}x{height}"
+            )
+        if width * height > MAX_FRAME_PIXELS:
+            raise ValueError(f"frames must hold at most 8192x8192 pixels, not {width}x{height}")
+        # Sizes are drawn log-uniform between them: an infinite one overflows the draw.
+        if not 1 <= self.min_size <= self.max_size <= self.large_max_size < math.inf:
+            raise ValueError(
+                "need 1 <= min_size <= max_size <= large_max_size, all finite, got "
                 f"{self.min_size}, {self.max_size}, {self.large_max_size}"
             )
         low, high = self.signs

@@ -19,6 +19,7 @@ SCENE_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd", "dfg", "gtsrb")
 SCENE_DEFAULT_SIGN_SOURCES = ("synthetic", "tt100k", "tsrd")
 # What marks a folder as holding a dataset: TSRD's plain folder and COCO frames.
 ANNOTATION_FILES = ("annotations.txt", "annotations.json")
+LISTED_SKIPPED = 20  # bad records `data preview` names one by one, as `data check` does
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -283,11 +284,15 @@ def _scene_config_and_sources(args: argparse.Namespace):
         board_stack_rate=args.board_stack_rate,
         **({} if args.stack_rate is None else {"stack_rate": args.stack_rate}),
     )
-    # A root given that is not there would leave every real source out, silently: the
-    # default root may be missing (procedural textures then), a named one may not.
+    # A path given that is not there would leave its real sources out, silently: the
+    # default root and its parts may be missing (procedural textures then), a named one may
+    # not. --dfg may name a COCO annotation file rather than its folder.
+    named = {"--data-root": args.data_root, "--dfg": args.dfg, "--gtsrb": args.gtsrb}
+    for flag, path in named.items():
+        if path is not None and not path.exists():
+            raise ValueError(f"{flag} {path}: no such folder")
     if args.data_root is not None and not args.data_root.is_dir():
-        fault = "not a folder" if args.data_root.exists() else "no such folder"
-        raise ValueError(f"--data-root {args.data_root}: {fault}")
+        raise ValueError(f"--data-root {args.data_root}: not a folder")
     sources = SceneSources.from_data_root(
         args.data_root,
         backgrounds=comma_list(args.backgrounds),
@@ -447,7 +452,7 @@ def run_preview(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        write_preview(
+        skipped = write_preview(
             args.path,
             args.out,
             count=args.count,
@@ -460,4 +465,13 @@ def run_preview(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}")
-    return 0
+    # As `data check` does: the skipped records named, and the exit code says so too.
+    if skipped:
+        records = "record" if len(skipped) == 1 else "records"
+        print(f"skipped {len(skipped)} bad {records}:", file=sys.stderr)
+        for error in skipped[:LISTED_SKIPPED]:
+            print(f"  {error}", file=sys.stderr)
+        if len(skipped) > LISTED_SKIPPED:
+            more = len(skipped) - LISTED_SKIPPED
+            print(f"  ... and {more} more (data check --json lists all)", file=sys.stderr)
+    return 1 if skipped else 0

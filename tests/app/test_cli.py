@@ -116,6 +116,33 @@ def test_split_gtsrb_keeps_each_track_on_one_side(gtsrb_real, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_split_gtsrb_refuses_bad_rows_and_an_empty_side(gtsrb_real, tmp_path, capsys):
+    """A row the GTSRB loader refuses stops the split, naming its line, instead of going to a
+    side whose every read then fails; so does a --test-every that leaves a side empty."""
+    rows = (gtsrb_real / "annotations.csv").read_text().splitlines()[:20]
+    fields = rows[7].split(";")
+    wrong_class = ";".join([*fields[:-1], "77"])
+    faults = [
+        ([*rows[:4], "junk;;", *rows[4:]], "annotations.csv:5: too few fields"),
+        ([*rows[:7], wrong_class, *rows[8:]], "annotations.csv:8: class 77 out of range"),
+    ]
+    for number, (lines, fault) in enumerate(faults):
+        source = tmp_path / f"bad{number}"
+        source.mkdir()
+        (source / "images").symlink_to(gtsrb_real / "images")
+        (source / "annotations.csv").write_text("\n".join(lines) + "\n")
+        out = tmp_path / f"split{number}"
+        assert main(["data", "split-gtsrb", str(source), str(out)]) == 2
+        assert fault in capsys.readouterr().err and not out.exists()
+    (tmp_path / "bad0" / "annotations.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "split"
+    assert (
+        main(["data", "split-gtsrb", str(tmp_path / "bad0"), str(out), "--test-every", "1000"]) == 2
+    )
+    assert "19 tracks leave the test side empty" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_predict_prints_one_json_line_per_image(tiny_model_path, synthetic, capsys):
     images = sorted((synthetic / "images").iterdir())[:2]
     assert (

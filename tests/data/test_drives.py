@@ -132,7 +132,8 @@ def test_written_drives_round_trip_with_tracks_and_videos(tmp_path):
 
 
 def test_bad_drive_config_is_refused():
-    for bad in ({"frames": 0}, {"zoom": 0.5}, {"fps": 0}, {"min_visible": 0}):
+    bad_rates = [{"fps": fps} for fps in (0, float("inf"), float("nan"), 1000)]
+    for bad in ({"frames": 0}, {"zoom": 0.5}, *bad_rates, {"min_visible": 0}):
         with pytest.raises(ValueError):
             DriveConfig(**bad)
     with pytest.raises(ValueError):
@@ -150,3 +151,32 @@ def test_cli_writes_drives(tmp_path, capsys, monkeypatch):
     assert "wrote 1 drives of 4 frames" in capsys.readouterr().out
     assert len(read_coco_frames(out)) == 4 and (out / "videos" / "drive-000.mp4").is_file()
     assert main(["data", "drives", str(out), "--zoom", "0.5"]) == 2
+
+
+def test_a_canvas_too_large_to_render_is_refused_saying_why():
+    """A drive renders its scene zoom times the frame: a frame that is fine alone may not be."""
+    frame = SceneConfig(width=8192, height=8192)
+    with pytest.raises(ValueError, match="canvas is 2 times its frame: .* not 16384x16384"):
+        DriveGenerator(NO_REAL_DATA, frame, DriveConfig(zoom=2.0))
+    DriveGenerator(NO_REAL_DATA, SceneConfig(), DriveConfig(zoom=8.0))  # 10240x5760: fine
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--fps", "inf"],
+        ["--fps", "nan"],
+        ["--width", "8192", "--height", "4096"],
+        ["--dfg", "no-such-dfg"],
+    ],
+)
+def test_cli_refuses_a_bad_option_writing_nothing(flags, tmp_path, capsys):
+    """--fps inf ended in a traceback; --fps nan failed only after the first drive's folders
+    were made, and they were left behind."""
+    out = tmp_path / "drives"
+    assert (
+        main(["data", "drives", str(out), "--drives", "1", "--frames-per-drive", "2", *flags]) == 2
+    )
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1
+    assert not out.exists()

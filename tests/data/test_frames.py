@@ -496,3 +496,34 @@ def test_split_frames_refuses_a_side_that_is_the_source_folder(tmp_path):
         split_frames(source, tmp_path, test_share=0.5)
     assert json.loads((source / "annotations.json").read_text()) == document
     assert (source / "images").is_dir() and not (source / "images").is_symlink()
+
+
+def test_split_frames_refuses_out_inside_the_source(tmp_path):
+    """Sides written into the source mixed generated sets into it, and where its images lie
+    beside its JSON, each side's `images` link led back to the source: a link loop."""
+    source = tmp_path / "flat"
+    source.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (64, 48)).save(source / name)
+    images = [
+        {"id": i, "file_name": f"{name}.jpg", "width": 64, "height": 48}
+        for i, name in enumerate("ab")
+    ]
+    _write(source, {"images": images, "annotations": [], "categories": []})
+    before = sorted(path.name for path in source.iterdir())
+    for out in (source, source / "split", source / ".." / "flat"):
+        with pytest.raises(ValueError, match="is the source folder or inside it"):
+            split_frames(source, out, test_share=0.5)
+    assert sorted(path.name for path in source.iterdir()) == before
+    assert split_frames(source / "annotations.json", tmp_path / "split", test_share=0.5) == (1, 1)
+
+
+def test_resize_frames_refuses_a_scale_that_leaves_no_sign_to_see(tmp_path, capsys):
+    _coco_set(tmp_path / "set")
+    out = tmp_path / "tiny"
+    assert resize_frames(tmp_path / "set", tmp_path / "third", scale=1 / 3) == 2  # 21x16
+    with pytest.raises(ValueError, match=r"a.jpg \(64x48\) 19x14: under 16 px a side"):
+        resize_frames(tmp_path / "set", out, scale=0.3)
+    assert main(["data", "resize-frames", str(tmp_path / "set"), str(out), "--scale", "0.1"]) == 2
+    assert "under 16 px a side" in capsys.readouterr().err
+    assert not out.exists()

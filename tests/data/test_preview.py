@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.cli import main
 from data.preview import TILE_GAP, grid_size, write_preview
 from data.records import DataError
 
@@ -114,3 +115,18 @@ def test_real_ctsrd_preview(ctsrd_real, tmp_path):
     assert sheet_size(out)[0] == 3 * 64 + 4 * TILE_GAP
     assert colour_pixels(out, (0, 255, 0)) > 6 * 40  # a mask outline on every tile
     assert colour_pixels(out, (255, 0, 255)) > 6 * 40  # and a box
+
+
+def test_cli_reports_skipped_records_and_exits_1(tmp_path, capsys):
+    """As `data check` does: --on-error skip names the records it left out and exits 1."""
+    out = tmp_path / "sheet.png"
+    arguments = ["--out", str(out), "--count", "2", "--image-size", str(TILE), "--on-error", "skip"]
+    data = plain_dataset(tmp_path / "set", 2, bad_line=True)
+    assert main(["data", "preview", str(data), *arguments]) == 1
+    printed = capsys.readouterr()
+    assert f"wrote {out}" in printed.out and out.is_file()
+    assert "skipped 1 bad record:" in printed.err
+    assert "annotations.txt:3: " in printed.err and "missing.png" in printed.err
+    clean = plain_dataset(tmp_path / "clean", 2)
+    assert main(["data", "preview", str(clean), *arguments]) == 0
+    assert capsys.readouterr().err == ""

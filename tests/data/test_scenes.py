@@ -377,3 +377,39 @@ def test_cli_draws_real_crops_from_one_side_of_the_sign_model_s_split(
     arguments[2] = str(tmp_path / "other")
     assert main([*arguments, "--reader-side", "training", "--reader", str(scene_model)]) == 2
     assert "takes a sign model" in capsys.readouterr().err
+
+
+def test_a_frame_too_large_to_render_or_an_infinite_size_is_refused():
+    for sides in ((100000, 100000), (20000, 100), (9000, 9000)):  # out of memory, or of cv2
+        with pytest.raises(ValueError, match="frame"):
+            SceneConfig(width=sides[0], height=sides[1])
+    SceneConfig(width=16384, height=100)  # a long strip is small enough
+    for size in ({"max_size": float("inf")}, {"large_max_size": float("inf")}):
+        with pytest.raises(ValueError, match="all finite"):
+            SceneConfig(**size)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--width", "100000", "--height", "100000"],
+        ["--max-size", "inf"],
+        ["--large-max-size", "inf"],
+        ["--min-size", "nan"],
+        ["--min-size", "-1"],
+        ["--stack-rate", "nan"],
+        ["--board-stack-rate", "-1"],
+        ["--dfg", "no-such-dfg"],
+        ["--gtsrb", "no-such-gtsrb"],
+    ],
+)
+def test_cli_refuses_a_bad_option_in_one_line_writing_nothing(flags, tmp_path, capsys):
+    """A mistyped --dfg or --gtsrb left its source out, silently, as a bad --data-root would;
+    an infinite size or a huge frame ended in a traceback with a folder left behind."""
+    out = tmp_path / "out"
+    assert main(["data", "scenes", str(out), "--frames", "1", *flags]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1
+    assert not out.exists()
+    if flags[0] in ("--dfg", "--gtsrb"):
+        assert f"{flags[0]} {flags[1]}: no such folder" in error
