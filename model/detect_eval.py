@@ -290,6 +290,8 @@ def evaluate_folder(
     another size than its entry states is a DataError naming it, since its boxes would
     score nothing, without a word."""
     frames = read_coco_frames(root)[:limit]
+    if not frames:  # scores of nothing would print as nulls and exit as a success
+        raise DataError(root, None, "no frames to score")
     detections, seconds = [], 0.0
     for frame in frames:
         rgb = read_rgb(frame.image_path)

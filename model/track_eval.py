@@ -208,6 +208,8 @@ def evaluate_tracking_folder(
     frames/s of detection and tracking together (reading the images and a first, warm-up
     detection are not counted)."""
     videos = videos_of(read_coco_frames(root))[:limit]
+    if not videos:  # scores of nothing would print as nulls and exit as a success
+        raise DataError(root, None, "no frames to score")
     shown, seconds, warm = [], 0.0, False
     for frames in videos:
         tracker = make_tracker()

@@ -295,7 +295,7 @@ def run_detect(args: argparse.Namespace) -> int:
             # A user's photo, upright as the service reads it.
             rgb = read_rgb(path, upright=True, max_pixels=MAX_USER_PIXELS)
         except DataError as error:
-            print(json.dumps({"image": str(path), "error": str(error)}), flush=True)
+            _print_failure("image", path, str(error), args.json)
             failures += 1
             continue
         signs = [_sign(d) for d in detector.detect(rgb)]
@@ -308,6 +308,15 @@ def run_detect(args: argparse.Namespace) -> int:
             count = f"{len(signs)} sign{'s' * (len(signs) != 1)}"
             print(f"{path}: {count}: {found}" if found else f"{path}: {count}")
     return 1 if failures else 0
+
+
+def _print_failure(kind: str, path: Path, message: str, as_json: bool) -> None:
+    """One input that could not be read: a JSON line among the others with --json, else a
+    line on stderr beside the readable lines on stdout."""
+    if as_json:
+        print(json.dumps({kind: str(path), "error": message}), flush=True)
+    else:
+        print(f"{path}: error: {message}", file=sys.stderr, flush=True)
 
 
 def _annotated_copy_fault(out: Path, inputs: list[Path]) -> str | None:
@@ -382,10 +391,10 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
             finished.close()
             os.replace(partial, args.out)
     except ServiceError as error:  # not a video, no video stream, corrupt, cut short
-        print(json.dumps({"video": str(path), "error": error.message}))
+        _print_failure("video", path, error.message, args.json)
         return 1
     except (av.FFmpegError, OSError) as error:  # opening the file, or writing --out
-        print(json.dumps({"video": str(path), "error": str(error)}))
+        _print_failure("video", path, str(error), args.json)
         return 1
     finally:
         if writer is not None:

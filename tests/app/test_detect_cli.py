@@ -106,6 +106,14 @@ def test_without_json_one_readable_line_per_image(
     argv = ["detect", str(image), "--long-side", "64"]
     assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
     assert capsys.readouterr().out == f"{image}: 0 signs\n"
+    # What cannot be read is said on stderr, in words, as the other lines are.
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    argv = ["detect", str(broken), str(image), "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 1
+    printed = capsys.readouterr()
+    assert printed.out == f"{image}: 0 signs\n"
+    assert printed.err.startswith(f"{broken}: error: ") and "{" not in printed.err
 
 
 def test_a_crop_model_given_as_the_scene_model_is_refused(tiny_model_path, tmp_path, capsys):
@@ -263,10 +271,11 @@ def test_a_failing_close_of_out_is_reported_and_hides_no_earlier_error(
     argv += models(empty_scene_model_path, tiny_model_path)
     monkeypatch.setattr(VideoWriter, "close", close_fails)
     assert main(argv) == 1  # the close that flushes the copy: its failure is the error
-    assert "Input/output error" in lines(capsys)[0]["error"]
+    assert "Input/output error" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4"]  # no copy left
     monkeypatch.setattr(VideoWriter, "write", write_fails)
     assert main(argv) == 1  # closing after the write failed: the write's error is the one
-    assert "No space left on device" in lines(capsys)[0]["error"]
+    assert "No space left on device" in capsys.readouterr().err
 
 
 def test_eval_detect_prints_the_scores(
@@ -331,6 +340,21 @@ def test_eval_detect_on_a_missing_folder_exits_2(empty_scene_model_path, tiny_mo
     argv = ["eval-detect", "--data", "/nonexistent/frames"]
     assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 2
     assert "no such frames folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["eval-detect", "eval-track"])
+def test_a_folder_with_no_frame_to_score_is_an_error(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys, command
+) -> None:
+    # It printed null scores and exited 0.
+    empty = tmp_path / "frames"
+    (empty / "images").mkdir(parents=True)
+    categories = [{"id": 1, "name": "sign"}]
+    document = {"images": [], "annotations": [], "categories": categories}
+    (empty / "annotations.json").write_text(json.dumps(document))
+    argv = [command, "--data", str(empty)]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 2
+    assert "no frames to score" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["eval-detect", "eval-track"])
