@@ -19,6 +19,19 @@ SHIPPED_MODEL = Path(__file__).resolve().parent / "shipped" / "greedysign-ctsrd-
 SHIPPED_SGD_MODEL = SHIPPED_MODEL.with_name("greedysign-ctsrd-resnet18-sgd.pt")
 
 
+def folder_fault(folder: Path) -> str | None:
+    """Why `folder` cannot be made (or written in, when it is there), or None; without making
+    it, so that a command checks its output folder before its work and leaves nothing behind
+    when it stops before writing. Permissions as access() sees them: a write may still fail
+    (a full disk), and is reported then."""
+    there = next(path for path in (folder, *folder.parents) if path.exists())
+    if not there.is_dir():
+        return f"{there} is a file, not a folder"
+    if not os.access(there, os.W_OK | os.X_OK):
+        return f"cannot write in {there}"
+    return None
+
+
 def runs_root() -> Path:
     return Path(os.environ.get("GREEDYSIGN_RUNS", "runs"))
 

@@ -20,7 +20,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import resource
 import sys
 import time
@@ -67,7 +66,7 @@ from model.metrics import EvalAccumulator
 from model.network import AUX_PREFIXES, NetConfig, SignNet
 from model.open_set import THRESHOLD_GRID, choose_threshold, cross_fitted
 from model.prefix_cache import PrefixCache, bytes_per_image
-from model.runs import CHECKPOINT_FILE, MODEL_FILE, mark_latest, runs_root
+from model.runs import CHECKPOINT_FILE, MODEL_FILE, folder_fault, mark_latest, runs_root
 from model.snapshots import save_snapshot, snapshot_callback
 from model.splits import DEFAULT_SPLIT, resolve_split
 
@@ -391,7 +390,7 @@ def make_optimizer(phase: Phase, args: argparse.Namespace, steps_per_epoch: int,
             lr=args.lr,
             momentum=args.momentum,
             weight_decay=args.weight_decay,
-            nesterov=True,
+            nesterov=args.momentum > 0,  # torch refuses Nesterov without momentum
         )
     total = steps_per_epoch * epochs
     warmup = min(total, round(args.warmup_epochs * steps_per_epoch))
@@ -538,13 +537,6 @@ def _train(
     args.out = distributed.broadcast(
         args.out or runs_root() / f"{args.method}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    if distributed.is_main():  # rank 0 alone writes files
-        try:  # now, not after the data has loaded and the first epoch has run
-            args.out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise SystemExit(f"--out {args.out}: cannot make the run folder: {error}") from None
-        if not os.access(args.out, os.W_OK | os.X_OK):
-            raise SystemExit(f"--out {args.out}: the run folder is not writable")
     checkpoint_path = args.out / CHECKPOINT_FILE
     resumed = _read_resumable(checkpoint_path) if args.resume else None
     init = None if args.init is None or resumed else read_init(args.init, args.task, args.arch)
@@ -646,6 +638,10 @@ def _train(
             print(f"resuming {args.out}: training is done; scoring and writing the model")
     callbacks: list[EpochCallback] = []
     if distributed.is_main():  # rank 0 alone writes files, and calls what writes them
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # what access() could not foresee
+            raise SystemExit(f"--out {args.out}: cannot make the run folder: {error}") from None
         callbacks += [on_epoch_end] if on_epoch_end is not None else []
         if args.snapshot_every:
             if resumed is None:
@@ -776,6 +772,11 @@ def _check_out(out: Path | None, resume: bool) -> None:
         return
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {out}: a file, not a run folder")
+    # Now, not when the data has loaded and the first epoch has run; nothing is made yet, so
+    # a run that stops before its first epoch leaves no empty folder.
+    fault = folder_fault(out)
+    if fault is not None:
+        raise SystemExit(f"--out {out}: {fault}")
     if not resume and any((out / name).exists() for name in (CHECKPOINT_FILE, MODEL_FILE)):
         raise SystemExit(
             f"--out {out} holds a run: continue it with --resume, or give another folder"

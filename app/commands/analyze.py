@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from data.records import DataError
@@ -19,6 +18,7 @@ from model.choices import (
     ANALYSIS_UNITS,
 )
 from model.options import count, device_name, renyi_order
+from model.runs import folder_fault
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -120,6 +120,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     out = args.out
     if out is None and args.run is not None and args.run.is_dir():
         out = args.run / "analysis"  # a RUN that is no folder is analyze_run's to report
+    # Checked before the analysis (a bad --out failed when minutes of it were done), and
+    # made only when the report is written, so that an error before then leaves nothing.
     fault = None if out is None else _report_folder_fault(out)
     if fault is not None:
         print(f"error: {out}: {fault}", file=sys.stderr)
@@ -157,16 +159,8 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def _report_folder_fault(out: Path) -> str | None:
-    """Why the report cannot be written in the folder `out`, or None, having made it. Checked
-    before the analysis: a bad --out failed only when minutes of it were done."""
+    """Why the report cannot be written in the folder `out`, or None."""
     if out.exists() and not out.is_dir():
         return "is a file; the report goes in a folder (--out FOLDER)"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        # A file written is the test: access() knows permissions, not every way a write fails
-        # (a mkdir in /proc "succeeds" nowhere, for one).
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        return f"cannot write the report there ({error.strerror or error})"
-    return None
+    fault = folder_fault(out)
+    return None if fault is None else f"cannot write the report there ({fault})"

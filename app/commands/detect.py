@@ -18,6 +18,7 @@ from app.commands.arguments import DEVICE_HELP, comma_list, non_negative_float, 
 from app.commands.data import SCENE_BACKGROUNDS
 from data.records import DataError
 from model.options import device_name, positive_int
+from model.runs import folder_fault
 
 KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
 UNKNOWN_COLOR = (200, 200, 200)
@@ -329,7 +330,7 @@ def _annotated_copy_fault(out: Path, inputs: list[Path]) -> str | None:
         return "the annotated copy is an mp4 video: give a file name ending in .mp4"
     if out.exists() and any(path.exists() and out.samefile(path) for path in inputs):
         return "is the video being read: give another file name"
-    return None
+    return folder_fault(out.parent)
 
 
 def _is_video(path: Path) -> bool:
@@ -402,7 +403,8 @@ def _detect_video(detector, path: Path, args: argparse.Namespace) -> int:
             with suppress(av.FFmpegError, OSError):
                 writer.close()
         if partial is not None:
-            partial.unlink(missing_ok=True)
+            with suppress(OSError):  # a folder that could not be made has no partial file
+                partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     summary = {
         "video": str(path),

@@ -276,6 +276,11 @@ def test_a_failing_close_of_out_is_reported_and_hides_no_earlier_error(
     monkeypatch.setattr(VideoWriter, "write", write_fails)
     assert main(argv) == 1  # closing after the write failed: the write's error is the one
     assert "No space left on device" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4"]
+    # A folder that is a file: refused before the model loads, not a traceback at the end.
+    blocked = ["detect", str(clip), "--out", str(tmp_path / "clip.mp4" / "out.mp4")]
+    assert main(blocked + models(empty_scene_model_path, tiny_model_path)) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_eval_detect_prints_the_scores(

@@ -471,4 +471,5 @@ def test_train_refuses_an_out_it_cannot_make_before_loading_data(tmp_path) -> No
         timeout=120,
     )
     assert started.returncode != 0 and "Traceback" not in started.stderr
-    assert f"--out {blocker / 'run'}: cannot make the run folder" in started.stderr
+    assert f"--out {blocker / 'run'}: {blocker} is a file, not a folder" in started.stderr
+    assert not (tmp_path / "no-data").exists()

@@ -280,6 +280,16 @@ def test_learning_rate_warms_up_linearly_then_decays_to_zero(optimizer):
     assert scheduler.get_last_lr()[0] == pytest.approx(0.1)  # the peak from the first step
 
 
+def test_sgd_with_momentum_0_is_plain_sgd():
+    """--momentum takes [0, 1); torch refuses Nesterov without momentum, after the data had
+    loaded."""
+    layer = torch.nn.Linear(2, 2)
+    for momentum, nesterov in (("0", False), ("0.9", True)):
+        args = get_args_parser().parse_args(["--optimizer", "sgd", "--momentum", momentum])
+        optimizer, _ = make_optimizer(layer, args, 1, 1)
+        assert optimizer.param_groups[0]["nesterov"] is nesterov
+
+
 def _args(data, out, *extra):
     parser = get_args_parser()
     return parser.parse_args(

@@ -1,5 +1,6 @@
 """The shipped model through the service on real CTSRD images: the right class and a mask
-whose box covers the annotated sign. Skips when the model or the data is absent."""
+whose box covers the annotated sign. Skips when the data is absent (fails instead under
+`make test`, GREEDYSIGN_REQUIRE_DATA=1)."""
 
 from __future__ import annotations
 
