@@ -58,15 +58,15 @@ def share(text: str) -> float:
 
 
 def positive_number(text: str) -> float:
-    """An argparse type: a finite number above 0 (a learning rate)."""
+    """An argparse type: a finite number above 0 (a learning rate, a frame rate)."""
     value = _number(text)
     if not 0 < value < math.inf:  # comparisons that NaN fails, as every check here
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value
 
 
-def weight(text: str) -> float:
-    """An argparse type: a finite number of at least 0 (a loss weight, a decay, epochs)."""
+def non_negative_number(text: str) -> float:
+    """An argparse type: a finite number of at least 0 (a loss weight, a decay, seconds)."""
     value = _number(text)
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
@@ -158,7 +158,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         default=None,
         help="information term (default: entropy for greedy-dib; greedy-ce and sgd use none)",
     )
-    parser.add_argument("--beta", type=weight, default=0.01, help="weight of the info term")
+    parser.add_argument(
+        "--beta", type=non_negative_number, default=0.01, help="weight of the info term"
+    )
     parser.add_argument("--alpha", type=renyi_order, default=1.01, help="Renyi entropy order")
     parser.add_argument(
         "--pool-to",
@@ -167,10 +169,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="average-pool feature maps to at most this size for the Gram "
         "matrix (0: use the full map)",
     )
-    parser.add_argument("--lambda-mask", type=weight, default=1.0, help="weight of the mask loss")
+    parser.add_argument(
+        "--lambda-mask", type=non_negative_number, default=1.0, help="weight of the mask loss"
+    )
     parser.add_argument(
         "--lambda-recon",
-        type=weight,
+        type=non_negative_number,
         default=0.0,
         help="greedy modules: weight of rebuilding the input from T_k (InfoPro's "
         "information-preserving term; 0: off)",
@@ -233,10 +237,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument(
         "--momentum", type=below_one, default=0.9, help="Nesterov momentum of --optimizer sgd"
     )
-    parser.add_argument("--weight-decay", type=weight, default=0.05, help="of either optimizer")
+    parser.add_argument(
+        "--weight-decay", type=non_negative_number, default=0.05, help="of either optimizer"
+    )
     parser.add_argument(
         "--warmup-epochs",
-        type=weight,
+        type=non_negative_number,
         default=1.0,
         help="linear learning-rate warm-up at the start of each phase, then cosine decay to 0",
     )
@@ -275,7 +281,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--decode-cache-mb",
-        type=weight,
+        type=non_negative_number,
         default=256,
         metavar="MB",
         help="lazy decoding: decoded images kept per data-loading process",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 
@@ -18,29 +17,6 @@ def device_fault(name: str | None) -> str | None:
     except ValueError as error:
         return str(error)
     return None
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number above 0 (a rate)."""
-    value = _number(text)
-    if not 0 < value < math.inf:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """An argparse type: a finite number of at least 0 (a duration that may be none)."""
-    value = _number(text)
-    if not 0 <= value < math.inf:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
-    return value
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def port_number(text: str) -> int:

@@ -14,10 +14,10 @@ from contextlib import closing, suppress
 from dataclasses import asdict
 from pathlib import Path
 
-from app.commands.arguments import DEVICE_HELP, comma_list, non_negative_float, positive_float
+from app.commands.arguments import DEVICE_HELP, comma_list
 from app.commands.data import SCENE_BACKGROUNDS
 from data.records import DataError
-from model.options import device_name, positive_int
+from model.options import device_name, non_negative_number, positive_int, positive_number
 from model.runs import folder_fault
 
 KNOWN_COLOR = (255, 210, 31)  # RGB, as the web app draws a sign of a known class
@@ -48,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     detect.add_argument("--out", type=Path, help="video: write the annotated video here (mp4)")
     detect.add_argument(
         "--fps",
-        type=positive_float,
+        type=positive_number,
         help="video: frames per second to read (default: every frame); the annotated copy "
         "plays at this rate, or at the video's own if that is lower",
     )
@@ -104,7 +104,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     negatives.add_argument(
         "--skip-seconds",
-        type=non_negative_float,
+        type=non_negative_number,
         default=6.0,
         help="a video's first seconds, which hold signs, are left out",
     )
