@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first this FFmpeg build has writes the video
+MIN_RATE = Fraction(1, 1000)  # frames a second: one frame every 1000 s
 
 
 class VideoWriter:
@@ -23,7 +24,10 @@ class VideoWriter:
         self.width, self.height = max(2, width - width % 2), max(2, height - height % 2)
         self.container = av.open(str(path), "w", format="mp4")
         codec = next(name for name in VIDEO_CODECS if name in av.codecs_available)
-        self.stream = self.container.add_stream(codec, rate=Fraction(rate).limit_denominator(1000))
+        # The rate as a fraction the container stores; under 1/1000 frame a second it would
+        # round to 0, which FFmpeg takes as its default of 24.
+        stored_rate = max(Fraction(rate).limit_denominator(1000), MIN_RATE)
+        self.stream = self.container.add_stream(codec, rate=stored_rate)
         self.stream.width, self.stream.height = self.width, self.height
         self.stream.pix_fmt = "yuv420p"
 
