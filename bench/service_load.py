@@ -1,6 +1,6 @@
 """Load benchmark of the inference service, with its in-process baselines in the same run.
 
-    .venv/bin/python bench/service_load.py [--model RUN] [--clients 16] [--seconds 10]
+    .venv/bin/python bench/service_load.py [--model RUN] [--clients 32] [--seconds 10]
 
 Phases, in order (the baselines run before the server starts, so nothing competes):
 1. model:    Predictor.predict_batch on pre-decoded batches of max_batch_size (the ceiling);

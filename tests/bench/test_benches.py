@@ -322,3 +322,20 @@ def test_gpu_check_gives_the_service_benches_every_setting_they_read(monkeypatch
         read |= set(re.findall(r"\bargs\.(\w+)", inspect.getsource(function)))
     assert "scene_long_side" in read
     assert [name for name in sorted(read) if not hasattr(args, name)] == []
+
+
+def test_detect_speed_times_each_step_on_small_frames_and_frames_with_no_sign(
+    tiny_model_path,
+) -> None:
+    # A frame under 240 px high could not hold its drawn signs (a ValueError), and a scene
+    # model that found none stacked an empty batch of crops.
+    common = ("--model", str(tiny_model_path), "--frames", "1", "--long-sides", "64")
+    drawn = _run("detect_speed.py", "--size", "320x180", "--signs", "2", *common)
+    assert drawn.returncode == 0, drawn.stderr
+    assert "2 signs drawn" in drawn.stdout
+    from model.detect import SHIPPED_SCENE_MODEL
+
+    found = _run("detect_speed.py", "--scene-model", str(SHIPPED_SCENE_MODEL), *common)
+    assert found.returncode == 0, found.stderr
+    for result in (drawn, found):
+        assert re.search(r"long side +64 .*frames/s", result.stdout), result.stdout
