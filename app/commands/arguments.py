@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 
@@ -52,3 +54,17 @@ class CommandParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+def folders_opened(paths: list[Path], wanted: Callable[[Path], bool]) -> list[Path]:
+    """`paths` with each folder replaced by the files directly in it that `wanted` takes,
+    sorted by name (`greedysign predict photos/` reads every photo there). A folder with none
+    stays as given, for the error that names it."""
+    opened: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(child for child in path.iterdir() if child.is_file() and wanted(child))
+            opened.extend(inside or [path])
+        else:
+            opened.append(path)
+    return opened

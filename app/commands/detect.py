@@ -14,7 +14,7 @@ from contextlib import closing, suppress
 from dataclasses import asdict
 from pathlib import Path
 
-from app.commands.arguments import DEVICE_HELP, comma_list
+from app.commands.arguments import DEVICE_HELP, comma_list, folders_opened
 from app.commands.data import SCENE_BACKGROUNDS
 from data.records import DataError
 from model.options import device_name, non_negative_number, positive_int, positive_number
@@ -38,7 +38,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "without --json only that summary is printed, on stderr. --out writes a copy of the "
         "video with every sign drawn on it.",
     )
-    detect.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="images or a video")
+    detect.add_argument(
+        "paths",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="images, a video, or folders of them (their images and videos, by name)",
+    )
     detect.add_argument(
         "--json",
         action="store_true",
@@ -274,8 +280,11 @@ def _sign(detection, track=None) -> dict:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from data.images import MAX_USER_PIXELS, read_rgb
+    from data.images import MAX_USER_PIXELS, image_suffixes, read_rgb
 
+    args.paths = folders_opened(
+        args.paths, lambda path: path.suffix.lower() in image_suffixes() or _is_video(path)
+    )
     videos = [path for path in args.paths if path.is_file() and _is_video(path)]
     if args.out is not None and (len(videos) != 1 or len(args.paths) != 1):
         print("error: --out writes the annotated copy of one video: give one", file=sys.stderr)
@@ -316,8 +325,9 @@ def _print_failure(kind: str, path: Path, message: str, as_json: bool) -> None:
     line on stderr beside the readable lines on stdout."""
     if as_json:
         print(json.dumps({kind: str(path), "error": message}), flush=True)
-    else:
-        print(f"{path}: error: {message}", file=sys.stderr, flush=True)
+    else:  # named once: a DataError's message names its file already
+        named = message if str(path) in message else f"{path}: {message}"
+        print(f"error: {named}", file=sys.stderr, flush=True)
 
 
 def _annotated_copy_fault(out: Path, inputs: list[Path]) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.commands.arguments import DEVICE_HELP, device_fault
+from app.commands.arguments import DEVICE_HELP, device_fault, folders_opened
 from data.records import DataError
 from model.options import device_name, positive_int
 
@@ -23,7 +23,11 @@ RUN_PIXELS = 48_000_000
 def register(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="classify images; one JSON line per image")
     predict.add_argument(
-        "images", type=Path, nargs="+", metavar="IMAGE", help="image files, one sign photo each"
+        "images",
+        type=Path,
+        nargs="+",
+        metavar="IMAGE",
+        help="image files, one sign photo each, or folders of them (their images, by name)",
     )
     predict.add_argument(
         "--model",
@@ -45,6 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from data.images import image_suffixes
     from model.checkpoint import ModelFileError
     from model.inference import Predictor
     from model.runs import resolve_model
@@ -60,7 +65,8 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     failures = 0
-    for run in _decoded_runs(args.images):
+    images = folders_opened(args.images, lambda path: path.suffix.lower() in image_suffixes())
+    for run in _decoded_runs(images):
         photos = [image for _, image in run if not isinstance(image, DataError)]
         predictions = iter(predictor.read_images(photos, top_k=args.top_k) if photos else [])
         for path, image in run:

@@ -161,6 +161,26 @@ def test_predict_prints_one_json_line_per_image(tiny_model_path, synthetic, caps
         assert sum(line["mask"]["data"]) == line["mask"]["size"][0] * line["mask"]["size"][1]
 
 
+def test_predict_reads_every_image_of_a_folder_by_name(
+    tiny_model_path, synthetic, tmp_path, capsys
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted((synthetic / "images").iterdir())[:3]
+    for name, source in zip(("b.png", "a.PNG", "c.png"), sources, strict=True):
+        (folder / name).write_bytes(source.read_bytes())
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "nested").mkdir()  # not read: only the folder's own files
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["predict", "--model", str(tiny_model_path), str(folder), str(sources[0]), str(empty)]
+    assert main(argv) == 1  # the empty folder is an error that names it
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    named = [folder / "a.PNG", folder / "b.png", folder / "c.png", sources[0], empty]
+    assert [line["image"] for line in lines] == [str(path) for path in named]
+    assert all("kind" in line for line in lines[:4]) and str(empty) in lines[4]["error"]
+
+
 def test_predict_reads_photos_in_runs_and_keeps_their_order(
     tiny_model_path, synthetic, tmp_path, capsys, monkeypatch
 ):

@@ -113,7 +113,8 @@ def test_without_json_one_readable_line_per_image(
     assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 1
     printed = capsys.readouterr()
     assert printed.out == f"{image}: 0 signs\n"
-    assert printed.err.startswith(f"{broken}: error: ") and "{" not in printed.err
+    assert printed.err.startswith(f"error: {broken}: ") and "{" not in printed.err
+    assert printed.err.count(str(broken)) == 1
 
 
 def test_a_crop_model_given_as_the_scene_model_is_refused(tiny_model_path, tmp_path, capsys):
@@ -595,3 +596,23 @@ def test_mine_negatives_refuses_a_negative_skip_and_a_source_with_no_frame_to_mi
     assert mined == 2
     assert "no frame to mine" in capsys.readouterr().err
     assert not out.exists()  # no empty crops folder that reads as a success
+
+
+def test_a_folder_is_its_images_and_videos_by_name(
+    empty_scene_model_path, tiny_model_path, tmp_path, capsys
+) -> None:
+    folder = tmp_path / "drive"
+    folder.mkdir()
+    write_image(folder / "b.jpg", 64, 64)
+    write_clip(folder / "a-clip.mov", frames=2)  # a video whatever its suffix says
+    write_image(folder / "c.png", 64, 48)
+    (folder / "readme.txt").write_text("not a frame")
+    argv = ["detect", str(folder), "--json", "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 0
+    printed = lines(capsys)
+    assert [line.get("image") or line.get("video") for line in printed if "summary" not in line][
+        -2:
+    ] == [str(folder / "b.jpg"), str(folder / "c.png")]
+    assert {line["video"] for line in printed if "frame_index" in line} == {
+        str(folder / "a-clip.mov")
+    }
