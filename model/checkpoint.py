@@ -83,6 +83,13 @@ class ModelInfo:
     open_set: dict[str, Any] = field(default_factory=dict)
     path: str = ""
 
+    def open_set_trained(self, num_known: int) -> bool:
+        """Whether its "unknown sign" and "no sign" outputs learned from examples. A model
+        trained since the split counted them says so; one from before is taken to have, if it
+        has the outputs (the shipped models were trained with TT100K's)."""
+        has_outputs = len(self.class_names) > num_known
+        return has_outputs and self.split.get("open_set_train_images", 1) > 0
+
     def to_dict(self) -> dict[str, Any]:
         info = asdict(self)
         info["config"] = asdict(self.config)

@@ -155,6 +155,9 @@ def load_data(args: argparse.Namespace) -> TrainData:
         "seed": None if official else args.seed,
         "train_images": len(train),
         "test_images": len(test),
+        # "unknown sign" and "no sign" images: without them those outputs learn nothing, and
+        # only the threshold turns a picture down (ModelInfo.open_set_trained).
+        "open_set_train_images": sum(r.class_id >= num_known for r in train),
         "data": [str(root) for root in roots],
         "train_only_data": [str(root) for root in args.train_data or []],
         "synthetic_only_classes": synthetic_only,
@@ -551,6 +554,13 @@ def _train(
     with distributed.local_main_first():  # one process per machine generates a synthetic set
         data = load_data(args)
     world = distributed.world_size()
+    if args.task == "crops" and not data.split["open_set_train_images"]:
+        print(
+            "note: no 'unknown sign' or 'no sign' image among the training data (TT100K crops "
+            "hold both: their other signs and negative/): the model will not learn to turn a "
+            "picture down",
+            flush=True,
+        )
     print(
         f"data: {data.split['train_images']} train / {data.split['test_images']} test images "
         f"({data.split['kind']}), {data.num_known} classes + unknown sign + no sign; "

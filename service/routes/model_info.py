@@ -49,7 +49,7 @@ async def model(pipeline: PipelineDep) -> ModelDescription:
         open_set=OpenSet(
             answers=predictor.label_names[predictor.num_known :],
             threshold=predictor.threshold,
-            trained=len(info.class_names) > predictor.num_known,
+            trained=info.open_set_trained(predictor.num_known),
         ),
         split=info.split,
         metrics=info.metrics,

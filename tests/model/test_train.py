@@ -339,6 +339,8 @@ def test_interrupted_run_resumes_after_module_2_and_finishes(tiny_synthetic, tmp
     assert saved["method"] == "greedy-dib" and info.method == "greedy-dib"
     assert list(saved["modules"]) == ["module1", "module2", "module3", "module4"]
     assert 0 <= saved["modules"]["module1"]["accuracy"] <= 1
+    # Synthetic drawings are of the 58 classes alone: the open-set outputs learned nothing.
+    assert saved["split"]["open_set_train_images"] == 0 and not info.open_set_trained(58)
     # The open-set threshold chosen on the held-out side is the one the model file answers by.
     assert info.open_set == {"threshold": saved["threshold"]}
     assert Predictor.load(out / "model.pt").threshold == saved["threshold"]

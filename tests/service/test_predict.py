@@ -124,6 +124,20 @@ def test_the_model_files_open_set_threshold_is_applied_and_described(
     assert unsure_answer["top_k"][0]["class_id"] == plain_answer["class_id"]
 
 
+def test_the_model_says_whether_its_open_set_outputs_learned_from_examples(
+    make_settings, tiny_model_path, tmp_path
+) -> None:
+    """A model trained without TT100K has "unknown sign" and "no sign" outputs that never saw
+    an example; /v1/model said `trained` all the same."""
+    model, info = load_model(tiny_model_path)
+    for recorded, trained in ((0, False), (12, True), (None, True)):  # None: a model from before
+        split = {"seed": 0} if recorded is None else {"open_set_train_images": recorded}
+        info.split = split
+        path = export_model(model, info, tmp_path / f"model-{recorded}.pt")
+        with TestClient(create_app(make_settings(model=path))) as client:
+            assert client.get("/v1/model").json()["open_set"]["trained"] is trained
+
+
 def test_batch_file_count_is_limited(make_settings, png_bytes) -> None:
     with TestClient(create_app(make_settings(max_batch_files=2))) as client:
         files = [("files", (f"{i}.png", png_bytes, "image/png")) for i in range(3)]
