@@ -172,7 +172,10 @@ class CheckReport:
                 ]
             )
         else:
-            lines.append("cross-split n/a (no train/test split in this layout)")
+            sides = ", ".join(sorted(self.split_counts)) or "none"
+            lines.append(
+                f"cross-split n/a (needs a train and a test side; this layout has: {sides})"
+            )
         lines.append("per class    id  records  name")
         lines += [
             f"            {c:>3}  {n:>7}  {self.class_names[c]}"

@@ -353,7 +353,8 @@ class SceneReport:
         bins = ", ".join(f"{n} {c / len(sizes):.0%}" for n, c in zip(names, counts, strict=True))
         p5, p50, p95 = np.percentile(sizes, [5, 50, 95])
         return (
-            f"sign size (px, larger box side): min {sizes.min()}, p5 {p5:.0f}, median {p50:.0f}, "
+            f"sign size (px, larger side of the box as seen, occluded or cut by the frame's "
+            f"edge): min {sizes.min()}, p5 {p5:.0f}, median {p50:.0f}, "
             f"p95 {p95:.0f}, max {sizes.max()}; {bins}"
         )
 
