@@ -235,7 +235,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="peak learning rate, reached after the warm-up",
     )
     parser.add_argument(
-        "--momentum", type=below_one, default=0.9, help="Nesterov momentum of --optimizer sgd"
+        "--momentum",
+        type=below_one,
+        default=0.9,
+        help="Nesterov momentum of --optimizer sgd (0: plain SGD)",
     )
     parser.add_argument(
         "--weight-decay", type=non_negative_number, default=0.05, help="of either optimizer"

@@ -24,7 +24,11 @@ def folder_fault(folder: Path) -> str | None:
     it, so that a command checks its output folder before its work and leaves nothing behind
     when it stops before writing. Permissions as access() sees them: a write may still fail
     (a full disk), and is reported then."""
-    there = next(path for path in (folder, *folder.parents) if path.exists())
+    # lexists: a link is where the walk stops, whether or not it leads anywhere; and it says
+    # False, not raises, where a folder on the way may not be looked into.
+    there = next(path for path in (folder, *folder.parents) if os.path.lexists(path))
+    if not there.exists():
+        return f"{there} is a link that leads nowhere"
     if not there.is_dir():
         return f"{there} is a file, not a folder"
     if not os.access(there, os.W_OK | os.X_OK):

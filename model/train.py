@@ -540,6 +540,11 @@ def _train(
     args.out = distributed.broadcast(
         args.out or runs_root() / f"{args.method}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    # Where the run folder will be made (given or default), checked now rather than when the
+    # data has loaded; nothing is made yet, so a run that stops before then leaves no folder.
+    fault = folder_fault(args.out)
+    if fault is not None:
+        raise SystemExit(f"--out {args.out}: {fault}")
     checkpoint_path = args.out / CHECKPOINT_FILE
     resumed = _read_resumable(checkpoint_path) if args.resume else None
     init = None if args.init is None or resumed else read_init(args.init, args.task, args.arch)
@@ -782,11 +787,6 @@ def _check_out(out: Path | None, resume: bool) -> None:
         return
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {out}: a file, not a run folder")
-    # Now, not when the data has loaded and the first epoch has run; nothing is made yet, so
-    # a run that stops before its first epoch leaves no empty folder.
-    fault = folder_fault(out)
-    if fault is not None:
-        raise SystemExit(f"--out {out}: {fault}")
     if not resume and any((out / name).exists() for name in (CHECKPOINT_FILE, MODEL_FILE)):
         raise SystemExit(
             f"--out {out} holds a run: continue it with --resume, or give another folder"

@@ -121,8 +121,8 @@ class OpenSet(BaseModel):
         description="a class whose probability is below it is answered unknown_sign"
     )
     trained: bool = Field(
-        description="whether the model has outputs for them, trained on signs of no class "
-        "and on pictures with no sign (else unknown_sign comes from the threshold alone)"
+        description="whether its outputs for them learned from examples (signs of no class, "
+        "pictures with no sign); else unknown_sign comes from the threshold alone"
     )
 
 

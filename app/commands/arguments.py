@@ -58,12 +58,21 @@ class CommandParser(argparse.ArgumentParser):
 
 def folders_opened(paths: list[Path], wanted: Callable[[Path], bool]) -> list[Path]:
     """`paths` with each folder replaced by the files directly in it that `wanted` takes,
-    sorted by name (`greedysign predict photos/` reads every photo there). A folder with none
-    stays as given, for the error that names it."""
+    sorted by name (`greedysign predict photos/` reads every photo there); hidden files (a
+    Mac's `._IMG_1.jpg`, a partial write) are not taken. A folder with none, or one that
+    cannot be listed, stays as given, for the error that names it."""
     opened: list[Path] = []
     for path in paths:
         if path.is_dir():
-            inside = sorted(child for child in path.iterdir() if child.is_file() and wanted(child))
+            try:
+                children = list(path.iterdir())
+            except OSError:
+                children = []
+            inside = sorted(
+                child
+                for child in children
+                if not child.name.startswith(".") and child.is_file() and wanted(child)
+            )
             opened.extend(inside or [path])
         else:
             opened.append(path)

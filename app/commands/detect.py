@@ -326,7 +326,7 @@ def _print_failure(kind: str, path: Path, message: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({kind: str(path), "error": message}), flush=True)
     else:  # named once: a DataError's message names its file already
-        named = message if str(path) in message else f"{path}: {message}"
+        named = message if message.startswith(str(path)) else f"{path}: {message}"
         print(f"error: {named}", file=sys.stderr, flush=True)
 
 

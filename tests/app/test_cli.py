@@ -170,6 +170,7 @@ def test_predict_reads_every_image_of_a_folder_by_name(
     for name, source in zip(("b.png", "a.PNG", "c.png"), sources, strict=True):
         (folder / name).write_bytes(source.read_bytes())
     (folder / "notes.txt").write_text("not a photo")
+    (folder / "._b.png").write_bytes(b"a Mac's resource fork, not a photo")  # hidden: not read
     (folder / "nested").mkdir()  # not read: only the folder's own files
     empty = tmp_path / "empty"
     empty.mkdir()

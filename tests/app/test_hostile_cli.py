@@ -472,4 +472,15 @@ def test_train_refuses_an_out_it_cannot_make_before_loading_data(tmp_path) -> No
     )
     assert started.returncode != 0 and "Traceback" not in started.stderr
     assert f"--out {blocker / 'run'}: {blocker} is a file, not a folder" in started.stderr
-    assert not (tmp_path / "no-data").exists()
+    assert [path.name for path in tmp_path.iterdir()] == ["a-file"]  # nothing made
+    # The default run folder too: runs/ under a file, refused before the data is read.
+    started = subprocess.run(
+        [sys.executable, "-m", "app.cli", "train", "--data", str(tmp_path / "no-data")],
+        cwd=REPO_ROOT,
+        env={**os.environ, "GREEDYSIGN_RUNS": str(blocker / "runs")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode != 0 and "Traceback" not in started.stderr
+    assert f"{blocker} is a file, not a folder" in started.stderr

@@ -3,6 +3,8 @@ one (model/runs.py). Serve, predict, eval and detect all start here."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from model.runs import (
@@ -65,3 +67,24 @@ def test_a_named_model_that_is_missing_or_unfinished_is_refused(runs) -> None:
     (unfinished / CHECKPOINT_FILE).write_bytes(b"state")
     with pytest.raises(FileNotFoundError, match="--resume"):
         resolve_model(unfinished)
+
+
+def test_an_output_folder_is_checked_without_being_made(tmp_path, monkeypatch) -> None:
+    from model.runs import folder_fault
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    (tmp_path / "nowhere").symlink_to(tmp_path / "missing")
+    (tmp_path / "to-file").symlink_to(a_file)
+    assert folder_fault(tmp_path / "new" / "deeper") is None
+    assert folder_fault(a_file / "run") == f"{a_file} is a file, not a folder"
+    assert (
+        folder_fault(tmp_path / "to-file" / "run")
+        == f"{tmp_path / 'to-file'} is a file, not a folder"
+    )
+    assert folder_fault(tmp_path / "nowhere" / "run") == (
+        f"{tmp_path / 'nowhere'} is a link that leads nowhere"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert folder_fault(Path("relative") / "run") is None
+    assert not (tmp_path / "new").exists() and not (tmp_path / "relative").exists()

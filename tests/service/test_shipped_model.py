@@ -1,6 +1,6 @@
 """The shipped model through the service on real CTSRD images: the right class and a mask
 whose box covers the annotated sign. Skips when the data is absent (fails instead under
-`make test`, GREEDYSIGN_REQUIRE_DATA=1)."""
+GREEDYSIGN_REQUIRE_DATA=1, which `make test` sets where ../shared/data exists)."""
 
 from __future__ import annotations
 
