@@ -301,6 +301,10 @@ def run_detect(args: argparse.Namespace) -> int:
         if path in videos:
             failures += _detect_video(detector, path, args)
             continue
+        if path.is_dir():  # left by folders_opened: none of its own files is a frame
+            _print_failure("image", path, "a folder with no image or video in it", args.json)
+            failures += 1
+            continue
         try:
             # A user's photo, upright as the service reads it.
             rgb = read_rgb(path, upright=True, max_pixels=MAX_USER_PIXELS)

@@ -107,6 +107,8 @@ def _decoded_runs(paths: list[Path]) -> Iterator[list[tuple[Path, np.ndarray | D
     from data.images import MAX_USER_PIXELS, read_rgb
 
     def decoded(path: Path) -> np.ndarray | DataError:
+        if path.is_dir():  # left by folders_opened: none of its own files is an image
+            return DataError(path, None, "a folder with no image in it (subfolders are not read)")
         try:
             return read_rgb(path, upright=True, max_pixels=MAX_USER_PIXELS)
         except DataError as error:

@@ -179,7 +179,8 @@ def test_predict_reads_every_image_of_a_folder_by_name(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     named = [folder / "a.PNG", folder / "b.png", folder / "c.png", sources[0], empty]
     assert [line["image"] for line in lines] == [str(path) for path in named]
-    assert all("kind" in line for line in lines[:4]) and str(empty) in lines[4]["error"]
+    assert all("kind" in line for line in lines[:4])
+    assert lines[4]["error"] == f"{empty}: a folder with no image in it (subfolders are not read)"
 
 
 def test_predict_reads_photos_in_runs_and_keeps_their_order(

@@ -616,3 +616,8 @@ def test_a_folder_is_its_images_and_videos_by_name(
     assert {line["video"] for line in printed if "frame_index" in line} == {
         str(folder / "a-clip.mov")
     }
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["detect", str(empty), "--long-side", "64"]
+    assert main(argv + models(empty_scene_model_path, tiny_model_path)) == 1
+    assert capsys.readouterr().err == f"error: {empty}: a folder with no image or video in it\n"
