@@ -234,3 +234,42 @@ def test_an_exif_turned_picture_is_shown_upright_under_its_boxes(
             "r",
             "b",
         ), name
+
+
+@pytest.fixture(scope="module")
+def no_sign_model(tmp_path_factory):
+    """A sign model that answers "no sign" for every picture."""
+    import torch
+
+    from data.classes import label_names
+    from model.checkpoint import ModelInfo, export_model
+    from model.network import NetConfig, SignNet
+
+    config = NetConfig(image_size=32, num_classes=len(label_names("ctsrd")))
+    model = SignNet(config, with_aux=False).eval()
+    with torch.no_grad():
+        model.cls_head[-1].bias[label_names("ctsrd").index("no sign")] += 50
+    info = ModelInfo(config=config, class_names=label_names("ctsrd"), method="greedy-dib")
+    return export_model(model, info, tmp_path_factory.mktemp("no-sign") / "model.pt")
+
+
+def test_a_road_frame_read_as_no_sign_points_to_scene_mode(
+    page, expect, start_service, no_sign_model
+) -> None:
+    """A whole road frame dropped in one-sign mode said "no sign" and nothing more."""
+    page.goto(start_service(no_sign_model))
+    frame, photo = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (1280, 720), (90, 110, 130)).save(frame, "PNG")
+    Image.new("RGB", (120, 120), (90, 110, 130)).save(photo, "PNG")
+    page.set_input_files(
+        "#image-input",
+        [
+            {"name": "frame.png", "mimeType": "image/png", "buffer": frame.getvalue()},
+            {"name": "photo.png", "mimeType": "image/png", "buffer": photo.getvalue()},
+        ],
+    )
+    expect(result_card(page, "frame.png").locator(".scene-hint")).to_contain_text(
+        "A whole road scene?"
+    )
+    expect(result_card(page, "photo.png")).to_contain_text("no sign")
+    expect(result_card(page, "photo.png").locator(".scene-hint")).to_have_count(0)

@@ -120,3 +120,51 @@ def test_measured_figures_read_as_numbers_not_json(
     }
     for raw in ("{", '"', "null", ".000", "2525"):
         expect(metrics).not_to_contain_text(raw)
+
+
+def test_figures_keep_their_width_on_a_phone(page, expect, start_service, measured_model) -> None:
+    """Beside "Unknown signs and non-signs rejected" a figure was one character wide, its
+    digits one under another."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{start_service(measured_model)}/#model")
+    figure = page.locator("#model-metrics > dd").nth(2)
+    expect(figure).to_have_text("98.7%")
+    lines = figure.evaluate(
+        "el => { const r = document.createRange(); r.selectNodeContents(el);"
+        " return r.getClientRects().length; }"
+    )
+    assert lines == 1 and figure.bounding_box()["width"] >= 60
+
+
+def test_the_model_tab_says_how_unknown_signs_and_scenes_are_handled(
+    page, expect, start_service, tiny_model_path, whole_frame_scene_model_path
+) -> None:
+    service = start_service(
+        tiny_model_path, scene_model=whole_frame_scene_model_path, scene_long_side=64
+    )
+    page.goto(f"{service}/#model")
+    facts = page.locator("#model-facts")
+    expect(facts).to_contain_text("learned (“unknown sign”, “no sign”)")
+    expect(facts).to_contain_text(f"{whole_frame_scene_model_path.name} · Greedy-DIB")
+    expect(facts).to_contain_text("frames at 64 px")
+
+
+def test_the_header_looks_again_when_a_request_finds_the_service_wanting_a_key(
+    page, expect, tiny_service, ctsrd_real
+) -> None:
+    """It stayed a green "ready" while every card said the service needed a key."""
+    page.goto(tiny_service)
+    summary = page.locator("#model-summary")
+    expect(summary).to_contain_text("58 classes")
+    refusal = '{"error": {"code": "unauthorized", "message": "a key is needed"}}'
+    for route in ("**/v1/predict*", "**/v1/model"):
+        page.route(
+            route,
+            lambda request: request.fulfill(
+                status=401, content_type="application/json", body=refusal
+            ),
+        )
+    page.locator("#image-input").set_input_files(str(ctsrd_real / "images" / "000_0001.png"))
+    expect(page.locator("#image-results")).to_contain_text("API key")
+    expect(summary).to_contain_text("API key")
+    assert summary.get_attribute("data-state") == "error"

@@ -285,3 +285,34 @@ def test_a_sound_file_is_refused(page, expect, tiny_service, tmp_path) -> None:
     page.set_input_files("#video-input", sound)
     expect(page.locator("#video-status")).to_contain_text("“tone.wav” has no picture")
     expect(page.get_by_role("button", name="Start")).to_be_disabled()
+
+
+def test_a_video_cut_short_is_called_so_and_a_picture_dropped_here_is_sent_back(
+    page, expect, tiny_service, traffic_video, tmp_path
+) -> None:
+    """A clip that played and then broke was "a file this browser cannot play", and a photo
+    dropped on this tab threw away the clip already loaded."""
+    page.goto(f"{tiny_service}/#video")
+    whole = playable_video(page, traffic_video, tmp_path, seconds=6)
+    cut = tmp_path / f"cut{whole.suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    start_streaming(page, expect, cut, "10", "0")
+    expect(page.locator("#video-status")).to_contain_text(
+        re.compile(r"could not be decoded past [\d.]+ s: the file is damaged or cut short"),
+        timeout=30_000,
+    )
+
+    page.set_input_files("#video-input", whole)
+    expect(page.locator("#video-status")).to_contain_text("ready")
+    dropped = page.evaluate_handle(
+        """() => {
+          const transfer = new DataTransfer();
+          transfer.items.add(new File(["\\x89PNG"], "sign.png", {type: "image/png"}));
+          return transfer;
+        }"""
+    )
+    page.dispatch_event("#panel-video", "drop", {"dataTransfer": dropped})
+    expect(page.locator("#video-status")).to_contain_text(
+        "“sign.png” is a picture: drop it on the Images tab"
+    )
+    expect(page.get_by_role("button", name="Start")).to_be_enabled()  # the clip stayed

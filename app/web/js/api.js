@@ -40,7 +40,7 @@ async function requestJson(path, options = {}) {
     // A request the page cancelled (options.signal) is not a fault of the service: the
     // caller hears the AbortError itself and says nothing.
     if (error.name === "AbortError") throw error;
-    throw new ApiError(0, "network_error", `Could not reach the service at ${location.origin}.`);
+    throw troubled(new ApiError(0, "network_error", `Could not reach the service at ${location.origin}.`));
   }
   let body = null;
   try {
@@ -51,13 +51,24 @@ async function requestJson(path, options = {}) {
   }
   if (!response.ok) {
     const error = body && body.error;
-    throw new ApiError(
-      response.status,
-      error ? error.code : `http_${response.status}`,
-      error ? error.message : `${response.status} ${response.statusText}`,
+    throw troubled(
+      new ApiError(
+        response.status,
+        error ? error.code : `http_${response.status}`,
+        error ? error.message : `${response.status} ${response.statusText}`,
+      ),
     );
   }
   return body;
+}
+
+// Answers that say the service as a whole is gone or now wants a key, whatever was asked:
+// the header's status, loaded once, is told (a "service-trouble" event) so it can look again.
+const SERVICE_TROUBLE = new Set(["network_error", "unauthorized"]);
+
+function troubled(error) {
+  if (SERVICE_TROUBLE.has(error.code)) window.dispatchEvent(new CustomEvent("service-trouble"));
+  return error;
 }
 
 /** POST /v1/predict for one file: class, top-k, box, mask (RLE) and timings. `signal` (an

@@ -129,7 +129,12 @@ function createCard(file, mode) {
     el("h3", { className: "file-name", title: file.name }, file.name),
     el("p", { className: "pending-note" }, mode === "scene" ? "Finding the signs…" : "Reading the sign…"),
   );
-  const element = el("article", { className: "result", "aria-busy": "true" }, frame, body);
+  const element = el(
+    "article",
+    { className: mode === "scene" ? "result scene" : "result", "aria-busy": "true" },
+    frame,
+    body,
+  );
   const overlay = createOverlay(maskLayer, boxLayer);
   return {
     file,
@@ -199,8 +204,18 @@ function showPrediction(card, prediction, requestMs) {
     ),
     el("p", { className: "hint" }, `${KIND_TEXT[prediction.kind](prediction)} · ${width} × ${height} px · ${where}`),
     known ? topK : el("div", {}, el("p", { className: "hint" }, "Closest known classes:"), topK),
+    ...(looksLikeAScene(prediction) ? [el("p", { className: "scene-hint" }, SCENE_HINT)] : []),
     timingLine(requestMs, prediction.timings_ms),
   );
+}
+
+// A frame-sized picture read as "no sign" is most often a road scene whose signs are small:
+// one-sign mode reads the whole picture as one sign, so say which mode finds them.
+const SCENE_SIDE = 640;
+const SCENE_HINT = "A whole road scene? Choose “a street scene: find every sign” above and drop it again.";
+
+function looksLikeAScene(prediction) {
+  return prediction.kind === "no_sign" && Math.max(...prediction.image_size) >= SCENE_SIDE;
 }
 
 function countText(count) {

@@ -40,8 +40,11 @@ export function initModelPanel(panel, summary) {
 
   search.addEventListener("input", () => filterClasses(list, count, search.value));
 
+  let loading = false;
+
   async function load() {
     clearTimeout(retryTimer);
+    loading = true;
     try {
       const model = await getModel();
       errorBox.hidden = true;
@@ -65,9 +68,16 @@ export function initModelPanel(panel, summary) {
       errorBox.replaceChildren(el("p", { className: "error-title" }, title), el("p", {}, detail));
       errorBox.hidden = false;
       if (RETRIED_CODES.has(code)) retryTimer = setTimeout(load, RETRY_MS);
+    } finally {
+      loading = false;
     }
   }
 
+  // A request elsewhere found the service gone or wanting a key: the header's "ready" may be
+  // stale, so ask again (once; while it shows an error, the retry timer asks).
+  window.addEventListener("service-trouble", () => {
+    if (summary.dataset.state === "ready" && !loading) load();
+  });
   load();
   return load;
 }
@@ -94,8 +104,25 @@ function showFacts(facts, model) {
     ["Runs on", model.fp16 ? `${model.device} (fp16)` : model.device],
     ["File", model.file],
     ["Data fingerprint", model.data_fingerprint.slice(0, 12) || "–"],
+    ["Unknown signs", openSetText(model.open_set)],
+    ["Scene model", sceneModelText(model.scene_model)],
   ];
   facts.replaceChildren(...rows.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
+}
+
+/** How the model turns a picture down: learned outputs, a threshold, or both. */
+function openSetText(openSet) {
+  const threshold = `below ${percent(openSet.threshold, 0)} confidence`;
+  return openSet.trained
+    ? `learned (“unknown sign”, “no sign”), and any class ${threshold}`
+    : `any class ${threshold} (its open-set outputs saw no example)`;
+}
+
+/** What finds the signs of a street scene (the Images tab's scene mode, the video's). */
+function sceneModelText(scene) {
+  if (!scene) return "none: street-scene mode is off";
+  const boxIou = typeof scene.metrics.box_iou === "number" ? ` · box IoU ${scene.metrics.box_iou.toFixed(3)}` : "";
+  return `${scene.file} · ${METHOD_NAMES[scene.method] || scene.method} · frames at ${scene.long_side} px${boxIou}`;
 }
 
 function showMetrics(metrics, splitNote, model) {

@@ -64,7 +64,9 @@ function paintMasks(canvas, masks) {
   context.putImageData(image, 0, 0);
 }
 
-/** Draws each item ({box, kind, text}) of a picture of `imageSize` ([height, width]). */
+/** Draws each item ({box, kind, text}) of a picture of `imageSize` ([height, width]): every
+ * box first, then the labels, each where it covers the fewest labels and boxes already there
+ * (a scene's signs stand close: drawn in turn, one sign's label hid the next sign). */
 function paintBoxes(canvas, imageSize, items) {
   const ratio = window.devicePixelRatio || 1;
   const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
@@ -76,37 +78,64 @@ function paintBoxes(canvas, imageSize, items) {
   const [imageHeight, imageWidth] = imageSize;
   const sx = width / imageWidth;
   const sy = height / imageHeight;
-  for (const item of items) {
+  const boxes = items.map((item) => {
     const [x1, y1, x2, y2] = item.box;
-    const left = x1 * sx;
-    const top = y1 * sy;
-    const boxWidth = (x2 - x1) * sx;
-    const boxHeight = (y2 - y1) * sy;
+    return { left: x1 * sx, top: y1 * sy, width: (x2 - x1) * sx, height: (y2 - y1) * sy };
+  });
+  const colors = items.map((item) => (item.kind === "unknown_sign" ? UNKNOWN_BOX_COLOR : BOX_COLOR));
 
+  context.lineJoin = "round";
+  boxes.forEach((box, index) => {
     // A dark outline under the colored line keeps the box visible on any background.
-    context.lineJoin = "round";
     context.strokeStyle = BOX_OUTLINE;
     context.lineWidth = 4 * ratio;
-    context.strokeRect(left, top, boxWidth, boxHeight);
-    const color = item.kind === "unknown_sign" ? UNKNOWN_BOX_COLOR : BOX_COLOR;
-    context.strokeStyle = color;
+    context.strokeRect(box.left, box.top, box.width, box.height);
+    context.strokeStyle = colors[index];
     context.lineWidth = 2 * ratio;
-    context.strokeRect(left, top, boxWidth, boxHeight);
+    context.strokeRect(box.left, box.top, box.width, box.height);
+  });
 
-    const fontSize = Math.round(12 * ratio);
-    context.font = `600 ${fontSize}px system-ui, sans-serif`;
-    const padding = 4 * ratio;
+  const fontSize = Math.round(12 * ratio);
+  context.font = `600 ${fontSize}px system-ui, sans-serif`;
+  context.textBaseline = "middle";
+  const padding = 4 * ratio;
+  const labelHeight = fontSize + 2 * padding;
+  const placed = [];
+  items.forEach((item, index) => {
+    const box = boxes[index];
     const labelWidth = Math.min(width, context.measureText(item.text).width + 2 * padding);
-    const labelHeight = fontSize + 2 * padding;
-    // Above the box when there is room, else just inside its top edge; never off the canvas.
-    const labelTop = top - labelHeight >= 0 ? top - labelHeight : Math.min(top, height - labelHeight);
-    const labelLeft = Math.min(Math.max(0, left - 1 * ratio), width - labelWidth);
-    context.fillStyle = color;
-    context.fillRect(labelLeft, labelTop, labelWidth, labelHeight);
+    const left = Math.min(Math.max(0, box.left - 1 * ratio), width - labelWidth);
+    // Above the box, just inside its top edge, below it, or stacked on a label already
+    // there (where signs stand close, every spot near the box may be taken); never off the
+    // canvas.
+    const tops = [
+      box.top - labelHeight,
+      box.top,
+      box.top + box.height,
+      ...placed.flatMap((rect) => [rect.top + rect.height, rect.top - labelHeight]),
+    ].map((top) => Math.min(Math.max(0, top), height - labelHeight));
+    const cost = (top) => {
+      const label = { left, top, width: labelWidth, height: labelHeight };
+      const others = boxes.filter((_, other) => other !== index);
+      return (
+        10 * placed.reduce((sum, rect) => sum + overlap(label, rect), 0) +
+        others.reduce((sum, rect) => sum + overlap(label, rect), 0)
+      );
+    };
+    const top = tops.reduce((best, candidate) => (cost(candidate) < cost(best) ? candidate : best));
+    placed.push({ left, top, width: labelWidth, height: labelHeight });
+    context.fillStyle = colors[index];
+    context.fillRect(left, top, labelWidth, labelHeight);
     context.fillStyle = LABEL_TEXT;
-    context.textBaseline = "middle";
-    context.fillText(item.text, labelLeft + padding, labelTop + labelHeight / 2, labelWidth - 2 * padding);
-  }
+    context.fillText(item.text, left + padding, top + labelHeight / 2, labelWidth - 2 * padding);
+  });
+}
+
+/** The area two rectangles ({left, top, width, height}) share. */
+function overlap(a, b) {
+  const across = Math.min(a.left + a.width, b.left + b.width) - Math.max(a.left, b.left);
+  const down = Math.min(a.top + a.height, b.top + b.height) - Math.max(a.top, b.top);
+  return Math.max(0, across) * Math.max(0, down);
 }
 
 /** The label of a sign: its track id in a tracked scene, its class and confidence. */

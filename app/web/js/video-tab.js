@@ -4,7 +4,7 @@
 // mode every sign of the frame is drawn with its track id and class.
 
 import { ApiError, describeError, streamUrl } from "./api.js";
-import { milliseconds, percent } from "./format.js";
+import { duration, milliseconds, percent } from "./format.js";
 import { createOverlay, signLabel } from "./overlay.js";
 
 // Bigger frames are scaled down before sending: a close-up is read at a few dozen pixels, so
@@ -114,12 +114,27 @@ export function initVideoTab(panel) {
     fileInput.value = ""; // so that choosing the same file again still fires "change"
     useFile(file);
   });
-  panel.addEventListener("drop", (event) => useFile(event.dataTransfer.files[0]));
+  panel.addEventListener("drop", (event) => {
+    const file = event.dataTransfer.files[0];
+    if (file && file.type.startsWith("image/")) {
+      // The clip already loaded stays: a photo dropped here was meant for the Images tab.
+      setStatus(`“${file.name}” is a picture: drop it on the Images tab. This tab takes videos.`);
+      return;
+    }
+    useFile(file);
+  });
   video.addEventListener("error", () => {
     if (!fileUrl) return;
+    // A file that played for a while and then broke is damaged or cut short, not of a kind
+    // this browser cannot play.
+    const playedTo = video.currentTime;
     releaseSource();
     setRunning(false);
-    setStatus("This browser cannot play that video file. Try an MP4 (H.264) or WebM file.");
+    setStatus(
+      playedTo > 0
+        ? `The video could not be decoded past ${duration(playedTo)}: the file is damaged or cut short.`
+        : "This browser cannot play that video file. Try an MP4 (H.264) or WebM file.",
+    );
   });
 
   webcamButton.addEventListener("click", async () => {
@@ -162,6 +177,8 @@ export function initVideoTab(panel) {
   function start() {
     if (stream) return;
     if (video.ended) video.currentTime = 0;
+    // On a phone the controls fill the first screen: bring the video and its answers in.
+    stage.scrollIntoView({ block: "nearest", behavior: "smooth" });
     overlay.clear();
     resetStats(stats);
     setRunning(true);
